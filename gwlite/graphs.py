@@ -1,0 +1,184 @@
+"""Graphs in, structure matrices out: networkx graphs, graph files and built-in graphs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from gwlite.problem import GWInputError
+
+__all__ = ["BUILTIN_GRAPHS", "KINDS", "NODE_WEIGHTS", "builtin_graph", "from_networkx", "load"]
+
+KINDS = ("adjacency", "shortest_path", "laplacian", "heat")
+NODE_WEIGHTS = ("uniform", "degree")
+
+#: Small real graphs that ship with networkx (nothing is downloaded).
+BUILTIN_GRAPHS = {
+    "karate": nx.karate_club_graph,
+    "florentine": nx.florentine_families_graph,
+    "davis": nx.davis_southern_women_graph,
+    "les_miserables": nx.les_miserables_graph,
+    "petersen": nx.petersen_graph,
+    "dodecahedral": nx.dodecahedral_graph,
+}
+
+
+def _structure(G: nx.Graph, nodes: list, kind: str, weight: str | None, t: float) -> np.ndarray:
+    A = nx.to_numpy_array(G, nodelist=nodes, weight=weight, dtype=np.float64)
+    if kind == "adjacency":
+        return A
+    if kind == "shortest_path":
+        D = nx.floyd_warshall_numpy(G, nodelist=nodes, weight=weight)
+        if not np.all(np.isfinite(D)):
+            raise GWInputError(
+                "the graph is disconnected, so some shortest-path distances are infinite; "
+                "use kind='adjacency' or 'heat', or compare connected components"
+            )
+        return np.asarray(D, dtype=np.float64)
+    L = np.diag(A.sum(axis=1)) - A
+    if kind == "laplacian":
+        return L
+    from scipy.linalg import expm
+
+    return expm(-t * L)
+
+
+def from_networkx(
+    G: nx.Graph,
+    kind: str = "adjacency",
+    weight: str | None = None,
+    node_weights: str = "uniform",
+    *,
+    t: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Structure matrix and node weights of a networkx graph.
+
+    Parameters
+    ----------
+    G : networkx.Graph
+        Any graph (directed graphs give asymmetric adjacency matrices). Rows follow
+        ``list(G.nodes)``.
+    kind : {"adjacency", "shortest_path", "laplacian", "heat"}
+        ``"shortest_path"`` needs a connected graph; ``"heat"`` is ``expm(-t L)``.
+    weight : str, optional
+        Edge attribute holding weights (``None``: every edge weighs 1).
+    node_weights : {"uniform", "degree"}
+        ``"degree"``: proportional to the (weighted) degree.
+    t : float
+        Diffusion time of the heat kernel.
+
+    Returns
+    -------
+    C : ndarray ``(n, n)``
+    p : ndarray ``(n,)``
+
+    Examples
+    --------
+    >>> import networkx as nx, gwlite
+    >>> C, p = gwlite.from_networkx(nx.path_graph(3), kind="shortest_path")
+    >>> C.tolist(), p.tolist()
+    ([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]], [0.3333333333333333, 0.3333333333333333, 0.3333333333333333])
+    """
+    if kind not in KINDS:
+        raise GWInputError(f"unknown kind {kind!r}; choose one of {list(KINDS)}")
+    if node_weights not in NODE_WEIGHTS:
+        raise GWInputError(
+            f"unknown node_weights {node_weights!r}; choose one of {list(NODE_WEIGHTS)}"
+        )
+    nodes = list(G.nodes)
+    if not nodes:
+        raise GWInputError("the graph has no nodes")
+    C = _structure(G, nodes, kind, weight, t)
+    if node_weights == "uniform":
+        return C, np.full(len(nodes), 1.0 / len(nodes))
+    degree = np.array([d for _, d in G.degree(nodes, weight=weight)], dtype=np.float64)
+    if degree.sum() <= 0:
+        raise GWInputError("node_weights='degree' needs at least one edge of positive weight")
+    if np.any(degree < 0):
+        raise GWInputError("node_weights='degree' needs non-negative edge weights")
+    return C, degree / degree.sum()
+
+
+def builtin_graph(name: str) -> nx.Graph:
+    """One of :data:`BUILTIN_GRAPHS` by name."""
+    if name not in BUILTIN_GRAPHS:
+        raise GWInputError(
+            f"unknown built-in graph {name!r}; choose one of {sorted(BUILTIN_GRAPHS)}"
+        )
+    return nx.convert_node_labels_to_integers(BUILTIN_GRAPHS[name]())
+
+
+def _read_graph_file(path: Path) -> nx.Graph:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".graphml":
+            return nx.read_graphml(path)
+        if suffix == ".gml":
+            return nx.read_gml(path)
+        return _read_edge_list(path)
+    except GWInputError:
+        raise
+    except Exception as err:  # networkx raises many kinds on malformed files
+        raise GWInputError(f"could not read graph file {path}: {err}") from err
+
+
+def _read_edge_list(path: Path) -> nx.Graph:
+    G = nx.Graph()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.split("#", 1)[0].replace(",", " ").strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) not in (2, 3):
+                raise GWInputError(f"{path}:{lineno}: expected 'u v [weight]', got {line!r}")
+            weight = 1.0
+            if len(parts) == 3:
+                try:
+                    weight = float(parts[2])
+                except ValueError as err:
+                    raise GWInputError(
+                        f"{path}:{lineno}: weight {parts[2]!r} is not a number"
+                    ) from err
+            G.add_edge(parts[0], parts[1], weight=weight)
+    if G.number_of_nodes() == 0:
+        raise GWInputError(f"{path}: no edges found")
+    return G
+
+
+def load(
+    source: str | os.PathLike,
+    kind: str = "adjacency",
+    node_weights: str = "uniform",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Structure matrix and weights from a file or a built-in graph name.
+
+    Parameters
+    ----------
+    source : str or path
+        ``builtin:NAME`` (see :data:`BUILTIN_GRAPHS`), a ``.npy`` square matrix (used
+        as given, uniform weights), a ``.graphml``/``.gml`` file, or an edge list
+        (``u v [weight]`` per line, ``#`` comments, commas allowed).
+    kind, node_weights : str
+        Passed to :func:`from_networkx` for graphs.
+    """
+    text = str(source)
+    if text.startswith("builtin:"):
+        return from_networkx(builtin_graph(text.split(":", 1)[1]), kind, None, node_weights)
+    path = Path(source)
+    if not path.exists():
+        raise GWInputError(f"no such file: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            C = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise GWInputError(f"could not read matrix file {path}: {err}") from err
+        if C.ndim != 2 or C.shape[0] != C.shape[1]:
+            raise GWInputError(f"{path}: expected a square matrix, got shape {C.shape}")
+        return C.astype(np.float64), np.full(C.shape[0], 1.0 / C.shape[0])
+    G = _read_graph_file(path)
+    weight = "weight" if any("weight" in d for _, _, d in G.edges(data=True)) else None
+    return from_networkx(G, kind, weight, node_weights)

@@ -1,0 +1,20 @@
+"""Pieces every solver shares: the reported lower bound and the certification rule."""
+
+from __future__ import annotations
+
+from gwlite import _xp
+from gwlite.bounds import _compute_lower
+from gwlite.problem import GWProblem
+
+# upper - lower below this (relative to the loss scale) counts as a proven equality
+CERTIFY_RTOL = 1e-12
+
+
+def lower_value(problem: GWProblem, kind: str):
+    """The lower bound ``kind`` as a scalar (0-d tensor if it carries a graph)."""
+    return _xp.scalar(_compute_lower(problem, kind), keep_graph=True)
+
+
+def is_certified(problem: GWProblem, lower, upper) -> bool:
+    """``lower == upper`` up to round-off: the value is then proven to be GW."""
+    return float(upper) - float(lower) <= CERTIFY_RTOL * problem.scale()
