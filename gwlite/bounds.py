@@ -258,13 +258,47 @@ def lower_bound(
 def _tie_tol(problem: GWProblem) -> float:
     xp = problem.xp
     scale = max(float(xp.max(xp.abs(problem.C1))), float(xp.max(xp.abs(problem.C2))))
-    return 1024 * _xp.eps(xp, problem.C1.dtype) * max(scale, np.finfo(np.float64).tiny)
+    return _key_tol(xp, problem.C1.dtype, scale)
+
+
+def _key_tol(xp, dtype, scale: float) -> float:
+    # features equal up to summation round-off (~1024 ulp of their scale) count as tied
+    return 1024 * _xp.eps(xp, dtype) * max(scale, np.finfo(np.float64).tiny)
+
+
+def _refinement_keys(problem: GWProblem, s1, s2) -> tuple:
+    r"""Label-free secondary keys that order nodes with tied mean-row features.
+
+    Two rounds of colour refinement in the spirit of Weisfeiler-Lehman,
+    :math:`C (p \circ s)` and :math:`C (p \circ C (p \circ s))`, then the second
+    moment :math:`(C \circ C) p`. Ordering inside tie groups keeps the coupling optimal
+    for the 1-D feature problem and lets isomorphic graphs with repeated degrees be
+    matched by a permutation; nodes tied on every key still share their mass.
+    """
+    xp = problem.xp
+    C1, C2, p, q = (_detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
+    s1, s2 = _detach(s1), _detach(s2)
+    k1 = (C1 @ (p * s1), C2 @ (q * s2))
+    k2 = (C1 @ (p * k1[0]), C2 @ (q * k1[1]))
+    k3 = ((C1 * C1) @ p, (C2 * C2) @ q)
+    keys = []
+    for u, v in (k1, k2, k3):
+        scale = max(float(xp.max(xp.abs(u))), float(xp.max(xp.abs(v))))
+        keys.append((u, v, _key_tol(xp, C1.dtype, scale)))
+    return tuple(keys)
 
 
 def _sorted_sparse(problem: GWProblem) -> SparseCoupling:
     s1 = mean_row_features(problem.C1, problem.p)
     s2 = mean_row_features(problem.C2, problem.q)
-    return monotone_coupling(s1, s2, problem.p, problem.q, tie_tol=_tie_tol(problem))
+    return monotone_coupling(
+        s1,
+        s2,
+        problem.p,
+        problem.q,
+        tie_tol=_tie_tol(problem),
+        tie_break=_refinement_keys(problem, s1, s2),
+    )
 
 
 def sorted_coupling(C1, C2, p=None, q=None):

@@ -163,10 +163,13 @@ def round_to_polytope(F, p, q):
     xp = _xp.array_namespace(F, p, q)
     F = xp.where(F > 0, F, xp.zeros_like(F))
     row = xp.sum(F, axis=1)
-    x = xp.where(row > p, p / xp.where(row > 0, row, xp.ones_like(row)), xp.ones_like(row))
+    one = xp.ones_like(row)
+    # only rows above their target are scaled, and those have row > p >= 0
+    x = xp.where(row > p, p / xp.where(row > p, row, one), one)
     F = F * x[:, None]
     col = xp.sum(F, axis=0)
-    y = xp.where(col > q, q / xp.where(col > 0, col, xp.ones_like(col)), xp.ones_like(col))
+    one = xp.ones_like(col)
+    y = xp.where(col > q, q / xp.where(col > q, col, one), one)
     F = F * y[None, :]
     err_r = p - xp.sum(F, axis=1)
     err_c = q - xp.sum(F, axis=0)

@@ -141,6 +141,8 @@ def _weights(xp, w, C, name: str, dtype):
         return ones / n
     if xp.isdtype(w.dtype, ("integral", "bool")):
         raise GWInputError(f"{name} has integer dtype {w.dtype}; node weights must be floats")
+    # weights are checked to the precision they were given in (float32 sums are off ~1e-7)
+    given = _xp.compute_dtype(xp, w.dtype)
     w = xp.astype(w, dtype, copy=False)
     if w.ndim < 1 or w.shape[-1] != n or (w.ndim > 1 and tuple(w.shape[:-1]) != batch_shape):
         raise GWInputError(
@@ -151,7 +153,7 @@ def _weights(xp, w, C, name: str, dtype):
     if bool(xp.any(w < 0)):
         raise GWInputError(f"{name} has negative entries; node weights must be >= 0")
     total = xp.sum(w, axis=-1)
-    tol = max(1e-9, float(np.sqrt(_xp.eps(xp, dtype))))
+    tol = max(1e-9, float(np.sqrt(_xp.eps(xp, given))))
     worst = float(xp.max(xp.abs(total - 1)))
     if worst > tol:
         raise GWInputError(

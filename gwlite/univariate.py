@@ -148,30 +148,50 @@ def _sort_with_weights(xp, values, weights):
     )
 
 
-def _tie_groups(sorted_values: np.ndarray, tol: float) -> np.ndarray:
-    """Group id of each sorted value; neighbours closer than ``tol`` share a group."""
-    starts = np.diff(sorted_values) > tol
-    return np.concatenate([[0], np.cumsum(starts)])
+def _refined_groups(keys: list[np.ndarray], tols: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Lexicographic order of the nodes by ``keys`` and their tie groups.
+
+    The first key orders the nodes; values within its tolerance of their neighbour
+    form a group. Each further key re-orders the nodes inside every group and splits
+    it where consecutive values differ by more than that key's tolerance.
+    """
+    n = len(keys[0])
+    order = np.arange(n)
+    group = np.zeros(n, dtype=np.int64)
+    for key, tol in zip(keys, tols):
+        idx = np.lexsort((key[order], group))  # last key is primary: stay inside groups
+        order, group = order[idx], group[idx]
+        vals = key[order]
+        splits = (group[1:] != group[:-1]) | (np.diff(vals) > tol)
+        group = np.concatenate([[0], np.cumsum(splits)])
+    return order, group
 
 
 def monotone_coupling(
-    u_values, v_values, u_weights=None, v_weights=None, *, tie_tol: float = 0.0
+    u_values,
+    v_values,
+    u_weights=None,
+    v_weights=None,
+    *,
+    tie_tol: float = 0.0,
+    tie_break: tuple = (),
 ) -> SparseCoupling:
     r"""The monotone (comonotone) coupling of two weighted 1-D samples, label-free.
 
     It is an optimal coupling for every convex cost :math:`|x - y|^r`. Samples whose
-    values lie within ``tie_tol`` of each other form a tie group, and the mass the
-    monotone coupling sends between two groups is spread over their nodes in
-    proportion to the node weights:
+    values lie within ``tie_tol`` of each other form a tie group. Optional secondary
+    keys order the nodes inside a tie group (lexicographically, each with its own
+    tolerance); nodes still tied after the last key share their mass:
 
     .. math::
 
         \pi_{ij} = \gamma_{g(i) h(j)} \frac{a_i}{A_{g(i)}} \frac{b_j}{B_{h(j)}},
 
-    where :math:`\gamma` is the monotone coupling between the group masses
-    :math:`A_g, B_h`. This keeps the coupling independent of how tied nodes are
-    labelled (a permutation of the nodes permutes the coupling), which is what makes
-    the sorted upper bound invariant to relabelling.
+    where :math:`\gamma` is the north-west-corner coupling between the ordered group
+    masses :math:`A_g, B_h`. Refining inside tie groups keeps the coupling monotone in
+    the values, hence optimal for the 1-D problem; spreading over the remaining ties
+    keeps it independent of how nodes are labelled (a permutation of the nodes
+    permutes the coupling), as long as the keys themselves are label-free.
 
     Parameters
     ----------
@@ -180,6 +200,9 @@ def monotone_coupling(
         Weights summing to 1; uniform when omitted.
     tie_tol : float
         Values closer than this count as equal.
+    tie_break : sequence of (u_key, v_key, tol)
+        Secondary keys (host or device arrays of shapes ``(n,)``, ``(m,)``) with their
+        tolerance, applied in order inside tie groups.
 
     Returns
     -------
@@ -191,8 +214,11 @@ def monotone_coupling(
     xp = _xp.array_namespace(u_values, v_values, u_weights, v_weights)
     u_weights = _uniform_like(xp, u_values) if u_weights is None else u_weights
     v_weights = _uniform_like(xp, v_values) if v_weights is None else v_weights
-    left = _grouped_side(xp, u_values, u_weights, tie_tol)
-    right = _grouped_side(xp, v_values, v_weights, tie_tol)
+    tols = [tie_tol] + [float(t) for _, _, t in tie_break]
+    u_keys = [u_values] + [k for k, _, _ in tie_break]
+    v_keys = [v_values] + [k for _, k, _ in tie_break]
+    left = _grouped_side(xp, u_keys, u_weights, tols)
+    right = _grouped_side(xp, v_keys, v_weights, tols)
     # the monotone coupling between the two group measures (host: indices only)
     levels, gi, gj = quantile_merge(np, left.cum_host, right.cum_host)
     keep = np.nonzero(_lengths(np, levels) > 0)[0]
@@ -214,15 +240,15 @@ class _GroupedSide:
         self.share = share  # xp: node weight / its group's mass, in sorted order
 
 
-def _grouped_side(xp, values, weights, tol: float) -> _GroupedSide:
-    vals = _xp.to_numpy(values).astype(np.float64)
-    order = np.argsort(vals, kind="stable")
-    group = _tie_groups(vals[order], tol)
+def _grouped_side(xp, keys, weights, tols) -> _GroupedSide:
+    host = [_xp.to_numpy(k).astype(np.float64) for k in keys]
+    order, group = _refined_groups(host, tols)
     ends = np.nonzero(np.r_[group[1:] != group[:-1], True])[0]
-    w_sorted = xp.take(weights, _index(xp, order, values), axis=0)
+    like = keys[0]
+    w_sorted = xp.take(weights, _index(xp, order, like), axis=0)
     cum_nodes = xp.cumulative_sum(w_sorted)
-    cum = xp.take(cum_nodes, _index(xp, ends, values), axis=0)
-    group_mass = xp.take(_lengths(xp, cum), _index(xp, group, values), axis=0)
+    cum = xp.take(cum_nodes, _index(xp, ends, like), axis=0)
+    group_mass = xp.take(_lengths(xp, cum), _index(xp, group, like), axis=0)
     safe = xp.where(group_mass > 0, group_mass, xp.ones_like(group_mass))
     share = xp.where(group_mass > 0, w_sorted / safe, xp.zeros_like(w_sorted))
     return _GroupedSide(order, group, cum, _xp.to_numpy(cum).astype(np.float64), share)

@@ -31,7 +31,7 @@ from gwlite import _xp
 from gwlite.coupling import gw_cost, marginal_error, round_to_polytope
 from gwlite.problem import GWInputError, GWProblem, GWSolverError
 from gwlite.result import GWResult
-from gwlite.solvers._common import is_certified, lower_value
+from gwlite.solvers._common import clamp_lower, is_certified, lower_value
 
 
 def _require_square_loss(problem: GWProblem, method: str) -> None:
@@ -52,16 +52,21 @@ def _detached(problem: GWProblem):
 def _finish(problem, method, plan, *, lower, converged, n_iter, return_coupling, extra):
     """Round, price and certify a plan returned by POT."""
     xp = problem.xp
-    if not bool(xp.all(xp.isfinite(plan))):
+    mass = float(xp.sum(plan)) if bool(xp.all(xp.isfinite(plan))) else float("nan")
+    if not abs(mass - 1) <= 0.5:
+        # NaN, Inf or a plan that lost its mass: numerical failure, not an answer
+        notes = "; ".join(extra.get("pot_warnings", [])[:3])
         raise GWSolverError(
-            f"POT's {method} solver returned a plan with NaN/Inf entries; for 'entropic' "
-            "increase epsilon (it is absolute: compare it with the scale of C1 and C2)"
+            f"POT's {method} solver failed numerically (plan mass {mass:.3g}"
+            + (f"; POT said: {notes}" if notes else "")
+            + "); for 'entropic' increase epsilon (it is absolute: compare it with the "
+            "scale of C1 and C2)"
         )
     plan = plan.detach() if hasattr(plan, "detach") else plan
     error = marginal_error(plan, problem.p, problem.q)
     feasible = round_to_polytope(plan, _detach(problem.p), _detach(problem.q))
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, feasible, problem.loss_fun), True)
-    low = lower_value(problem, lower)
+    low = clamp_lower(lower_value(problem, lower), upper)
     extra = dict(
         extra, lower_kind=lower, rounding_change=marginal_error(feasible, problem.p, problem.q)
     )

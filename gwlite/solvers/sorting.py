@@ -7,7 +7,7 @@ from gwlite.bounds import _compute_lower, _sorted_sparse, gap_diagnostics
 from gwlite.coupling import gw_cost, marginal_error, to_dense
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
-from gwlite.solvers._common import is_certified, lower_value
+from gwlite.solvers._common import clamp_lower, is_certified, lower_value
 
 
 def solve(
@@ -35,6 +35,7 @@ def solve(
     low = value if lower == "mean_row" else lower_value(problem, lower)
     coupling = _sorted_sparse(problem)
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
+    low = clamp_lower(low, upper)
     extra = {"lower_kind": lower}
     if diagnostics:
         extra.update(gap_diagnostics(problem, coupling, value, upper))

@@ -1,0 +1,131 @@
+"""Reading JSON / JSON Lines with useful errors, and writing JSON Lines atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file.
+
+    Parameters
+    ----------
+    path : path-like
+        File to read (UTF-8).
+
+    Returns
+    -------
+    object
+        The decoded document.
+
+    Raises
+    ------
+    ValueError
+        If the file is not valid JSON; the message names the file, line and column.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from None
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """Parse a JSON Lines file, one document per non-blank line.
+
+    Parameters
+    ----------
+    path : path-like
+        File to read (UTF-8).
+
+    Returns
+    -------
+    list
+        The decoded documents in file order.
+
+    Raises
+    ------
+    ValueError
+        If a line is not valid JSON; the message names the file and the 1-based line.
+    """
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno} is not valid JSON: {err.msg}") from None
+    return records
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], None]) -> Path:
+    # The temporary file sits next to the target so that os.replace never crosses devices.
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
+    """Write documents as JSON Lines so that readers never see a partial file.
+
+    The lines go to a temporary file in the target directory, which then replaces
+    ``path`` with :func:`os.replace` (atomic on POSIX and Windows within one file system).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; its directory is created if needed.
+    records : iterable
+        JSON-serialisable documents.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+
+    def write(handle: TextIO) -> None:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    return _atomic_write(path, write)
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: Any) -> Path:
+    """Write one JSON document (indented) atomically, like :func:`write_jsonl_atomic`.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; its directory is created if needed.
+    document : object
+        JSON-serialisable document.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+
+    def write(handle: TextIO) -> None:
+        json.dump(document, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+    return _atomic_write(path, write)

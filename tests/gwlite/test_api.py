@@ -1,0 +1,181 @@
+"""The public call: result invariants for every method, options and bad input."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import best_permutation, centred_definiteness, gw_cost_dense
+from strategies import problems
+
+import gwlite
+from gwlite.families import generate
+
+POT_METHODS = ["cg", "entropic"]
+
+
+def _w(n, w):
+    return np.full(n, 1.0 / n) if w is None else w
+
+
+def _check_invariants(res, C1, C2, p, q):
+    """What every GWResult promises."""
+    scale = max(1.0, np.abs(C1).max(), np.abs(C2).max()) ** 2
+    assert float(res.lower) <= float(res.upper) + 1e-12 * scale
+    assert res.time_s >= 0
+    if res.coupling is not None:
+        T = res.coupling
+        assert T.min() >= -1e-15
+        # feasible: marginals within 1e-9 relative in float64
+        np.testing.assert_allclose(T.sum(1), p, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(T.sum(0), q, rtol=1e-9, atol=1e-12)
+        assert res.upper == pytest.approx(
+            gw_cost_dense(C1, C2, T, res.loss_fun), rel=1e-10, abs=1e-13
+        )
+    if res.certified:
+        assert res.upper - res.lower <= 1e-10 * scale
+
+
+@settings(max_examples=25, deadline=None)
+@given(problems(max_n=6, symmetric_only=True), st.sampled_from(["sorted", "cg", "entropic"]))
+def test_result_invariants_for_every_method(inst, method):
+    C1, C2, p, q = inst
+    opts = {"epsilon": 0.05} if method == "entropic" else {}
+    res = gwlite.gromov_wasserstein(C1, C2, p, q, method=method, **opts)
+    _check_invariants(res, C1, C2, _w(len(C1), p), _w(len(C2), q))
+    assert res.method == method
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.sampled_from(["gram", "euclidean", "tree_metric", "coactivation"]),
+    st.integers(3, 6),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.sampled_from(["sorted", "cg", "entropic"]),
+)
+def test_every_method_brackets_gw_on_definite_pairs(family, n, s1, s2, method):
+    C1, _ = generate(family, n, s1)
+    C2, _ = generate(family, n, s2)
+    if {centred_definiteness(C1), centred_definiteness(C2)} not in ({"psd"}, {"nsd"}):
+        return
+    gw, _ = best_permutation(C1, C2)  # = GW for such pairs
+    res = gwlite.gromov_wasserstein(C1, C2, method=method, lower="tlb")
+    scale = max(1.0, np.abs(C1).max(), np.abs(C2).max()) ** 2
+    assert res.lower <= gw + 1e-10 * scale
+    assert gw <= res.upper + 1e-10 * scale
+
+
+def test_unconverged_entropic_never_undercuts_gw():
+    # a few Sinkhorn-GW iterations give a plan far off the polytope; its rounded cost
+    # must still be an upper bound on GW (POT issue #406)
+    C1, _ = generate("euclidean", 6, seed=3)
+    C2, _ = generate("euclidean", 6, seed=8)
+    gw, _ = best_permutation(C1, C2)
+    res = gwlite.gromov_wasserstein(C1, C2, method="entropic", epsilon=0.1, max_iter=1)
+    assert not res.converged
+    assert res.upper >= gw - 1e-12
+    assert res.marginal_error >= 0
+
+
+def test_entropic_reports_convergence_truthfully():
+    C1, _ = generate("gram", 8, seed=1)
+    C2, _ = generate("gram", 8, seed=2)
+    res = gwlite.gromov_wasserstein(C1, C2, method="entropic", epsilon=1.0, max_iter=2000, tol=1e-9)
+    assert res.converged
+    assert res.marginal_error <= 1e-6
+    assert res.n_iter < 2000
+
+
+def test_entropic_nan_is_an_error_not_a_number():
+    C1, _ = generate("gram", 8, seed=1)
+    C2, _ = generate("gram", 8, seed=2)
+    with pytest.raises(gwlite.GWSolverError, match="epsilon"):
+        gwlite.gromov_wasserstein(100 * C1, 100 * C2, method="entropic", epsilon=1e-6)
+
+
+def test_cg_reports_iterations_and_pot_value():
+    C1, _ = generate("euclidean", 10, seed=1)
+    C2, _ = generate("euclidean", 12, seed=2)
+    res = gwlite.gromov_wasserstein(C1, C2, method="cg")
+    assert res.converged and res.n_iter >= 1
+    assert res.value == res.upper
+    assert res.diagnostics["pot_value"] == pytest.approx(res.upper, rel=1e-9)
+
+
+@pytest.mark.parametrize("method", POT_METHODS)
+def test_pot_methods_refuse_abs_loss(method):
+    with pytest.raises(gwlite.GWInputError, match="square_loss"):
+        gwlite.gromov_wasserstein(np.eye(3), np.eye(3), method=method, loss_fun="abs_loss")
+
+
+def test_unknown_method_lists_the_choices():
+    with pytest.raises(ValueError, match="sorted.*cg.*entropic"):
+        gwlite.gromov_wasserstein(np.eye(2), np.eye(2), method="magic")
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(gwlite.GWInputError, match="unknown option.*max_iterations"):
+        gwlite.gromov_wasserstein(np.eye(2), np.eye(2), method="cg", max_iterations=3)
+    with pytest.raises(gwlite.GWInputError, match="epsilon"):
+        gwlite.gromov_wasserstein(np.eye(2), np.eye(2), method="sorted", epsilon=0.1)
+
+
+def test_unknown_lower_kind_is_refused():
+    with pytest.raises(gwlite.GWInputError, match="lower bound kind"):
+        gwlite.gromov_wasserstein(np.eye(2), np.eye(2), lower="best")
+
+
+def test_symmetric_true_refuses_asymmetric_input():
+    A = np.array([[0.0, 1.0], [0.0, 0.0]])
+    with pytest.raises(gwlite.GWInputError, match="not symmetric"):
+        gwlite.gromov_wasserstein(A, np.eye(2), method="cg", symmetric=True)
+
+
+def test_result_is_frozen_and_readable():
+    C, _ = generate("tree_metric", 5, seed=0)
+    res = gwlite.gromov_wasserstein(C, C)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.value = 1.0
+    with pytest.raises(TypeError):
+        res.diagnostics["x"] = 1
+    text = repr(res)
+    assert "method='sorted'" in text and "interval=[" in text and "certified=True" in text
+
+
+def test_return_coupling_false():
+    res = gwlite.gromov_wasserstein(np.eye(3), np.eye(3), return_coupling=False)
+    assert res.coupling is None
+
+
+def test_different_sizes_and_weights():
+    C1, _ = generate("euclidean", 7, seed=1)
+    C2, _ = generate("euclidean", 4, seed=2)
+    p = np.arange(1, 8, dtype=float)
+    p /= p.sum()
+    for method in ("sorted", "cg", "entropic"):
+        res = gwlite.gromov_wasserstein(C1, C2, p, None, method=method)
+        _check_invariants(res, C1, C2, p, np.full(4, 0.25))
+        assert res.coupling.shape == (7, 4)
+
+
+def test_integer_matrices_are_cast_not_truncated():
+    A = np.array([[0, 3, 1], [3, 0, 7], [1, 7, 0]])
+    B = np.array([[0, 2, 5], [2, 0, 1], [5, 1, 0]])
+    for method in ("sorted", "cg"):
+        res = gwlite.gromov_wasserstein(A, B, method=method)
+        ref = gwlite.gromov_wasserstein(A / 1.0, B / 1.0, method=method)
+        assert res.upper == ref.upper
+        assert res.value == ref.value
+        assert res.upper == pytest.approx(gw_cost_dense(A / 1.0, B / 1.0, res.coupling))
+    assert isinstance(res.value, float)
+
+
+def test_tlb_lower_is_reported_when_asked():
+    C1, _ = generate("regular", 8, seed=0)
+    C2, _ = generate("regular", 8, seed=5)
+    res = gwlite.gromov_wasserstein(C1, C2, lower="tlb")
+    assert res.diagnostics["lower_kind"] == "tlb"
+    assert res.lower >= res.value - 1e-15
+    assert res.lower == pytest.approx(gwlite.lower_bound(C1, C2, kind="tlb"))

@@ -1,0 +1,102 @@
+"""GW cost of couplings and rounding onto the transport polytope."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import gw_cost_dense, random_coupling
+from strategies import problems
+
+from gwlite.coupling import (
+    SparseCoupling,
+    coupling_inner,
+    gw_cost,
+    marginal_error,
+    round_to_polytope,
+    to_dense,
+)
+from gwlite.families import generate
+
+LOSSES = ["square_loss", "abs_loss"]
+
+
+def _weights(n, w):
+    return np.full(n, 1.0 / n) if w is None else w
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(max_n=6), st.sampled_from(LOSSES), st.integers(0, 2**31 - 1))
+def test_dense_cost_matches_brute_force(inst, loss_fun, seed):
+    C1, C2, p, q = inst
+    T = random_coupling(np.random.default_rng(seed), _weights(len(C1), p), _weights(len(C2), q))
+    assert gw_cost(C1, C2, T, loss_fun) == pytest.approx(
+        gw_cost_dense(C1, C2, T, loss_fun), rel=1e-10, abs=1e-12
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(max_n=6), st.sampled_from(LOSSES), st.integers(0, 2**31 - 1))
+def test_sparse_cost_matches_dense(inst, loss_fun, seed):
+    C1, C2, _, _ = inst
+    rng = np.random.default_rng(seed)
+    T = rng.random((len(C1), len(C2))) * (rng.random((len(C1), len(C2))) < 0.4)
+    rows, cols = np.nonzero(T)
+    sparse = SparseCoupling(rows, cols, T[rows, cols], T.shape)
+    assert gw_cost(C1, C2, sparse, loss_fun) == pytest.approx(
+        gw_cost_dense(C1, C2, T, loss_fun), rel=1e-10, abs=1e-12
+    )
+    np.testing.assert_array_equal(to_dense(sparse), T)
+
+
+@pytest.mark.parametrize("family", ["erdos_renyi", "tree", "regular"])
+def test_level_set_abs_cost_on_graphs(family):
+    # adjacency matrices have two distinct entries: the level-set path is taken
+    C1, p = generate(family, 7, seed=1)
+    C2, q = generate("sbm", 6, seed=2)
+    T = random_coupling(np.random.default_rng(0), p, q)
+    assert gw_cost(C1, C2, T, "abs_loss") == pytest.approx(
+        gw_cost_dense(C1, C2, T, "abs_loss"), rel=1e-12
+    )
+
+
+def test_brute_abs_cost_with_many_levels():
+    rng = np.random.default_rng(5)
+    C1, C2 = rng.random((9, 9)), rng.random((10, 10))  # > 64 distinct values
+    T = random_coupling(rng, np.full(9, 1 / 9), np.full(10, 1 / 10))
+    assert gw_cost(C1, C2, T, "abs_loss") == pytest.approx(
+        gw_cost_dense(C1, C2, T, "abs_loss"), rel=1e-12
+    )
+
+
+def test_inner_product_matches_einsum():
+    rng = np.random.default_rng(1)
+    A, B = rng.normal(size=(5, 5)), rng.normal(size=(4, 4))
+    T = random_coupling(rng, np.full(5, 0.2), np.full(4, 0.25))
+    expected = np.einsum("ik,jl,ij,kl->", A, B, T, T)
+    assert coupling_inner(A, B, T) == pytest.approx(expected, rel=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 8), st.integers(0, 2**31 - 1), st.floats(0, 0.5))
+def test_rounding_gives_a_nearby_feasible_coupling(n, m, seed, noise):
+    rng = np.random.default_rng(seed)
+    p, q = rng.random(n) + 0.01, rng.random(m) + 0.01
+    p, q = p / p.sum(), q / q.sum()
+    F = np.outer(p, q) * (1 + noise * rng.normal(size=(n, m)))
+    F = np.abs(F)
+    G = round_to_polytope(F, p, q)
+    assert G.min() >= 0
+    assert marginal_error(G, p, q) < 1e-14
+    # Altschuler et al. (2017), Lemma 7: ||G - F||_1 <= 2 (||F1 - p||_1 + ||F^T 1 - q||_1)
+    assert np.abs(G - F).sum() <= 2 * marginal_error(F, p, q) * 2 + 1e-14
+
+
+def test_rounding_keeps_a_feasible_plan():
+    p, q = np.array([0.5, 0.5]), np.array([0.25, 0.75])
+    T = np.outer(p, q)
+    np.testing.assert_allclose(round_to_polytope(T, p, q), T, atol=1e-16)
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown loss_fun"):
+        gw_cost(np.eye(2), np.eye(2), np.eye(2) / 2, "kl_loss")
