@@ -40,7 +40,7 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, coupling_inner, gw_cost, to_dense
-from gwlite.problem import GWInputError, GWProblem, make_problem
+from gwlite.problem import GWInputError, GWProblem, check_features, make_problem
 from gwlite.univariate import monotone_coupling, quantile_merge, wasserstein_1d
 
 __all__ = [
@@ -51,7 +51,7 @@ __all__ = [
     "sorted_upper_bound",
 ]
 
-LOWER_BOUNDS = ("mean_row", "flb", "slb", "tlb")
+LOWER_BOUNDS = ("mean_row", "flb", "slb", "tlb", "rank_one")
 
 # entries of one block of the O(n m (n + m)) TLB cost computation
 _CHUNK = 1 << 22
@@ -74,9 +74,14 @@ def _weights_or_none(problem: GWProblem):
     return problem.p, problem.q
 
 
-def _mean_row_bound(problem: GWProblem):
-    s1 = mean_row_features(problem.C1, problem.p)
-    s2 = mean_row_features(problem.C2, problem.q)
+def _mean_row_bound(problem: GWProblem, check: bool = False):
+    # unchecked entries may be NaN/Inf: NumPy must not warn before check_features raises
+    with np.errstate(invalid="ignore", over="ignore"):
+        s1 = mean_row_features(problem.C1, problem.p)
+        s2 = mean_row_features(problem.C2, problem.q)
+    if check:
+        check_features(s1, "C1")
+        check_features(s2, "C2")
     return wasserstein_1d(s1, s2, *_weights_or_none(problem), p=problem.exponent)
 
 
@@ -181,12 +186,21 @@ def _tlb(problem: GWProblem):
     return primal + (bound - float(primal.detach()))
 
 
-_LOWER = {"mean_row": _mean_row_bound, "flb": _flb, "slb": _slb, "tlb": _tlb}
+_LOWER = {
+    "mean_row": _mean_row_bound,
+    "flb": _flb,
+    "slb": _slb,
+    "tlb": _tlb,
+    # imported on use, so that importing gwlite.bounds never imports gwlite.psd
+    "rank_one": lambda problem: __import__("gwlite.psd", fromlist=["psd"]).rank_one_lower(problem),
+}
 
 
-def _compute_lower(problem: GWProblem, kind: str):
+def _compute_lower(problem: GWProblem, kind: str, check: bool = False):
     if kind not in _LOWER:
         raise GWInputError(f"unknown lower bound kind {kind!r}; choose one of {list(_LOWER)}")
+    if kind == "mean_row":
+        return _mean_row_bound(problem, check)
     if kind == "tlb" and problem.batch_shape:
         return _batched(problem, _tlb)
     return _LOWER[kind](problem)
@@ -248,8 +262,10 @@ def lower_bound(
     >>> gwlite.lower_bound(C1, C2, kind="tlb") <= 0.5  # GW here is 0.5
     True
     """
-    problem = make_problem(C1, C2, p, q, loss_fun, batch=True)
-    value = _compute_lower(problem, kind)
+    # the mean-row bound reads each matrix once: its entry check rides on the row sums
+    cheap = kind == "mean_row"
+    problem = make_problem(C1, C2, p, q, loss_fun, batch=True, check_entries=not cheap)
+    value = _compute_lower(problem, kind, check=cheap)
     if problem.batch_shape:
         return value
     return _xp.scalar(value, keep_graph=True)
@@ -257,8 +273,9 @@ def lower_bound(
 
 def _tie_tol(problem: GWProblem) -> float:
     xp = problem.xp
-    scale = max(float(xp.max(xp.abs(problem.C1))), float(xp.max(xp.abs(problem.C2))))
-    return _key_tol(xp, problem.C1.dtype, scale)
+    C1, C2 = _detach(problem.C1), _detach(problem.C2)
+    scale = max(float(xp.max(xp.abs(C1))), float(xp.max(xp.abs(C2))))
+    return _key_tol(xp, C1.dtype, scale)
 
 
 def _key_tol(xp, dtype, scale: float) -> float:
@@ -319,10 +336,19 @@ def sorted_coupling(C1, C2, p=None, q=None):
 
 
 def sorted_upper_bound(C1, C2, p=None, q=None, *, loss_fun: str = "square_loss"):
-    """GW cost of :func:`sorted_coupling`: a proven upper bound on the GW value."""
-    problem = make_problem(C1, C2, p, q, loss_fun)
-    cost = gw_cost(problem.C1, problem.C2, _sorted_sparse(problem), loss_fun)
-    return _xp.scalar(cost, keep_graph=True)
+    r"""GW cost of :func:`sorted_coupling`: a proven upper bound on the GW value.
+
+    Accepts batches ``(..., n, n)`` / ``(..., m, m)`` like :func:`lower_bound` (the tie
+    structure differs per element, so the couplings are built one element at a time).
+    """
+    problem = make_problem(C1, C2, p, q, loss_fun, batch=True)
+    if problem.batch_shape:
+        return _batched(problem, _sorted_upper)
+    return _xp.scalar(_sorted_upper(problem), keep_graph=True)
+
+
+def _sorted_upper(problem: GWProblem):
+    return gw_cost(problem.C1, problem.C2, _sorted_sparse(problem), problem.loss_fun)
 
 
 def gap_diagnostics(problem: GWProblem, coupling: SparseCoupling, value, upper) -> dict:

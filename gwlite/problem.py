@@ -88,7 +88,8 @@ class GWProblem:
     def scale(self) -> float:
         """Largest absolute entry of either matrix (at least 1): the scale of the losses."""
         xp = self.xp
-        top = max(float(xp.max(xp.abs(self.C1))), float(xp.max(xp.abs(self.C2))))
+        C1, C2 = (C.detach() if hasattr(C, "detach") else C for C in (self.C1, self.C2))
+        top = max(float(xp.max(xp.abs(C1))), float(xp.max(xp.abs(C2))))
         return max(top, 1.0) ** self.exponent
 
 
@@ -119,7 +120,7 @@ def _check_finite(xp, x, name: str) -> None:
         raise GWInputError(f"{name} has {count} non-finite entries (NaN or Inf)")
 
 
-def _as_matrix(xp, C, name: str, batch: bool):
+def _as_matrix(xp, C, name: str, batch: bool, check_entries: bool = True):
     if C.ndim < 2 or (C.ndim > 2 and not batch):
         allowed = "(n, n) or a batch (..., n, n)" if batch else "(n, n)"
         raise GWInputError(f"{name} must have shape {allowed}, got {tuple(C.shape)}")
@@ -129,7 +130,8 @@ def _as_matrix(xp, C, name: str, batch: bool):
         raise GWInputError(f"{name} is empty (shape {tuple(C.shape)}): a graph needs a node")
     # integer inputs are cast to float, never truncated (POT issues #583, #530)
     C = xp.astype(C, _xp.compute_dtype(xp, C.dtype), copy=False)
-    _check_finite(xp, C, name)
+    if check_entries:
+        _check_finite(xp, C, name)
     return C
 
 
@@ -152,7 +154,7 @@ def _weights(xp, w, C, name: str, dtype):
     _check_finite(xp, w, name)
     if bool(xp.any(w < 0)):
         raise GWInputError(f"{name} has negative entries; node weights must be >= 0")
-    total = xp.sum(w, axis=-1)
+    total = xp.sum(w.detach() if hasattr(w, "detach") else w, axis=-1)
     tol = max(1e-9, float(np.sqrt(_xp.eps(xp, given))))
     worst = float(xp.max(xp.abs(total - 1)))
     if worst > tol:
@@ -171,6 +173,7 @@ def _device(x):
 
 def _is_symmetric(C) -> bool:
     xp = _xp.array_namespace(C)
+    C = C.detach() if hasattr(C, "detach") else C
     scale = max(float(xp.max(xp.abs(C))), 1.0)
     tol = float(np.sqrt(_xp.eps(xp, C.dtype))) * scale
     return float(xp.max(xp.abs(C - xp.matrix_transpose(C)))) <= tol
@@ -185,6 +188,7 @@ def make_problem(
     *,
     batch: bool = False,
     symmetric: bool | None = None,
+    check_entries: bool = True,
 ) -> GWProblem:
     """Validate and cast GW inputs.
 
@@ -199,6 +203,10 @@ def make_problem(
         Accept leading batch dimensions.
     symmetric : bool, optional
         When True, refuse matrices that are not symmetric.
+    check_entries : bool
+        Scan every entry for NaN/Inf. A caller that only needs the row sums passes
+        False and checks those instead (:func:`check_features`): a non-finite entry
+        always makes its row sum non-finite, and this saves a pass over the matrix.
 
     Raises
     ------
@@ -210,8 +218,8 @@ def make_problem(
     check_loss(loss_fun)
     C1, C2, p, q = (_as_array(x, n) for x, n in ((C1, "C1"), (C2, "C2"), (p, "p"), (q, "q")))
     xp = _xp.array_namespace(C1, C2, p, q)
-    C1 = _as_matrix(xp, C1, "C1", batch)
-    C2 = _as_matrix(xp, C2, "C2", batch)
+    C1 = _as_matrix(xp, C1, "C1", batch, check_entries)
+    C2 = _as_matrix(xp, C2, "C2", batch, check_entries)
     if tuple(C1.shape[:-2]) != tuple(C2.shape[:-2]):
         raise GWInputError(
             f"batch shapes differ: C1 {tuple(C1.shape[:-2])} vs C2 {tuple(C2.shape[:-2])}"
@@ -234,3 +242,13 @@ def _is_uniform(xp, w) -> bool:
     if _xp.requires_grad(w) or w.ndim == 0 or w.shape[-1] == 0:
         return False
     return bool(xp.all(w == w[..., :1]))
+
+
+def check_features(features, name: str) -> None:
+    """Refuse non-finite row sums (the cheap form of the entry check, see make_problem)."""
+    xp = _xp.array_namespace(features)
+    if not bool(xp.all(xp.isfinite(features))):
+        raise GWInputError(
+            f"{name} has non-finite entries (NaN or Inf), or entries so large that "
+            "their weighted row sums overflow"
+        )

@@ -81,3 +81,15 @@ def test_batch_shape_mismatch():
 def test_half_precision_is_computed_in_float32():
     problem = make_problem(GOOD.astype(np.float16), GOOD.astype(np.float16))
     assert problem.C1.dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", gwlite.LOWER_BOUNDS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_every_bound_refuses_non_finite_entries(kind, bad):
+    C = np.eye(4)
+    C[1, 2] = bad
+    p = np.array([0.5, 0.5, 0.0, 0.0])  # even a zero-weight column is caught
+    with pytest.raises(GWInputError, match="non-finite"):
+        gwlite.lower_bound(C, np.eye(4), p, None, kind=kind)
+    with pytest.raises(GWInputError, match="non-finite"):
+        gwlite.lower_bound(np.eye(4), C, None, p, kind=kind)

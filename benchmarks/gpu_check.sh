@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# ONE device call: the GPU test subset, then the GPU benchmarks, each with its own
+# time limit so that a slow part cannot eat the others (whole script < 9 minutes).
+#
+# On the lent GPU machine (the device tool), from the repository root:
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# where .whl/ holds the POT and array-api-compat wheels for Python 3.12 (see
+# docs/benchmarks.md for the pip download line); CuPy, torch and transformers are
+# already installed there. Results land in $OUT (the device tool's folder) or
+# ./gpu_check_out.
+# Dry run on a CPU machine (small sizes, GPU cases skipped with their reason):
+#   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+
+section() { echo; echo "=== $* ($(date +%T))"; }
+
+section environment
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+$PY - <<'PY'
+import importlib
+for name in ("numpy", "scipy", "ot", "array_api_compat", "torch", "cupy", "transformers"):
+    try:
+        mod = importlib.import_module(name)
+        print(f"{name:18s} {getattr(mod, '__version__', '?')}")
+    except Exception as err:
+        print(f"{name:18s} missing ({type(err).__name__})")
+try:
+    import torch
+    print("cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+except Exception:
+    pass
+PY
+
+if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then GPUFLAG=""; GLDFLAGS="--device cpu"; else GPUFLAG="--gpu"; GLDFLAGS="--device cuda --full"; fi
+
+section "GPU tests (CUDA and CuPy cases; skips are listed with their reason)"
+timeout 200 $PY -m pytest -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
+  tests/gwlite/test_backends.py tests/fusion -m "gpu" 2>&1 | tee "$OUT/gpu_tests.txt" | tail -40
+
+section "benchmark: gwlite backends (dense sorted bounds, 1-D sorting, POT on GPU)"
+timeout 240 $PY benchmarks/bench_backends.py $GPUFLAG --json "$OUT/bench_backends.json" 2>&1 \
+  | tee "$OUT/bench_backends.md"
+
+section "benchmark: GLD loss forward+backward vs torch.topk and a naive GLD"
+timeout 150 $PY benchmarks/bench_gld.py $GLDFLAGS --json "$OUT/bench_gld.json" 2>&1 \
+  | tee "$OUT/bench_gld.md"
+
+section done
+ls -la "$OUT"
