@@ -12,13 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+}
 
 
 def _wrap(tok, model_max_length: int):
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS
+    )
     fast.padding_side = "left"  # left padding is what batched generation needs
     return fast
 
@@ -119,7 +126,9 @@ def tiny_causal_lm(
         pad_token_id=tokenizer.pad_token_id,
     )
     if arch == "gpt2":
-        config = GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=n_head, n_positions=max_positions, **ids)
+        config = GPT2Config(
+            n_layer=n_layer, n_embd=d_model, n_head=n_head, n_positions=max_positions, **ids
+        )
     elif arch == "llama":
         config = LlamaConfig(
             num_hidden_layers=n_layer,

@@ -1,0 +1,406 @@
+r"""Distillation losses as pure functions, in the style of :mod:`torch.nn.functional`.
+
+``gld_loss``
+    Graph-on-Logits Distillation (InfiGFusion, Wang et al. 2025): compares the sorted
+    weighted degrees of the student's and the teacher's co-activation graphs. The
+    graphs live on different vocabularies; only sorted degree vectors are compared, so
+    the loss needs no token alignment inside a sequence.
+``uld_loss``
+    Universal Logit Distillation (Boizard et al. 2024): per aligned position, the L1
+    distance between the two distributions sorted in descending order, the smaller
+    vocabulary zero-padded; with ``top_k`` the top-k variant used by InfiFusion
+    (Yan et al. 2025), which compares only the ``k`` largest probabilities.
+
+References
+----------
+Y. Wang et al. InfiGFusion: Graph-on-Logits Distillation via Efficient
+Gromov-Wasserstein for Model Fusion. arXiv 2505.13893 (2025).
+N. Boizard et al. Towards Cross-Tokenizer Distillation: the Universal Logit
+Distillation Loss for LLMs. arXiv 2402.12030 (2024).
+Z. Yan et al. InfiFusion: A Unified Framework for Enhanced Cross-Model Reasoning via
+LLM Fusion. arXiv 2501.02795 (2025).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from fusion.coactivation import (
+    GRAPHS,
+    NODES,
+    VALUES,
+    check_choice,
+    degree_features,
+    degrees,
+    normalize_mask,
+    teacher_topk_values,
+    topk_values,
+)
+from fusion.types import TopK
+from gwlite import wasserstein_1d
+
+__all__ = ["REDUCTIONS", "AlignedSpans", "align_spans", "gld_loss", "uld_loss"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+Teacher = torch.Tensor | TopK
+
+
+def _teacher_shape(teacher: Teacher) -> tuple[int, int]:
+    """``(B, T_t)`` of a teacher given as logits or as a cached TopK."""
+    x = teacher.logprobs if isinstance(teacher, TopK) else teacher
+    if x.ndim != 3:
+        raise ValueError(
+            f"the teacher must be (B, T_t, V_t) or TopK of (B, T_t, k'), got {x.ndim}-D"
+        )
+    return x.shape[0], x.shape[1]
+
+
+def _check_student(student_logits: torch.Tensor, teacher: Teacher) -> None:
+    if student_logits.ndim != 3:
+        raise ValueError(f"student_logits must be (B, T_s, V_s), got {tuple(student_logits.shape)}")
+    batch, _ = _teacher_shape(teacher)
+    if batch != student_logits.shape[0]:
+        raise ValueError(f"student batch {student_logits.shape[0]} != teacher batch {batch}")
+
+
+def _reduce(per_item: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return per_item
+    if reduction == "sum":
+        return per_item.sum()
+    return per_item.mean()
+
+
+def sorted_l1(f_student: torch.Tensor, f_teacher: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_i |f_s(i) - f_t(i)|` between sorted vectors of equal length ``m``.
+
+    Computed as :math:`m \, W_1` by :func:`gwlite.wasserstein_1d`, the project's single
+    implementation of 1-D optimal transport by sorting.
+    """
+    return f_student.shape[-1] * wasserstein_1d(f_student, f_teacher, p=1)
+
+
+def gld_loss(
+    student_logits: torch.Tensor,
+    teacher: Teacher,
+    student_mask: torch.Tensor | None = None,
+    teacher_mask: torch.Tensor | None = None,
+    *,
+    k: int = 10,
+    m: int = 64,
+    temperature: float = 1.0,
+    values: str = "prob",
+    nodes: str = "vocab",
+    graph: str = "sequence",
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    process_group: Any = None,
+) -> torch.Tensor:
+    r"""Graph-on-Logits Distillation loss (InfiGFusion), without any vocab x vocab matrix.
+
+    Per position, :math:`x_t = \mathrm{softmax}(z_t/\tau)` keeps its ``k`` largest
+    entries, not renormalised (:math:`\tilde x_t`). Per sequence, over its :math:`T'`
+    unmasked positions, the co-activation graph
+    :math:`A = \frac{1}{T'}\sum_t \tilde x_t \tilde x_t^\top` has weighted degrees
+    :math:`f_i = \frac{1}{T'}\sum_t \tilde x_{t,i} \sum_j \tilde x_{t,j}` (by scatter-add,
+    :math:`O(Tk)`). With :math:`\hat f` the ``m`` largest degrees sorted in descending
+    order and zero-padded to ``m``,
+
+    .. math::
+
+        \mathrm{GLD} = \sum_{i=1}^{m} |\hat f_{\mathrm{student}}(i) - \hat f_{\mathrm{teacher}}(i)|.
+
+    Padding both graphs with isolated nodes to a common size :math:`N`, uniform node
+    weights, this is a truncation of the sorted closed form of GW (gwlite's
+    ``method="sorted"``, :math:`W_1` between degree distributions):
+    :math:`\mathrm{GLD} \le N^2 W_1 \le N^2 \mathrm{GW}_1(A_s, A_t)`, with equality in the
+    first step when :math:`m = N`.
+
+    Parameters
+    ----------
+    student_logits : tensor ``(B, T_s, V_s)``
+        Any floating dtype (bf16/fp16 computed in fp32). Never copied as a whole.
+    teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
+        Teacher logits, or cached ``TopK(logprobs, indices)`` of shape ``(B, T_t, k')``
+        with ``k' >= k`` and ``logprobs = log_softmax(teacher_logits / temperature)``
+        (the cache's temperature; it is not applied again).
+    student_mask, teacher_mask : bool tensors ``(B, T_s)``, ``(B, T_t)``, optional
+        Positions that count (answer span, no padding); all positions when omitted.
+    k : int
+        Entries kept per position (default 10).
+    m : int
+        Degrees kept per graph (default 64).
+    temperature : float
+        :math:`\tau` of the softmax (default 1).
+    values : {"prob", "logit", "zscore"}
+        What the kept entries hold: probabilities (default), logits divided by
+        :math:`\tau`, or z-scored logits (InfiFusion's standardisation). The kept ids
+        are the same in all cases. ``"logit"``/``"zscore"`` need teacher logits.
+    nodes : {"vocab", "rank"}
+        Graph nodes: vocabulary ids (default), or the ``k`` ranks of the sorted kept
+        vectors (a ``k x k`` graph).
+    graph : {"sequence", "batch"}
+        One graph per sequence (default), or one graph over all unmasked positions of
+        the batch and, under :mod:`torch.distributed`, of all ranks (degree vectors and
+        position counts are all-reduced; see :func:`fusion.coactivation.degrees` for the
+        gradient convention).
+    reduction : {"mean", "sum", "none"}
+        Over the ``B`` sequences (``"none"``: shape ``(B,)``). With ``graph="batch"``
+        there is one graph: ``"mean"`` and ``"sum"`` give it as a 0-d tensor and
+        ``"none"`` as shape ``(1,)``.
+    chunk_size : int, optional
+        Positions per block of the top-k pass (default: a 512 MiB fp32 buffer).
+    process_group : optional
+        Process group of the all-reduce for ``graph="batch"``.
+
+    Returns
+    -------
+    tensor
+        fp32 (fp64 for fp64 inputs). A graph with no unmasked position on either side
+        contributes 0 (still counted in the mean's denominator ``B``).
+
+    Examples
+    --------
+    >>> import torch, fusion
+    >>> s = torch.randn(2, 7, 50, requires_grad=True)
+    >>> t = torch.randn(2, 9, 80)
+    >>> loss = fusion.gld_loss(s, t, k=4, m=16)
+    >>> loss.backward()
+    >>> bool(torch.isfinite(s.grad).all())
+    True
+    """
+    _check_student(student_logits, teacher)
+    for name, value, choices in (
+        ("values", values, VALUES),
+        ("nodes", nodes, NODES),
+        ("graph", graph, GRAPHS),
+        ("reduction", reduction, REDUCTIONS),
+    ):
+        check_choice(name, value, choices)
+    opts = {"temperature": temperature, "values": values, "chunk_size": chunk_size}
+    s_vals, s_idx = topk_values(student_logits, k, **opts)
+    t_vals, t_idx = teacher_topk_values(teacher, k, **opts)
+    common = {"nodes": nodes, "graph": graph, "process_group": process_group}
+    t_nodes = None if isinstance(teacher, TopK) else teacher.shape[-1]
+    f_s = degrees(s_vals, s_idx, student_mask, num_nodes=student_logits.shape[-1], **common)
+    f_t = degrees(t_vals, t_idx, teacher_mask, num_nodes=t_nodes, **common)
+    per_graph = sorted_l1(degree_features(f_s.degrees, m), degree_features(f_t.degrees, m))
+    empty = (f_s.counts == 0) | (f_t.counts == 0)
+    per_graph = torch.where(empty, torch.zeros_like(per_graph), per_graph)
+    if graph == "batch" and reduction != "none":
+        return per_graph[0]
+    return _reduce(per_graph, reduction)
+
+
+# ---------------------------------------------------------------------------------------
+# ULD
+# ---------------------------------------------------------------------------------------
+
+
+class AlignedSpans(NamedTuple):
+    """Pairs of (student position, teacher position) that ULD compares.
+
+    Attributes
+    ----------
+    student_seq, student_pos, teacher_seq, teacher_pos : long tensors ``(P,)``
+        The i-th pair compares ``student[student_seq[i], student_pos[i]]`` with
+        ``teacher[teacher_seq[i], teacher_pos[i]]`` (``student_seq == teacher_seq``).
+    lengths : long tensor ``(B,)``
+        Aligned positions per sequence: ``min(#student, #teacher)`` unmasked positions.
+    """
+
+    student_seq: torch.Tensor
+    student_pos: torch.Tensor
+    teacher_seq: torch.Tensor
+    teacher_pos: torch.Tensor
+    lengths: torch.Tensor
+
+
+def align_spans(student_mask: torch.Tensor, teacher_mask: torch.Tensor) -> AlignedSpans:
+    """Align the unmasked positions of each sequence by their start, truncated to the shorter.
+
+    The j-th unmasked student position is paired with the j-th unmasked teacher position,
+    for ``j < min(#student, #teacher)`` (the ULD convention for answer spans produced by
+    different tokenizers; masks need not be contiguous).
+    """
+    lengths = torch.minimum(student_mask.sum(dim=1), teacher_mask.sum(dim=1))
+
+    def first(mask: torch.Tensor):
+        rank = torch.cumsum(mask.long(), dim=1) - 1
+        return (mask & (rank < lengths[:, None])).nonzero(as_tuple=True)  # row-major order
+
+    s_seq, s_pos = first(student_mask)
+    t_seq, t_pos = first(teacher_mask)
+    return AlignedSpans(s_seq, s_pos, t_seq, t_pos, lengths)
+
+
+def _sorted_probs(z: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.softmax(z.to(_work_dtype(z)) / tau, dim=-1)
+    return torch.sort(probs, dim=-1, descending=True)
+
+
+def _padded_l1(ps: torch.Tensor, pt: torch.Tensor) -> torch.Tensor:
+    """L1 between two descending vectors, the shorter one zero-padded (never materialised)."""
+    common = min(ps.shape[-1], pt.shape[-1])
+    d = (ps[:, :common] - pt[:, :common]).abs().sum(dim=-1)
+    return d + ps[:, common:].sum(dim=-1) + pt[:, common:].sum(dim=-1)
+
+
+def _side_grad(tau, order, probs, sign, g, out_dtype):
+    r"""Gradient of :math:`\sum_i g\, s_i \, p_{(i)}` for sorted softmax probs, back to logits.
+
+    ``h`` is the sign in vocabulary order; softmax backward gives
+    :math:`\partial z = \frac1\tau\, p \odot (h - \langle h, p\rangle)` per row.
+    """
+    h = torch.empty_like(probs).scatter_(1, order, sign)
+    p = torch.empty_like(probs).scatter_(1, order, probs)
+    inner = (h * p).sum(dim=-1, keepdim=True)
+    return (g[:, None] / tau * p * (h - inner)).to(out_dtype)
+
+
+class _SortedL1(torch.autograd.Function):
+    """ULD distances of aligned pairs, block by block, recomputing in backward."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, s_seq, s_pos, t_seq, t_pos, taus, block):
+        dist = []
+        for start in range(0, s_seq.shape[0], block):
+            sl = slice(start, start + block)
+            ps, _ = _sorted_probs(student[s_seq[sl], s_pos[sl]], taus[0])
+            pt, _ = _sorted_probs(teacher[t_seq[sl], t_pos[sl]], taus[1])
+            dist.append(_padded_l1(ps, pt))
+        ctx.save_for_backward(student, teacher, s_seq, s_pos, t_seq, t_pos)
+        ctx.config = (taus, block)
+        if not dist:
+            return student.new_zeros(0, dtype=_work_dtype(student))
+        return torch.cat(dist)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        student, teacher, s_seq, s_pos, t_seq, t_pos = ctx.saved_tensors
+        (tau_s, tau_t), block = ctx.config
+        need_s, need_t = ctx.needs_input_grad[:2]
+        g_s = torch.zeros_like(student) if need_s else None
+        g_t = torch.zeros_like(teacher) if need_t else None
+        for start in range(0, s_seq.shape[0], block):
+            sl = slice(start, start + block)
+            zs, zt = student[s_seq[sl], s_pos[sl]], teacher[t_seq[sl], t_pos[sl]]
+            ps, os_ = _sorted_probs(zs, tau_s)
+            pt, ot = _sorted_probs(zt, tau_t)
+            common = min(ps.shape[-1], pt.shape[-1])
+            diff = torch.sign(ps[:, :common] - pt[:, :common])
+            # past the shorter vocabulary the other side is compared with zeros: |p - 0| = p
+            sign_s = torch.cat([diff, torch.ones_like(ps[:, common:])], dim=1)
+            sign_t = torch.cat([-diff, torch.ones_like(pt[:, common:])], dim=1)
+            g = grad[sl].to(ps.dtype)
+            if need_s:
+                g_s[s_seq[sl], s_pos[sl]] = _side_grad(tau_s, os_, ps, sign_s, g, g_s.dtype)
+            if need_t:
+                g_t[t_seq[sl], t_pos[sl]] = _side_grad(tau_t, ot, pt, sign_t, g, g_t.dtype)
+        return g_s, g_t, None, None, None, None, None, None
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _uld_block(vocab: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        return chunk_size
+    # the sort needs values and int64 indices per entry: ~16 bytes x 2 sides
+    return max(1, (256 * 2**20) // (32 * vocab))
+
+
+def uld_loss(
+    student_logits: torch.Tensor,
+    teacher: Teacher,
+    student_mask: torch.Tensor | None = None,
+    teacher_mask: torch.Tensor | None = None,
+    *,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    top_k: int | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""Universal Logit Distillation loss (Boizard et al. 2024), and its top-k variant.
+
+    Let :math:`p^s_t = \mathrm{sort}_\downarrow \mathrm{softmax}(z^s_t/\tau_s)` and
+    :math:`p^u_u = \mathrm{sort}_\downarrow \mathrm{softmax}(z^u_u/\tau_t)` (teacher),
+    the shorter zero-padded to :math:`\max(V_s, V_t)`. The unmasked positions of each
+    sequence are aligned by their start and truncated to the shorter span
+    (:func:`align_spans`), giving :math:`L_b` pairs :math:`(t_j, u_j)`; then
+
+    .. math::
+
+        \mathrm{ULD}_b = \frac{1}{L_b} \sum_{j=1}^{L_b} \sum_i |p^s_{t_j}(i) - p^u_{u_j}(i)|.
+
+    With ``top_k = K`` (the top-k variant of InfiFusion), only the :math:`K` largest
+    probabilities of each sorted distribution are kept (not renormalised):
+    :math:`\sum_{i \le K} |p^s(i) - p^u(i)|`. It needs only the teacher's top entries,
+    so it accepts a cached :class:`fusion.TopK` (``k' >= K``; its temperature is the
+    cache's), and it costs one top-k instead of a full sort of the vocabulary.
+
+    Parameters
+    ----------
+    student_logits : tensor ``(B, T_s, V_s)``
+    teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
+        ``TopK`` only with ``top_k`` (the full sorted distribution is not cached).
+    student_mask, teacher_mask : bool tensors, optional
+        The answer spans (all positions when omitted).
+    student_temperature, teacher_temperature : float
+    top_k : int, optional
+        ``None``: the full ULD; an int: the top-k variant.
+    reduction : {"mean", "sum", "none"}
+        Over the ``B`` sequences; a sequence with no aligned pair contributes 0.
+    chunk_size : int, optional
+        Aligned pairs per block of the full ULD (memory is one block's sort).
+
+    Returns
+    -------
+    tensor
+        fp32 (fp64 for fp64 inputs).
+    """
+    _check_student(student_logits, teacher)
+    check_choice("reduction", reduction, REDUCTIONS)
+    for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
+        if tau <= 0:
+            raise ValueError(f"{name}_temperature must be > 0, got {tau}")
+    batch, t_len = _teacher_shape(teacher)
+    device = student_logits.device
+    s_mask = normalize_mask(student_mask, batch, student_logits.shape[1], device)
+    spans = align_spans(s_mask, normalize_mask(teacher_mask, batch, t_len, device))
+    if top_k is not None:
+        dist = _topk_uld(
+            student_logits, teacher, spans, top_k, student_temperature, teacher_temperature
+        )
+    elif isinstance(teacher, TopK):
+        raise ValueError(
+            "the full ULD needs the teacher's whole distribution; with a cached TopK teacher "
+            "use the top-k variant (top_k=K with K <= k')"
+        )
+    else:
+        block = _uld_block(max(student_logits.shape[-1], teacher.shape[-1]), chunk_size)
+        taus = (float(student_temperature), float(teacher_temperature))
+        dist = _SortedL1.apply(student_logits, teacher, *spans[:4], taus, block)
+    per_seq = torch.zeros(batch, dtype=dist.dtype, device=device).index_add(
+        0, spans.student_seq, dist
+    )
+    per_seq = per_seq / spans.lengths.clamp_min(1).to(dist.dtype)
+    return _reduce(per_seq, reduction)
+
+
+def _topk_uld(student_logits, teacher, spans: AlignedSpans, k: int, tau_s: float, tau_t: float):
+    s_vals, _ = topk_values(student_logits, k, temperature=tau_s)
+    t_vals, _ = teacher_topk_values(teacher, k, temperature=tau_t)
+    # a cache is sorted by construction, but the comparison must not depend on it
+    t_vals = torch.sort(t_vals, dim=-1, descending=True).values.to(s_vals.dtype)
+    ps = s_vals[spans.student_seq, spans.student_pos]
+    pt = t_vals[spans.teacher_seq, spans.teacher_pos]
+    return (ps - pt).abs().sum(dim=-1)
