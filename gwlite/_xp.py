@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "array_namespace",
     "backend_name",
+    "as_float",
     "compute_dtype",
     "eps",
     "requires_grad",
@@ -85,6 +86,13 @@ def scalar(x: Any, keep_graph: bool = False):
     if hasattr(x, "item"):
         return float(x.item())
     return float(x)
+
+
+def as_float(x: Any) -> float:
+    """A scalar (Python, NumPy, 0-d array or tensor, with or without a graph) as a float."""
+    if hasattr(x, "detach"):
+        x = x.detach()
+    return float(x.item()) if hasattr(x, "item") else float(x)
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -384,8 +384,8 @@ def gap_diagnostics(problem: GWProblem, coupling: SparseCoupling, value, upper) 
     cols = xp.asarray(coupling.cols, device=_device(C1))
     d = xp.take(s1, rows, axis=0) - xp.take(s2, cols, axis=0)
     out = {
-        "value": float(value),
-        "upper": float(upper),
+        "value": _xp.as_float(value),
+        "upper": _xp.as_float(upper),
         "tie_tol": _tie_tol(problem),
         "coupling_nnz": coupling.nnz,
         "coupling_is_permutation": coupling.is_permutation(),

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gwlite._xp import as_float
+
 __all__ = ["GWResult"]
 
 
@@ -65,12 +67,12 @@ class GWResult:
     @property
     def gap(self) -> float:
         """``upper - lower``: the width of the proven interval."""
-        return float(self.upper) - float(self.lower)
+        return as_float(self.upper) - as_float(self.lower)
 
     @property
     def relative_gap(self) -> float:
         """``(upper - lower) / upper`` (0 when both are 0)."""
-        up = float(self.upper)
+        up = as_float(self.upper)
         return 0.0 if up == 0 else self.gap / abs(up)
 
     def __repr__(self) -> str:
@@ -80,8 +82,8 @@ class GWResult:
             coupling = f"<{type(self.coupling).__name__} {tuple(self.coupling.shape)}>"
         return (
             f"GWResult(method={self.method!r}, loss_fun={self.loss_fun!r},\n"
-            f"         value={float(self.value):.6g}, "
-            f"interval=[{float(self.lower):.6g}, {float(self.upper):.6g}] "
+            f"         value={as_float(self.value):.6g}, "
+            f"interval=[{as_float(self.lower):.6g}, {as_float(self.upper):.6g}] "
             f"(gap {self.gap:.3g}), certified={self.certified},\n"
             f"         converged={self.converged}, n_iter={self.n_iter}, "
             f"marginal_error={self.marginal_error:.2g}, coupling={coupling}, "

@@ -17,10 +17,10 @@ def lower_value(problem: GWProblem, kind: str):
 
 def is_certified(problem: GWProblem, lower, upper) -> bool:
     """``lower == upper`` up to round-off: the value is then proven to be GW."""
-    return float(upper) - float(lower) <= CERTIFY_RTOL * problem.scale()
+    return _xp.as_float(upper) - _xp.as_float(lower) <= CERTIFY_RTOL * problem.scale()
 
 
 def clamp_lower(lower, upper):
     """``min(lower, upper)``: both are bounds, so a lower bound above an upper bound is
     round-off (e.g. 1e-32 on isomorphic inputs) and the upper bound is the valid value."""
-    return upper if float(lower) > float(upper) else lower
+    return upper if _xp.as_float(lower) > _xp.as_float(upper) else lower
