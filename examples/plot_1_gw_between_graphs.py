@@ -67,7 +67,7 @@ print(exact)
 # The intervals side by side
 # --------------------------
 fig, ax = plt.subplots(figsize=(6, 2.8))
-for row, (name, r) in enumerate(results.items()):
+for row, r in enumerate(results.values()):
     ax.plot([r.lower, r.upper], [row, row], lw=6, solid_capstyle="butt", color="C0")
     ax.plot(r.value, row, "o", color="C3")
 ax.set_yticks(range(len(results)), list(results))

@@ -54,7 +54,7 @@ A = torch.randn(30, 30, dtype=torch.float64, requires_grad=True)
 D = torch.tensor(D_np)
 opt = torch.optim.Adam([A], lr=0.05)
 history = []
-for step in range(150):
+for _ in range(150):
     X = (A + A.T) / 2
     res = gwlite.gromov_wasserstein(X, D, return_coupling=False, diagnostics=False)
     opt.zero_grad()

@@ -40,7 +40,7 @@ gld = fusion.GLDLoss(k=10, m=64)
 opt = torch.optim.Adam(student.parameters(), lr=3e-3)
 
 history = {"ce": [], "gld": []}
-for step in range(200):
+for _ in range(200):
     logits = student(inputs)
     ce = nn.functional.cross_entropy(logits.reshape(-1, V_student), labels.reshape(-1))
     structure = gld(logits, teacher)
