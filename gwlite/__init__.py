@@ -9,6 +9,7 @@ from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upp
 from gwlite.coupling import gw_cost
 from gwlite.graphs import from_networkx
 from gwlite.problem import GWInputError, GWSolverError
+from gwlite.psd import permutation_certificate, rank_one_bounds
 from gwlite.result import GWResult
 from gwlite.univariate import wasserstein_1d
 
@@ -24,6 +25,8 @@ __all__ = [
     "gromov_wasserstein",
     "gw_cost",
     "lower_bound",
+    "permutation_certificate",
+    "rank_one_bounds",
     "sorted_coupling",
     "sorted_upper_bound",
     "wasserstein_1d",
