@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import ot
 
 from gwlite import _xp
-from gwlite.coupling import gw_cost, marginal_error, round_to_polytope
+from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope, to_dense
 from gwlite.problem import GWInputError, GWProblem, GWSolverError
 from gwlite.result import GWResult
 from gwlite.solvers._common import clamp_lower, is_certified, lower_value
@@ -42,15 +43,50 @@ def _require_square_loss(problem: GWProblem, method: str) -> None:
         )
 
 
-def _detached(problem: GWProblem):
-    return tuple(
-        x.detach() if hasattr(x, "detach") else x
-        for x in (problem.C1, problem.C2, problem.p, problem.q)
+def _on_support(problem: GWProblem, G0=None):
+    """POT's inputs restricted to the nodes with positive mass, and the way back.
+
+    Sinkhorn divides by the marginals, so a zero weight gives NaN plans in POT; nodes
+    without mass carry no part of any coupling, and the GW problem on the support is
+    the same problem.
+    """
+    xp = problem.xp
+    C1, C2, p, q = (_detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
+    rows = np.nonzero(_xp.to_numpy(p) > 0)[0]
+    cols = np.nonzero(_xp.to_numpy(q) > 0)[0]
+    if len(rows) == problem.n and len(cols) == problem.m:
+        return (C1, C2, p, q, G0), lambda plan: plan
+    r, c = (xp.asarray(i, device=_device(C1)) for i in (rows, cols))
+    inputs = (
+        xp.take(xp.take(C1, r, axis=0), r, axis=1),
+        xp.take(xp.take(C2, c, axis=0), c, axis=1),
+        xp.take(p, r, axis=0),
+        xp.take(q, c, axis=0),
+        None if G0 is None else xp.take(xp.take(G0, r, axis=0), c, axis=1),
     )
 
+    def embed(plan):
+        flat = xp.reshape(plan, (-1,))
+        grid_r, grid_c = np.repeat(rows, len(cols)), np.tile(cols, len(rows))
+        return to_dense(SparseCoupling(grid_r, grid_c, flat, (problem.n, problem.m)))
 
-def _finish(problem, method, plan, *, lower, converged, n_iter, return_coupling, extra):
-    """Round, price and certify a plan returned by POT."""
+    return inputs, embed
+
+
+def _device(x):
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _finish(
+    problem, method, plan, *, lower, converged, n_iter, return_coupling, extra, marginal_tol=None
+):
+    """Round, price and certify a plan returned by POT.
+
+    ``converged`` is POT's own stopping rule; with ``marginal_tol`` it also requires the
+    plan's marginal error to be within that tolerance.
+    """
     xp = problem.xp
     mass = float(xp.sum(plan)) if bool(xp.all(xp.isfinite(plan))) else float("nan")
     if not abs(mass - 1) <= 0.5:
@@ -64,12 +100,11 @@ def _finish(problem, method, plan, *, lower, converged, n_iter, return_coupling,
         )
     plan = plan.detach() if hasattr(plan, "detach") else plan
     error = marginal_error(plan, problem.p, problem.q)
+    converged = bool(converged) and (marginal_tol is None or error <= marginal_tol)
     feasible = round_to_polytope(plan, _detach(problem.p), _detach(problem.q))
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, feasible, problem.loss_fun), True)
     low = clamp_lower(lower_value(problem, lower), upper)
-    extra = dict(
-        extra, lower_kind=lower, rounding_change=marginal_error(feasible, problem.p, problem.q)
-    )
+    extra = dict(extra, lower_kind=lower, rounding_l1=float(xp.sum(xp.abs(feasible - plan))))
     return GWResult(
         value=upper,
         lower=low,
@@ -109,7 +144,7 @@ def solve_cg(
     The result is a local optimum: ``value = upper`` is the GW cost of its plan.
     """
     _require_square_loss(problem, "cg")
-    C1, C2, p, q = _detached(problem)
+    (C1, C2, p, q, G0), embed = _on_support(problem, G0)
     plan, log = ot.gromov.gromov_wasserstein(
         C1,
         C2,
@@ -131,7 +166,7 @@ def solve_cg(
     return _finish(
         problem,
         "cg",
-        plan,
+        embed(plan),
         lower=lower,
         converged=converged,
         n_iter=n_iter,
@@ -164,7 +199,7 @@ def solve_entropic(
     _require_square_loss(problem, "entropic")
     if not epsilon > 0:
         raise GWInputError(f"epsilon must be > 0, got {epsilon}")
-    C1, C2, p, q = _detached(problem)
+    (C1, C2, p, q, G0), embed = _on_support(problem, G0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan, log = ot.gromov.entropic_gromov_wasserstein(
@@ -185,17 +220,13 @@ def solve_entropic(
     # POT measures its change every 10th iteration and stops at the first one below tol
     outer_converged = bool(errors) and errors[-1] <= tol
     n_iter = 10 * (len(errors) - 1) + 1 if outer_converged else max_iter
-    error = (
-        marginal_error(plan, p, q)
-        if bool(problem.xp.all(problem.xp.isfinite(plan)))
-        else float("inf")
-    )
     return _finish(
         problem,
         "entropic",
-        plan,
+        embed(plan),
         lower=lower,
-        converged=outer_converged and error <= marginal_tol,
+        converged=outer_converged,
+        marginal_tol=marginal_tol,
         n_iter=n_iter,
         return_coupling=return_coupling,
         extra={
