@@ -67,10 +67,10 @@ def to_backend(x: np.ndarray, backend: str):
     return cupy.asarray(x)
 
 
-def timer(backend: str, fn, repeat: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn()``; device-synchronised for GPU backends."""
+def timer(backend: str, fn, *args, repeat: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn(*args)``; device-synchronised for GPU backends."""
     for _ in range(warmup):
-        fn()
+        fn(*args)
     samples = []
     for _ in range(repeat):
         if backend == "torch-cuda":
@@ -78,7 +78,7 @@ def timer(backend: str, fn, repeat: int, warmup: int = 2) -> float:
 
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            fn(*args)
             stop.record()
             torch.cuda.synchronize()
             samples.append(start.elapsed_time(stop) / 1e3)
@@ -87,15 +87,19 @@ def timer(backend: str, fn, repeat: int, warmup: int = 2) -> float:
 
             start, stop = cupy.cuda.Event(), cupy.cuda.Event()
             start.record()
-            fn()
+            fn(*args)
             stop.record()
             stop.synchronize()
             samples.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
         else:
             t0 = time.perf_counter()
-            fn()
+            fn(*args)
             samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
+
+
+def _read_once(C):
+    return C.sum()
 
 
 def _symmetric(n: int, seed: int) -> np.ndarray:
@@ -109,9 +113,11 @@ def dense_table(sizes, backends, repeat) -> list[dict]:
         host1, host2 = _symmetric(n, 1), _symmetric(n, 2)
         for backend in backends:
             C1, C2 = to_backend(host1, backend), to_backend(host2, backend)
-            read = timer(backend, lambda: C1.sum(), repeat)
-            closed = timer(backend, lambda: gwlite.lower_bound(C1, C2), repeat)
-            upper = timer(backend, lambda: gwlite.sorted_upper_bound(C1, C2), max(1, repeat // 3), 1)
+            read = timer(backend, _read_once, C1, repeat=repeat)
+            closed = timer(backend, gwlite.lower_bound, C1, C2, repeat=repeat)
+            upper = timer(
+                backend, gwlite.sorted_upper_bound, C1, C2, repeat=max(1, repeat // 3), warmup=1
+            )
             rows.append(
                 {
                     "n": n,
@@ -138,8 +144,8 @@ def sort_table(lengths, backends, repeat) -> list[dict]:
                 continue  # minutes on 2 cores, nothing to learn
             u, v = to_backend(hu, backend), to_backend(hv, backend)
             xp = gwlite._xp.array_namespace(u)
-            one_sort = timer(backend, lambda: xp.sort(u), repeat)
-            w1 = timer(backend, lambda: gwlite.wasserstein_1d(u, v, p=1), repeat)
+            one_sort = timer(backend, xp.sort, u, repeat=repeat)
+            w1 = timer(backend, gwlite.wasserstein_1d, u, v, repeat=repeat)
             rows.append(
                 {
                     "length": length,
@@ -220,7 +226,11 @@ def main() -> None:
     backends = available_backends(args.gpu)
     if args.gpu:
         dense_sizes, lengths = [1000, 3000, 10000], [10**6, 10**7, 10**8]
-        pot_sizes, cg_sizes, ent_sizes = [500, 1000, 2000, 4000], {500, 1000, 2000}, {500, 1000, 2000, 4000}
+        pot_sizes, cg_sizes, ent_sizes = (
+            [500, 1000, 2000, 4000],
+            {500, 1000, 2000},
+            {500, 1000, 2000, 4000},
+        )
         pot_backend = "torch-cuda" if "torch-cuda" in backends else "numpy"
     else:
         dense_sizes, lengths = [300, 1000], [10**5, 10**6]

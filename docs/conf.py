@@ -24,6 +24,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "matplotlib.sphinxext.plot_directive",
 ]
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
@@ -53,3 +54,10 @@ html_theme = "furo"
 html_title = "gwlite + fusion"
 html_static_path = ["_static"]
 suppress_warnings = ["myst.header"]
+
+# ``plot`` directives (benchmarks page) run from the repository root
+plot_working_directory = os.path.abspath("..")
+plot_include_source = False
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 110)]

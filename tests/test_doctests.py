@@ -18,7 +18,7 @@ def _modules():
     for package in (gwlite, fusion):
         yield package.__name__
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-            if not info.name.rsplit(".", 1)[-1] in SKIP:
+            if info.name.rsplit(".", 1)[-1] not in SKIP:
                 yield info.name
 
 

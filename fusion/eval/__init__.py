@@ -13,8 +13,8 @@ The pieces, each in one module:
 
 References
 ----------
-.. [1] T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
-   Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916.
+- T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
+  Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916.
 """
 
 from fusion.eval.cleansing import MODES, cleanse_answer, is_correct

@@ -13,9 +13,9 @@ Two modes share one entry point, :func:`cleanse_answer`:
 
 References
 ----------
-.. [1] T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
-   Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916 (answer cleansing: Appendix A.5
-   and ``answer_cleansing`` in github.com/kojima-takeshi188/zero_shot_cot).
+- T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
+  Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916 (answer cleansing: Appendix A.5
+  and ``answer_cleansing`` in github.com/kojima-takeshi188/zero_shot_cot).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def cleanse_answer(
 
     References
     ----------
-    .. [1] T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
+    - T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
 
     Examples
     --------

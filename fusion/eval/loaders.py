@@ -4,9 +4,9 @@ Nothing is downloaded: the user supplies each file in its published format. Ques
 assembled exactly as the official Zero-shot-CoT code assembles them (answer choices
 appended as ``"Answer Choices: (A) ... (B) ..."``), so prompts match the paper's.
 
-==================  ======================================================================
+=================== ======================================================================
 dataset key         published file format
-==================  ======================================================================
+=================== ======================================================================
 ``gsm8k``           JSONL, ``question``, ``answer`` ending in ``"#### <number>"``
 ``aqua``            JSONL, ``question``, ``options`` (``["A)21", ...]``), ``correct``
 ``commonsensqa``    JSONL, ``question.stem``, ``question.choices[{label,text}]``, ``answerKey``
@@ -19,17 +19,17 @@ dataset key         published file format
 ``object_tracking`` BIG-bench JSON (tracking_shuffled_objects), same fields
 ``coin_flip``       JSON, ``examples[{question, answer}]``
 ``last_letters``    JSON, ``examples[{question, answer}]``
-==================  ======================================================================
+=================== ======================================================================
 
 :func:`load_bbh` reads BIG-Bench-Hard files (``examples[{input, target}]``) for the tasks
 that :func:`fusion.eval.generate_task` also synthesises.
 
 References
 ----------
-.. [1] T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022,
-   Appendix A.2 (datasets) and ``data_reader`` in github.com/kojima-takeshi188/zero_shot_cot.
-.. [2] M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can Solve
-   Them", 2022 (BBH file format).
+- T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022,
+  Appendix A.2 (datasets) and ``data_reader`` in github.com/kojima-takeshi188/zero_shot_cot.
+- M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can Solve
+  Them", 2022 (BBH file format).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def load_dataset(name: str, path: PathLike, *, seed: int = 1) -> list[dict]:
 
     References
     ----------
-    .. [1] T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
+    - T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
     """
     if name not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
@@ -292,8 +292,8 @@ def load_bbh(path: PathLike, task: str) -> list[dict]:
 
     References
     ----------
-    .. [1] M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can
-       Solve Them", 2022.
+    - M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can
+      Solve Them", 2022.
     """
     spec = get_spec(task)
     items = []

@@ -48,9 +48,9 @@ class HFModel:
 
     References
     ----------
-    .. [1] T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
-    .. [2] T. Wolf et al., "Transformers: State-of-the-Art Natural Language Processing",
-       EMNLP 2020 (system demonstrations).
+    - T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
+    - T. Wolf et al., "Transformers: State-of-the-Art Natural Language Processing",
+      EMNLP 2020 (system demonstrations).
     """
 
     def __init__(

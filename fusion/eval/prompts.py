@@ -12,8 +12,8 @@ The paper's templates (official code, ``main.py``):
 
 References
 ----------
-.. [1] T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
-   Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916.
+- T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
+  Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def question_block(question: str) -> str:
     Returns
     -------
     str
-        ``"Q: {question}\nA:"``.
+        ``"Q: {question}\\nA:"``.
     """
     return f"Q: {question}\nA:"
 
@@ -153,7 +153,7 @@ def zero_shot_prompt(question: str, task: str, choices: str | None = None) -> st
     Returns
     -------
     str
-        ``"Q: {question}\nA: The answer (arabic numerals) is"`` and the like.
+        ``"Q: {question}\\nA: The answer (arabic numerals) is"`` and the like.
     """
     return f"{question_block(question)} {direct_trigger(task, choices)}"
 
@@ -171,7 +171,7 @@ def cot_stage1_prompt(question: str, cot_trigger: str = DEFAULT_COT_TRIGGER) -> 
     Returns
     -------
     str
-        ``"Q: {question}\nA: Let's think step by step."`` by default.
+        ``"Q: {question}\\nA: Let's think step by step."`` by default.
     """
     return f"{question_block(question)} {cot_trigger}"
 
@@ -250,6 +250,6 @@ def few_shot_prompt(question: str, demo: str) -> str:
     Returns
     -------
     str
-        ``demo + "Q: {question}\nA:"``.
+        ``demo + "Q: {question}\\nA:"``.
     """
     return demo + question_block(question)

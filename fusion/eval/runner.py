@@ -256,8 +256,8 @@ def evaluate(
 
     References
     ----------
-    .. [1] T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
-       Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916.
+    - T. Kojima, S. S. Gu, M. Reid, Y. Matsuo, Y. Iwasawa, "Large Language Models are
+      Zero-Shot Reasoners", NeurIPS 2022, arXiv:2205.11916.
 
     Examples
     --------

@@ -9,9 +9,9 @@ datasets the same way, from lists of first names); ``multistep_arithmetic``,
 
 References
 ----------
-.. [1] T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
-.. [2] M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can Solve
-   Them", Findings of ACL 2023, arXiv:2210.09261.
+- T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
+- M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can Solve
+  Them", Findings of ACL 2023, arXiv:2210.09261.
 """
 
 from __future__ import annotations
@@ -271,10 +271,10 @@ def generate_task(name: str, n: int, seed: int = 0) -> list[dict]:
 
     References
     ----------
-    .. [1] T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022
-       (coin flip, last letter concatenation).
-    .. [2] M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can
-       Solve Them", 2022 (multistep arithmetic, Dyck languages, tracking shuffled objects).
+    - T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022
+      (coin flip, last letter concatenation).
+    - M. Suzgun et al., "Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can
+      Solve Them", 2022 (multistep arithmetic, Dyck languages, tracking shuffled objects).
 
     Examples
     --------
