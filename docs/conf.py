@@ -53,7 +53,6 @@ sphinx_gallery_conf = {
 
 html_theme = "furo"
 html_title = "gwlite + fusion"
-html_static_path = ["_static"]
 suppress_warnings = ["myst.header"]
 
 # ``plot`` directives (benchmarks page) run from the repository root
