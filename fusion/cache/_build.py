@@ -35,16 +35,15 @@ from fusion.cache._format import (
     PROMPT_LENGTHS,
     RESUME_KEYS,
     SHARD_GLOB,
-    TEMP_SUFFIX,
     TOKEN_IDS,
     CacheError,
-    atomic_write_bytes,
     read_manifest,
     sha256_bytes,
     sha256_file,
     shard_name,
     write_manifest,
 )
+from gwlite.atomic import TEMP_SUFFIX, atomic_write_bytes
 
 # Rows of fp32 log-softmax computed at once: bounds the extra memory to ~64 MiB whatever V is.
 _SOFTMAX_ELEMENTS = 1 << 24

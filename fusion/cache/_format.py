@@ -9,18 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from gwlite.atomic import atomic_write_bytes
 
 FORMAT_NAME = "fusion.cache"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 SHARD_GLOB = "shard-*.safetensors"
-TEMP_SUFFIX = ".tmp"
 
 #: Tensor names inside every shard.
 LOGPROBS, INDICES, TOKEN_IDS, OFFSETS, PROMPT_LENGTHS = (
@@ -124,40 +123,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
-
-    The bytes go to a temporary file in the same directory (same file system, so the
-    rename is atomic), are flushed to disk, and then replace ``path`` with ``os.replace``.
-    The temporary file is removed if anything fails before the rename.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        # mkstemp creates 0600 files; a cache is meant to be shared like any data file.
-        with suppress(OSError):
-            os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:

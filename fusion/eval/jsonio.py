@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
+
+from gwlite.atomic import atomic_open
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -68,18 +69,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], None]) -> Path:
-    # The temporary file sits next to the target so that os.replace never crosses devices.
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            write(handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    with atomic_open(path, "w") as handle:
+        write(handle)
+    return Path(path)
 
 
 def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:

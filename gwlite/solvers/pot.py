@@ -26,7 +26,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import ot
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope, to_dense
@@ -143,6 +142,8 @@ def solve_cg(
     ``symmetric``) plus ``lower`` (which lower bound to report) and ``return_coupling``.
     The result is a local optimum: ``value = upper`` is the GW cost of its plan.
     """
+    import ot  # imported on use: POT imports torch when present, gwlite must not
+
     _require_square_loss(problem, "cg")
     (C1, C2, p, q, G0), embed = _on_support(problem, G0)
     plan, log = ot.gromov.gromov_wasserstein(
@@ -196,6 +197,8 @@ def solve_entropic(
     ``tol`` before ``max_iter`` and the returned plan's marginals are within
     ``marginal_tol`` (l1) of ``p`` and ``q``.
     """
+    import ot
+
     _require_square_loss(problem, "entropic")
     if not epsilon > 0:
         raise GWInputError(f"epsilon must be > 0, got {epsilon}")

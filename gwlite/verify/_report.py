@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from gwlite.atomic import atomic_open
 
 __all__ = ["render", "write_outputs", "tightness"]
 
@@ -174,16 +174,8 @@ def render(report) -> str:
 
 # ---------------------------------------------------------------- files
 def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", newline="") as handle:
+        write(handle)
 
 
 def _write_csv(path: Path, fields, rows) -> None:
@@ -276,7 +268,6 @@ def _write_figure(report, path: Path) -> bool:
         _timing(axes[k][2], rows, loss)
     verdict = "no violation" if report.ok else f"{report.n_violations} VIOLATIONS"
     fig.suptitle(f"gwlite verify: {verdict} in {report.n_checks} checks", fontsize=11)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
     return True

@@ -200,3 +200,17 @@ def test_zero_weight_nodes_are_left_out_of_pots_solvers(method):
         C1[np.ix_(keep_p, keep_p)], C2[np.ix_(keep_q, keep_q)], p[keep_p], q[keep_q], method=method
     )
     assert res.upper == pytest.approx(sub.upper, rel=1e-9)
+
+
+def test_importing_gwlite_imports_neither_torch_nor_fusion():
+    # (POT, used on demand by cg/entropic/TLB, imports torch itself when it is installed)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gwlite, numpy as np\n"
+        "gwlite.gromov_wasserstein(np.eye(3), np.eye(3))\n"
+        "print(sorted(m for m in ('torch', 'fusion', 'cupy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

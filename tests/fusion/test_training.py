@@ -1,0 +1,359 @@
+"""FusionTrainer and FusionCollator on tiny offline models (single process)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+pytest.importorskip("transformers")
+
+from transformers import TrainingArguments  # noqa: E402
+
+import fusion  # noqa: E402
+from fusion.cache import CacheError, TeacherCache, build  # noqa: E402
+from fusion.tiny import bpe_tokenizer, char_tokenizer, tiny_causal_lm  # noqa: E402
+from fusion.training import (  # noqa: E402
+    FusionCollator,
+    FusionTrainer,
+    PromptResponseDataset,
+    response_positions,
+    split_batch,
+    teacher_keys,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CACHE_K = 8
+
+
+def make_pairs(n: int = 16) -> list[dict[str, str]]:
+    """Sums whose responses differ in length, so token counts differ between batches."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        a, b = (int(x) for x in torch.randint(0, 50, (2,), generator=g))
+        steps = " ".join(f"{a}+{j}={a + j}." for j in range(i % 4))
+        out.append({"prompt": f"Q: {a}+{b}=", "response": f" {steps} A: {a + b}."})
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two teachers (char and BPE tokenizers) cached over the data, a BPE pivot tokenizer."""
+    root = tmp_path_factory.mktemp("fusion_training")
+    pairs = make_pairs()
+    corpus = [p["prompt"] + p["response"] for p in pairs]
+    char_tok = char_tokenizer(corpus)
+    bpe_tok = bpe_tokenizer(corpus, vocab_size=290)
+    caches = []
+    for name, tok, arch in (("char", char_tok, "gpt2"), ("bpe", bpe_tok, "llama")):
+        teacher = tiny_causal_lm(tok, arch=arch, d_model=32, n_head=2, seed=1)
+        build(teacher, tok, pairs, root / name, k=CACHE_K, progress=False)
+        caches.append(root / name)
+    pivot_tok = bpe_tokenizer(corpus, vocab_size=320)
+    return {"root": root, "pairs": pairs, "caches": caches, "char": char_tok, "pivot": pivot_tok}
+
+
+def pivot_model(tok, seed: int = 3):
+    # llama: no dropout, so two runs over the same data give the same gradients
+    return tiny_causal_lm(tok, arch="llama", d_model=32, n_head=2, seed=seed)
+
+
+def training_args(tmp_path, **overrides) -> TrainingArguments:
+    opts = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=1,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=0,
+    )
+    opts.update(overrides)
+    return TrainingArguments(**opts)
+
+
+def make_trainer(setup, tmp_path, *, model=None, teachers=None, **overrides):
+    kwargs = {k: overrides.pop(k) for k in list(overrides) if k in ("lambda_", "beta", "gld_graph")}
+    return FusionTrainer(
+        model if model is not None else pivot_model(setup["pivot"]),
+        training_args(tmp_path, **overrides),
+        teachers=teachers if teachers is not None else [(c, 0.5) for c in setup["caches"]],
+        k=4,
+        m=16,
+        train_dataset=setup["pairs"],
+        processing_class=setup["pivot"],
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------------- collator
+
+
+def test_collator_attaches_each_teachers_cache_rows(setup):
+    caches = [TeacherCache(c) for c in setup["caches"]]
+    collator = FusionCollator(setup["char"], caches, k=5)
+    data = PromptResponseDataset(setup["pairs"])
+    picks = [3, 0, 7]
+    batch = collator([data[i] for i in picks])
+    assert batch["index"].tolist() == picks
+    for j, cache in enumerate(caches):
+        logprobs, indices, mask = (batch[key] for key in teacher_keys(j))
+        longest = max(len(cache[i].logprobs) for i in picks)
+        assert logprobs.shape == (3, longest, 5) and indices.shape == (3, longest, 5)
+        assert indices.dtype == torch.long and mask.dtype == torch.bool
+        for b, i in enumerate(picks):
+            n = len(cache[i].logprobs)
+            assert int(mask[b].sum()) == n and bool(mask[b, :n].all())
+            torch.testing.assert_close(logprobs[b, :n], cache[i].logprobs[:, :5])
+            assert torch.equal(indices[b, :n], cache[i].indices[:, :5].long())
+
+
+def test_collator_labels_exactly_the_response_and_eos(setup):
+    # with a character tokenizer, the response has one token per character, plus EOS
+    tok = setup["char"]
+    data = PromptResponseDataset(setup["pairs"])
+    batch = FusionCollator(tok)([data[i] for i in range(5)])
+    assert not any(key.startswith("teacher_") for key in batch)
+    for b in range(5):
+        prompt, response = setup["pairs"][b]["prompt"], setup["pairs"][b]["response"]
+        labelled = batch["labels"][b][batch["labels"][b] != -100]
+        assert len(labelled) == len(response) + 1
+        assert tok.decode(labelled[:-1]) == response
+        assert int(labelled[-1]) == tok.eos_token_id
+        length = len(prompt) + len(response) + 1
+        assert int(batch["attention_mask"][b].sum()) == length
+        # right padding: real tokens first, the labels start right after the prompt
+        assert bool(batch["attention_mask"][b, :length].all())
+        assert bool((batch["labels"][b, : len(prompt)] == -100).all())
+
+
+def test_collator_and_pivot_spans_match_the_caches_own_token_ids(setup):
+    # the char teacher's cached response tokens are the char tokenizer's labels
+    cache = TeacherCache(setup["caches"][0])
+    batch = FusionCollator(setup["char"], [cache])(
+        [PromptResponseDataset(setup["pairs"])[i] for i in (2, 5)]
+    )
+    _, labels, teachers, masks = split_batch(batch)
+    for b, i in enumerate((2, 5)):
+        assert torch.equal(labels[b][labels[b] != -100], cache.token_ids(i).long())
+        assert int(masks[0][b].sum()) == len(cache.token_ids(i))
+    assert len(teachers) == 1
+
+
+def test_collator_refuses_mixed_batches_and_too_large_k(setup):
+    data = PromptResponseDataset(setup["pairs"])
+    plain = PromptResponseDataset(setup["pairs"], with_index=False)
+    collator = FusionCollator(setup["pivot"], setup["caches"])
+    with pytest.raises(ValueError, match="index"):
+        collator([data[0], plain[1]])
+    with pytest.raises(ValueError, match="k="):
+        FusionCollator(setup["pivot"], setup["caches"], k=CACHE_K + 1)
+
+
+# -------------------------------------------------------------------------- trainer
+
+
+def fixed_batch_loss(trainer, indices) -> float:
+    data = PromptResponseDataset(trainer_pairs(trainer))
+    batch = trainer.data_collator([data[i] for i in indices])
+    trainer.model.eval()
+    with torch.no_grad():
+        return float(trainer.compute_loss(trainer.model, batch))
+
+
+def trainer_pairs(trainer):
+    return [{"prompt": p, "response": r} for p, r in trainer.train_dataset.pairs]
+
+
+def test_training_steps_lower_the_fusion_loss(setup, tmp_path):
+    trainer = make_trainer(setup, tmp_path, max_steps=8, per_device_train_batch_size=8)
+    before = fixed_batch_loss(trainer, range(8))
+    trainer.train()
+    after = fixed_batch_loss(trainer, range(8))
+    assert math.isfinite(before) and after < before
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 8
+    for h in logs:
+        for key in ("ce", "uld", "gld", "uld/0", "gld/1"):
+            assert math.isfinite(h[key])
+        # the logged loss is the FusionLoss formula over the logged components
+        assert h["loss"] == pytest.approx(0.5 * h["ce"] + 0.5 * (h["uld"] + h["gld"]), rel=1e-4)
+        assert h["uld"] == pytest.approx(0.5 * (h["uld/0"] + h["uld/1"]), rel=1e-5)
+    assert logs[-1]["ce"] < logs[0]["ce"]
+
+
+def test_components_match_fusion_loss_computed_directly(setup, tmp_path):
+    trainer = make_trainer(setup, tmp_path, lambda_=0.3, beta=2.0)
+    batch = trainer.data_collator([PromptResponseDataset(setup["pairs"])[i] for i in (1, 4, 6)])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        got = float(trainer.compute_loss(model, batch))
+        inputs, labels, teachers, masks = split_batch(batch)
+        logits = model(**inputs).logits[:, :-1]
+        targets = labels[:, 1:]
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        uld = [
+            fusion.uld_loss(logits, t, targets != -100, m, top_k=CACHE_K)
+            for t, m in zip(teachers, masks)
+        ]
+        gld = [
+            fusion.gld_loss(logits, t, targets != -100, m, k=4, m=16)
+            for t, m in zip(teachers, masks)
+        ]
+    want = 0.7 * ce + 0.3 * sum(0.5 * (u + 2.0 * g) for u, g in zip(uld, gld))
+    assert got == pytest.approx(float(want), rel=1e-5)
+
+
+def one_sgd_step(setup, tmp_path, batch, accumulation, **extra):
+    trainer = make_trainer(
+        setup,
+        tmp_path,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        **extra,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    step = {n: before[n] - p.detach() for n, p in trainer.model.named_parameters()}
+    return step, trainer
+
+
+def test_gradient_accumulation_equals_one_larger_batch(setup, tmp_path):
+    # 16 examples, one optimiser step: 4 micro-batches of 4 against one batch of 16
+    pairs = setup["pairs"]
+    assert len(pairs) == 16
+    accumulated, trainer = one_sgd_step(setup, tmp_path / "a", 4, 4)
+    single, _ = one_sgd_step(setup, tmp_path / "b", 16, 1)
+    for name in single:
+        torch.testing.assert_close(accumulated[name], single[name], rtol=2e-4, atol=1e-6)
+    assert any(float(v.abs().max()) > 1e-4 for v in single.values())
+    # the micro-batches hold different numbers of target tokens: a per-micro-batch token
+    # mean would not have matched
+    counts = {len(p["response"]) for p in pairs}
+    assert len(counts) > 1
+
+
+def test_plain_sft_without_teachers(setup, tmp_path):
+    trainer = make_trainer(setup, tmp_path, teachers=[], lambda_=0.0, max_steps=2)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert all("uld" not in h for h in logs)
+    assert all(h["loss"] == pytest.approx(h["ce"], rel=1e-5) for h in logs)
+    with pytest.raises(ValueError, match="lambda_"):
+        make_trainer(setup, tmp_path, teachers=[], lambda_=0.5)
+
+
+def test_bf16_autocast_on_cpu_trains(setup, tmp_path):
+    trainer = make_trainer(setup, tmp_path, bf16=True, max_steps=2)
+    seen = []
+    hook = trainer.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype)
+    )
+    trainer.train()
+    hook.remove()
+    assert set(seen) == {torch.bfloat16}
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert all(math.isfinite(h[key]) for h in logs for key in ("loss", "ce", "uld", "gld"))
+
+
+def test_eval_dataset_reports_cross_entropy(setup, tmp_path):
+    trainer = FusionTrainer(
+        pivot_model(setup["pivot"]),
+        training_args(tmp_path, per_device_eval_batch_size=16),
+        teachers=[(setup["caches"][0], 1.0)],
+        k=4,
+        m=16,
+        train_dataset=setup["pairs"],
+        eval_dataset=setup["pairs"],
+        processing_class=setup["pivot"],
+    )
+    metrics = trainer.evaluate()
+    plain = PromptResponseDataset(setup["pairs"], with_index=False)
+    batch = FusionCollator(setup["pivot"])([plain[i] for i in range(len(plain))])
+    with torch.no_grad():
+        logits = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+    assert metrics["eval_loss"] == pytest.approx(float(ce), rel=1e-4)
+
+
+def test_refuses_misaligned_or_incompatible_caches(setup, tmp_path):
+    shuffled = setup["pairs"][1:] + setup["pairs"][:1]
+    with pytest.raises(CacheError, match="data_sha256"):
+        FusionTrainer(
+            pivot_model(setup["pivot"]),
+            training_args(tmp_path),
+            teachers=[(setup["caches"][0], 1.0)],
+            train_dataset=shuffled,
+            processing_class=setup["pivot"],
+            k=4,
+        )
+    with pytest.raises(CacheError, match="examples"):
+        FusionTrainer(
+            pivot_model(setup["pivot"]),
+            training_args(tmp_path),
+            teachers=[(setup["caches"][0], 1.0)],
+            train_dataset=setup["pairs"][:-1],
+            processing_class=setup["pivot"],
+            k=4,
+        )
+    with pytest.raises(ValueError, match="temperature"):
+        FusionTrainer(
+            pivot_model(setup["pivot"]),
+            training_args(tmp_path),
+            teachers=[setup["caches"][0]],
+            temperatures=(1.0, 2.0),
+            train_dataset=setup["pairs"],
+            processing_class=setup["pivot"],
+            k=4,
+        )
+    with pytest.raises(ValueError, match="caches k="):
+        FusionTrainer(
+            pivot_model(setup["pivot"]),
+            training_args(tmp_path),
+            teachers=[setup["caches"][0]],
+            train_dataset=setup["pairs"],
+            processing_class=setup["pivot"],
+            k=CACHE_K + 2,
+        )
+
+
+@pytest.mark.parametrize("prompt_length", [3, 40])
+def test_response_positions_leave_every_loss_unchanged(prompt_length):
+    # long prompts take the compacting path, short ones the no-copy path
+    g = torch.Generator().manual_seed(prompt_length)
+    batch, length, vocab = 3, prompt_length + 12, 50
+    logits = torch.randn(batch, length, vocab, generator=g)
+    labels = torch.full((batch, length), -100)
+    for b, n in enumerate((12, 5, 9)):  # responses of different lengths, then padding
+        labels[b, prompt_length : prompt_length + n] = torch.randint(0, vocab, (n,), generator=g)
+    top = torch.log_softmax(torch.randn(batch, 10, 30, generator=g), -1).topk(6, dim=-1)
+    teacher = fusion.TopK(top.values, top.indices)
+    t_mask = torch.arange(10)[None] < torch.tensor([[10], [4], [7]])
+
+    def losses(z, targets):
+        mask = targets != -100
+        return (
+            F.cross_entropy(z.flatten(0, 1), targets.flatten(), ignore_index=-100),
+            fusion.uld_loss(z, teacher, mask, t_mask, top_k=6),
+            fusion.gld_loss(z, teacher, mask, t_mask, k=4, m=8),
+        )
+
+    full = losses(logits[:, :-1], labels[:, 1:])
+    picked, targets = response_positions(logits, labels)
+    if prompt_length > 20:
+        assert picked.shape[1] == 12  # the longest response: 12 predicting positions
+    for want, got in zip(full, losses(picked, targets)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
