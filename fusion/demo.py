@@ -37,6 +37,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fusion.jsonio import write_jsonl_atomic
+from gwlite.atomic import atomic_open, atomic_write_bytes
+
 __all__ = [
     "BASELINE",
     "MODELS",
@@ -63,9 +66,7 @@ __all__ = [
     "summarise",
     "summarise_rows",
     "train",
-    "write_bytes",
     "write_csv",
-    "write_jsonl",
 ]
 
 #: Task families, in table order: the first teacher learns coin flips, the second arithmetic.
@@ -818,26 +819,12 @@ def _closing(verdicts: dict[str, str], lower_everywhere: list[str]) -> str:
     return " At this scale the distillation terms neither help nor hurt measurably."
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomically write ``data`` (temporary file in the same directory, then rename)."""
-    from gwlite.atomic import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-
-
 def write_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Atomically write dict records as CSV (columns of the first record)."""
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    write_bytes(path, buffer.getvalue().encode())
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Atomically write one JSON object per line."""
-    write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
 
 
 def plot(summary: Sequence[dict[str, Any]], rows: Sequence[Row], path: Path) -> None:
@@ -878,7 +865,7 @@ def plot(summary: Sequence[dict[str, Any]], rows: Sequence[Row], path: Path) -> 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------
@@ -1051,7 +1038,7 @@ def _pipeline(config: DemoConfig, out: Path, work: Path, stages: _Stages, pool: 
     t0 = time.perf_counter()
     data = build_data(config)
     paths = {"train_data": out / "train.jsonl"}
-    write_jsonl(paths["train_data"], data.train)
+    write_jsonl_atomic(paths["train_data"], data.train)
     toks = build_tokenizers(data, config)
     stages.done("data and tokenizers", {"data": time.perf_counter() - t0})
     rows = _baseline_rows(data)
@@ -1327,7 +1314,7 @@ def _write_outputs(result: DemoResult, config: DemoConfig, out: Path) -> None:
     plot(result.summary, result.rows, result.paths["plot"])
     config_json = json.dumps(asdict(config), indent=2)
     text = _report_text(result, config) + f"\n\nConfiguration:\n\n```json\n{config_json}\n```\n"
-    write_bytes(result.paths["report"], text.encode())
+    atomic_write_bytes(result.paths["report"], text.encode())
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from fusion.jsonio import iter_jsonl
+
 DataSource = str | os.PathLike | Iterable[Mapping[str, Any]]
 
 
@@ -36,17 +38,7 @@ def _validate_example(obj: Any, where: str) -> tuple[str, str]:
 def _read_jsonl(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    examples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing newline) are not examples
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
-            examples.append(_validate_example(obj, f"{path}, line {lineno}"))
-    return examples
+    return [_validate_example(obj, f"{path}, line {lineno}") for lineno, obj in iter_jsonl(path)]
 
 
 def read_examples(data: DataSource) -> tuple[list[tuple[str, str]], str | None]:

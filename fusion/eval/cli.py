@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fusion.eval.jsonio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from fusion.eval.loaders import DATASETS, load_bbh, load_dataset
 from fusion.eval.prompts import (
     DEFAULT_COT_TRIGGER,
@@ -23,6 +22,7 @@ from fusion.eval.prompts import (
 )
 from fusion.eval.runner import EvalResult, evaluate
 from fusion.eval.tasks import GENERATORS, generate_task
+from fusion.jsonio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 DEFAULT_N = 200
 

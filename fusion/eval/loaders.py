@@ -40,9 +40,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fusion.eval.jsonio import read_json, read_jsonl
 from fusion.eval.spec import get_spec
 from fusion.eval.tasks import LETTERS
+from fusion.jsonio import read_json, read_jsonl
 
 PathLike = str | os.PathLike[str]
 

@@ -30,7 +30,6 @@ from fusion.demo import (
     solve_arithmetic,
     summarise,
     summarise_rows,
-    write_bytes,
 )
 from fusion.eval import generate_task
 
@@ -216,20 +215,6 @@ def test_every_model_and_seed_gets_an_average_row():
 
 
 # ------------------------------------------------------------------------------- files
-
-
-def test_write_bytes_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
-    target = tmp_path / "sub" / "results.csv"
-    write_bytes(target, b"old\n")
-
-    def fail(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_bytes(target, b"new\n")
-    assert target.read_bytes() == b"old\n"
-    assert [p.name for p in target.parent.iterdir()] == ["results.csv"]
 
 
 def check_outputs(out: Path, seeds: int) -> list[dict[str, str]]:

@@ -170,7 +170,7 @@ def test_cache_empty_data(tiny, tmp_path):
         ('{"response": "2"}', r"line 3: missing 'prompt'"),
         ('{"prompt": 1, "response": "2"}', r"line 3: 'prompt' must be a string"),
         ('["Q", "A"]', "line 3: expected a JSON object"),
-        ('{"prompt": "Q", ', "line 3: not valid JSON"),
+        ('{"prompt": "Q", ', "line 3 is not valid JSON"),
     ],
 )
 def test_cache_bad_data_line_is_named(tiny, helpers, tmp_path, line, message):

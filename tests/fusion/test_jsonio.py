@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fusion.eval.jsonio import read_jsonl, write_json_atomic, write_jsonl_atomic
+from fusion.jsonio import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 
 def test_round_trip_and_replace(tmp_path):

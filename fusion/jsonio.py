@@ -1,10 +1,10 @@
-"""Reading JSON / JSON Lines with useful errors, and writing JSON Lines atomically."""
+"""JSON and JSON Lines for the fusion pipeline: reads with errors that name the line, atomic writes."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,34 +38,38 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
-    """Parse a JSON Lines file, one document per non-blank line.
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, document)`` for each non-blank line of a JSON Lines file.
 
     Parameters
     ----------
     path : path-like
         File to read (UTF-8).
 
-    Returns
-    -------
-    list
-        The decoded documents in file order.
-
     Raises
     ------
     ValueError
         If a line is not valid JSON; the message names the file and the 1-based line.
     """
-    records = []
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
-                continue
+                continue  # blank lines (e.g. a trailing newline) hold no document
             try:
-                records.append(json.loads(line))
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: line {lineno} is not valid JSON: {err.msg}") from None
-    return records
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """Parse a JSON Lines file, one document per non-blank line (see :func:`iter_jsonl`).
+
+    Returns
+    -------
+    list
+        The decoded documents in file order.
+    """
+    return [document for _, document in iter_jsonl(path)]
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], None]) -> Path:
