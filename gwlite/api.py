@@ -6,7 +6,8 @@ import dataclasses
 import inspect
 import time
 
-from gwlite.problem import GWInputError, make_problem
+from gwlite.errors import GWInputError
+from gwlite.problem import make_problem
 from gwlite.result import GWResult
 from gwlite.solvers import SOLVERS
 

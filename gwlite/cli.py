@@ -14,7 +14,9 @@ import sys
 from gwlite import graphs
 from gwlite.api import METHODS, gromov_wasserstein
 from gwlite.bounds import LOWER_BOUNDS
-from gwlite.problem import LOSS_EXPONENTS, GWInputError, GWSolverError
+from gwlite.errors import GWInputError, GWSolverError
+from gwlite.problem import LOSS_EXPONENTS
+from gwlite.verify import register_cli as register_verify
 
 EPILOG = """\
 inputs (A, B):
@@ -96,12 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_distance(sub)
-    try:
-        from gwlite.verify import register_cli
-    except ImportError:  # pragma: no cover - verify ships with the package
-        register_cli = None
-    if register_cli is not None:
-        register_cli(sub)
+    register_verify(sub)
     return parser
 
 

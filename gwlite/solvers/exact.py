@@ -50,7 +50,8 @@ from scipy.optimize import linear_sum_assignment
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error
-from gwlite.problem import GWInputError, GWProblem
+from gwlite.errors import GWInputError
+from gwlite.problem import GWProblem
 from gwlite.psd import permutation_certificate
 from gwlite.result import GWResult
 from gwlite.solvers._common import is_certified, lower_value
@@ -383,8 +384,8 @@ def solve(
     start = time.perf_counter()
     deadline = start + time_limit if time_limit is not None else np.inf
     n, r = problem.n, problem.exponent
-    C = np.asarray(_xp.to_numpy(_detach(problem.C1)), dtype=np.float64)
-    D = np.asarray(_xp.to_numpy(_detach(problem.C2)), dtype=np.float64)
+    C = np.asarray(_xp.to_numpy(_xp.detach(problem.C1)), dtype=np.float64)
+    D = np.asarray(_xp.to_numpy(_xp.detach(problem.C2)), dtype=np.float64)
     outcome = _search(C, D, r, deadline, max_nodes)
     plan = np.zeros((n, n))
     plan[np.arange(n), outcome.perm] = 1.0 / n
@@ -435,7 +436,3 @@ def solve(
         time_s=0.0,
         diagnostics=diagnostics,
     )
-
-
-def _detach(x):
-    return x.detach() if hasattr(x, "detach") else x
