@@ -334,10 +334,10 @@ def _check(problem: GWProblem, time_limit, max_nodes) -> None:
         )
 
 
-def _lower_over_couplings(problem: GWProblem, outcome: _Outcome, certificate, n: int):
+def _lower_over_couplings(problem: GWProblem, outcome: _Outcome, certificate, n: int, lower: str):
     """A bound valid over all couplings, and the name of what gave it."""
     perm_lower = outcome.perm_lower / n**2
-    candidates = {"tlb": float(lower_value(problem, "tlb"))}
+    candidates = {lower: float(lower_value(problem, lower))}
     if certificate is not None:
         # GW >= (permutation optimum) - slack >= perm_lower - slack, for every pair
         candidates["permutation_bound" if certificate.holds else "spectral"] = (
@@ -352,6 +352,7 @@ def solve(
     *,
     time_limit: float | None = None,
     max_nodes: int | None = None,
+    lower: str = "tlb",
     return_coupling: bool = True,
 ) -> GWResult:
     r"""Optimal permutation by branch and bound, certified as GW when a theorem says so.
@@ -366,6 +367,10 @@ def solve(
         Required (or ``max_nodes``) for ``n > DEFAULT_MAX_N`` (12); ``n <= MAX_N`` (32).
     max_nodes : int, optional
         Largest number of nodes to expand (each expansion bounds all its children).
+    lower : {"tlb", "mean_row", "flb", "slb", "rank_one"}
+        The bound over couplings reported when no theorem certifies the permutation
+        optimum (the spectral bound joins it for symmetric square-loss inputs; the
+        larger is reported). TLB, the default, dominates the other sorting bounds.
     return_coupling : bool
         Return the permutation matrix divided by n (in the input's array type).
 
@@ -402,7 +407,7 @@ def solve(
     if certificate is not None and certificate.holds and converged:
         lower, lower_kind = upper, "certified"
     else:
-        lower, lower_kind = _lower_over_couplings(problem, outcome, certificate, n)
+        lower, lower_kind = _lower_over_couplings(problem, outcome, certificate, n, lower)
         lower = min(lower, float(upper))  # round-off only: GW <= upper
     certified = lower_kind == "certified" or is_certified(problem, lower, upper)
     diagnostics = {
