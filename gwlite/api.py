@@ -37,7 +37,7 @@ def gromov_wasserstein(
     p=None,
     q=None,
     *,
-    method: str = "sorted",
+    method: str = "auto",
     loss_fun: str = "square_loss",
     **options,
 ) -> GWResult:
@@ -58,9 +58,15 @@ def gromov_wasserstein(
         sizes may differ. Integer inputs are cast to float.
     p, q : array, optional
         Node weights (non-negative, summing to 1); uniform by default.
-    method : {"sorted", "cg", "entropic", "exact"}
+    method : {"auto", "sorted", "proximal", "cg", "entropic", "exact"}
+        ``"auto"`` (default): the tightest proven interval within ``time_limit``
+        (10 s by default), escalating from the sorted bounds to TLB, ``proximal``,
+        ``exact`` and ``sdp`` (see :mod:`gwlite.solvers.auto`); ``value`` is its best
+        plan's cost.
         ``"sorted"``: the InfiGFusion closed form, O(n^2) for the features and
         O(n log n) after, with the sorted coupling's cost as ``upper``.
+        ``"proximal"``: gwlite's own solver (KL mirror descent, batched starts,
+        NumPy/CuPy/torch), a plan and its exact cost as ``upper``.
         ``"cg"``: POT's conditional gradient (a local optimum).
         ``"entropic"``: POT's entropic GW, plan rounded onto the polytope.
         ``"exact"``: branch and bound over permutations (small problems).
@@ -93,7 +99,7 @@ def gromov_wasserstein(
         raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
     solver = SOLVERS[method]
     _check_options(method, solver, options)
-    if method in ("cg", "entropic"):
+    if method in ("cg", "entropic", "auto", "proximal"):
         import ot  # noqa: F401  (POT's first import takes ~1 s: keep it off the clock)
     start = time.perf_counter()
     problem = make_problem(C1, C2, p, q, loss_fun, symmetric=options.get("symmetric"))

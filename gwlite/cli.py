@@ -43,7 +43,7 @@ def _add_distance(sub) -> None:
     )
     parser.add_argument("A", help="first graph or matrix (see 'inputs' below)")
     parser.add_argument("B", help="second graph or matrix")
-    parser.add_argument("--method", default="sorted", choices=METHODS)
+    parser.add_argument("--method", default="auto", choices=METHODS)
     parser.add_argument("--loss", default="square_loss", choices=sorted(LOSS_EXPONENTS))
     parser.add_argument(
         "--kind", default="adjacency", choices=graphs.KINDS, help="structure matrix of a graph"
