@@ -99,7 +99,7 @@ def gromov_wasserstein(
         raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
     solver = SOLVERS[method]
     _check_options(method, solver, options)
-    if method in ("cg", "entropic", "auto", "proximal"):
+    if method in ("cg", "entropic", "proximal", "auto"):
         import ot  # noqa: F401  (POT's first import takes ~1 s: keep it off the clock)
     start = time.perf_counter()
     problem = make_problem(C1, C2, p, q, loss_fun, symmetric=options.get("symmetric"))

@@ -303,7 +303,7 @@ def _keep_best(loop, rounded, costs) -> None:
                 loop.best_cost[k], loop.best_plan[k] = costs[j], rounded[j]
 
 
-def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline):
+def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=None):
     """Run the loop; return the best rounded plan of every start and how it ended.
 
     Phase 1 (when ``factored`` is given) steers with the low-rank gradient until the
@@ -329,11 +329,16 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline):
     floor = _sinkhorn.floor_for(xp, dtype)
     small = math.exp(floor)
     loop = _Loop([math.inf] * S, [None] * S)
+    for k, (cost, plan) in enumerate(initial or []):
+        if plan is not None:  # a start that is itself a feasible plan worth keeping
+            loop.best_cost[k], loop.best_plan[k] = cost, xp.astype(plan, dtype)
     phase = "factored" if factored is not None else "exact"
     switch_at = None
     if deadline is not None and phase == "factored":
         switch_at = began + _FACTOR_SHARE * (deadline - began)
     stalled, best_seen, priced_at = 0, math.inf, 0
+    # the last fifth of the iterations (at least one check's worth) is always exact
+    exact_from = cfg.max_iter - max(_CHECK_EVERY, cfg.max_iter // 5)
     for it in range(1, cfg.max_iter + 1):
         tick = time.perf_counter()
         op = factored if phase == "factored" else exact
@@ -349,8 +354,9 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline):
         # the final pricing (2S plans, then one in float64) costs about 3 + 2/S steps
         reserve = (now - tick) * (4 + 2 / S)
         out_of_time = phase == "exact" and deadline is not None and now + reserve > deadline
+        late = (switch_at is not None and now >= switch_at) or it >= exact_from
         if it % _CHECK_EVERY and it != cfg.max_iter and not out_of_time:
-            if switch_at is not None and phase == "factored" and now >= switch_at:
+            if phase == "factored" and late:
                 phase, stalled, best_seen = "exact", 0, math.inf
             continue
         rounded = _round_all(xp, P, p, q)
@@ -370,7 +376,7 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline):
         gained = best_seen - current > cfg.tol * abs(current)
         best_seen = min(best_seen, current)
         stalled = 0 if gained else stalled + 1
-        late = switch_at is not None and time.perf_counter() >= switch_at
+        late = late or (switch_at is not None and time.perf_counter() >= switch_at)
         if phase == "factored" and (stalled >= _PATIENCE or late):
             phase, stalled, best_seen = "exact", 0, math.inf
         elif phase == "exact" and stalled >= _PATIENCE:
@@ -643,7 +649,15 @@ def solve(
     sub = _on_support(problem, cfg.dtype)[0]
     exact = _operators.exact(sub)
     factored = _low_rank(sub, cfg, seed)
-    loop = _iterate(sub, exact, factored, starts, cfg, deadline)
+    # the user's plan and the sorted coupling compete too: never return worse
+    initial = []
+    for plan, name in zip(starts, names):
+        if name in ("G0", "sorted"):
+            feasible, cost = _price64(xp, sub64, plan)
+            initial.append((cost, feasible))
+        else:
+            initial.append((math.inf, None))
+    loop = _iterate(sub, exact, factored, starts, cfg, deadline, initial)
     # one exact OT solve costs about 5 exact iterations on the CPU (more from a GPU)
     polish_est = 6 * loop.exact_step_s * (1 if problem.backend == "numpy" else 10)
     best, plan, cost, report = _finish(

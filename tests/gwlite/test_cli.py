@@ -21,7 +21,7 @@ def test_distance_prints_interval(capsys):
         main(["distance", "builtin:karate", "builtin:florentine", "--kind", "shortest_path"]) == 0
     )
     out = capsys.readouterr().out
-    assert "interval [" in out and "method   sorted" in out
+    assert "interval [" in out and "method   auto" in out  # the default method
 
 
 @pytest.mark.parametrize("method", ["sorted", "cg", "entropic"])
