@@ -98,10 +98,18 @@ class Exact:
         cross = xp.sum(xp.sum(self.apply(xp, P) * P, axis=-1), axis=-1)
         return self.kappa - 2 * cross
 
+    def product_cost(self, xp, p, q) -> float:
+        r"""The cost of the product coupling :math:`p q^\top` in :math:`O(n^2 + m^2)`:
+        :math:`X(p q^\top) = \sum_t w_t (A_t p)(B_t q)^\top`."""
+        cross = sum(
+            w * float(p @ (A @ p)) * float(q @ (B @ q)) for A, B, w in zip(self.A, self.B, self.w)
+        )
+        return self.kappa - 2 * cross
+
     def astype(self, xp, dtype) -> Exact:
         return Exact(
-            tuple(xp.astype(A, dtype) for A in self.A),
-            tuple(xp.astype(B, dtype) for B in self.B),
+            tuple(xp.astype(A, dtype, copy=False) for A in self.A),
+            tuple(xp.astype(B, dtype, copy=False) for B in self.B),
             self.w,
             self.symmetric,
             self.scale,
@@ -109,11 +117,12 @@ class Exact:
         )
 
 
-def exact(problem: GWProblem) -> Exact:
-    """The exact operator of a (detached) problem; refuses ``abs_loss`` on many values."""
+def exact(problem: GWProblem, symmetric: bool | None = None) -> Exact:
+    """The exact operator of a (detached) problem; refuses ``abs_loss`` on many values.
+    ``symmetric`` saves the O(n^2) check when the caller knows it."""
     xp = problem.xp
     C1, C2, p, q = problem.C1, problem.C2, problem.p, problem.q
-    symmetric = problem.is_symmetric()
+    symmetric = problem.is_symmetric() if symmetric is None else symmetric
     if problem.loss_fun == "square_loss":
         scale = float(xp.max(xp.abs(C1))) * float(xp.max(xp.abs(C2)))
         kappa = float(p @ ((C1 * C1) @ p) + q @ ((C2 * C2) @ q))
@@ -196,7 +205,15 @@ def _rank_for(s: np.ndarray, total: float, rtol: float):
     return int(ok[0]) + 1, float(errors[ok[0]])
 
 
-def factored(problem: GWProblem, dtype, *, r_max: int, seed: int = 0, rtol: float = FACTOR_RTOL):
+def factored(
+    problem: GWProblem,
+    dtype,
+    *,
+    r_max: int,
+    seed: int = 0,
+    rtol: float = FACTOR_RTOL,
+    symmetric: bool | None = None,
+):
     """A :class:`Factored` operator when both square-loss matrices are captured to
     ``rtol`` by a rank at most ``r_max``; ``None`` otherwise (or for ``abs_loss``)."""
     if problem.loss_fun != "square_loss" or r_max < 1:
@@ -204,7 +221,7 @@ def factored(problem: GWProblem, dtype, *, r_max: int, seed: int = 0, rtol: floa
     xp = problem.xp
     parts = []
     for k, C in enumerate((problem.C1, problem.C2)):
-        C = xp.astype(C, dtype)
+        C = xp.astype(C, dtype, copy=False)
         total = float(xp.sum(C * C))
         # a small sketch first: most matrices that factor at all factor at a low rank
         for r in sorted({min(32, r_max), r_max}):
@@ -216,4 +233,5 @@ def factored(problem: GWProblem, dtype, *, r_max: int, seed: int = 0, rtol: floa
             return None
         parts.append((US[:, :rank], V[:, :rank], rank, error))
     (U1, V1, r1, e1), (U2, V2, r2, e2) = parts
-    return Factored(U1, V1, U2, V2, problem.is_symmetric(), (r1, r2), (e1, e2))
+    symmetric = problem.is_symmetric() if symmetric is None else symmetric
+    return Factored(U1, V1, U2, V2, symmetric, (r1, r2), (e1, e2))

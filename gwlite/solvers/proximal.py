@@ -88,8 +88,11 @@ _CHECK_EVERY = 5
 _PATIENCE = 3
 # share of the remaining time the low-rank phase may use under a time limit
 _FACTOR_SHARE = 0.6
-# exact conditional-gradient polish by default up to this many plan entries
-_POLISH_MAX_ENTRIES = 2_500_000
+# exact conditional-gradient polish by default up to this many plan entries (its exact
+# OT runs on the host: from a GPU it only pays on smaller problems); under a time limit
+# at most this share of the budget is kept for it
+_POLISH_MAX_ENTRIES = {"numpy": 10_000_000, "device": 2_500_000}
+_POLISH_SHARE = 0.25
 _POLISH_STEPS = 20
 
 
@@ -147,9 +150,10 @@ def _compute_dtype(problem: GWProblem, dtype):
     return names[dtype]
 
 
-def _polish_steps(polish, entries: int) -> int:
+def _polish_steps(polish, entries: int, backend: str) -> int:
     if polish is None:
-        return _POLISH_STEPS if entries <= _POLISH_MAX_ENTRIES else 0
+        limit = _POLISH_MAX_ENTRIES["numpy" if backend == "numpy" else "device"]
+        return _POLISH_STEPS if entries <= limit else 0
     if polish is True:
         return _POLISH_STEPS
     if polish is False:
@@ -234,7 +238,7 @@ def _on_support(problem: GWProblem, dtype=None) -> tuple[GWProblem, _Support]:
         C2 = xp.take(xp.take(C2, c, axis=0), c, axis=1)
         p, q = xp.take(p, r, axis=0), xp.take(q, c, axis=0)
     if dtype is not None:
-        C1, C2, p, q = (xp.astype(x, dtype) for x in (C1, C2, p, q))
+        C1, C2, p, q = (xp.astype(x, dtype, copy=False) for x in (C1, C2, p, q))
     return GWProblem(C1, C2, p, q, problem.loss_fun, problem.uniform), support
 
 
@@ -264,6 +268,49 @@ def _starts(sub64: GWProblem, n_starts: int, G0, seed: int):
     return plans[:n_starts], names[:n_starts]
 
 
+# --------------------------------------------------------------------- time model
+_RATES: dict = {}
+
+
+def _gemm_rate(xp, dtype, device) -> float:
+    """Measured matrix-product speed (flop/s) of this backend, device and dtype (cached)."""
+    key = (xp.__name__, str(device), str(dtype))
+    if key not in _RATES:
+        k = 512 if "cuda" not in str(device) and xp.__name__.split(".")[-1] != "cupy" else 2048
+        A = xp.ones((k, k), dtype=dtype, device=device)
+        float((A @ A)[0, 0])  # warm-up (library initialisation on a GPU)
+        tick = time.perf_counter()
+        float((A @ A)[0, 0])
+        # a small product runs from cache: large ones are slower, keep a margin
+        _RATES[key] = 2.0 * k**3 / max(time.perf_counter() - tick, 1e-9) / 1.4
+    return _RATES[key]
+
+
+@dataclass(frozen=True)
+class _TimeModel:
+    """Predicted seconds of one exact gradient for the whole stack (compute dtype) and
+    of pricing one dense plan in float64: what a time limit must leave room for."""
+
+    apply_s: float
+    price64_s: float
+
+    def final_s(self, dense: bool = True) -> float:
+        """Pricing the 2S rounded plans (one stacked product of twice the size), then the
+        chosen one in float64, with a margin for the rounding passes; with ``dense=False``
+        only the permutations are priced (through their support, negligible)."""
+        return 1.25 * (2 * self.apply_s + self.price64_s) if dense else 0.0
+
+
+def _time_model(sub: GWProblem, exact, n_starts: int, dtype) -> _TimeModel:
+    xp = sub.xp
+    device = _xp.device(sub.C1)
+    flops = 2.0 * sub.n * sub.m * (sub.n + sub.m) * len(exact.A) * (1 if exact.symmetric else 2)
+    return _TimeModel(
+        flops * n_starts / _gemm_rate(xp, dtype, device),
+        flops / _gemm_rate(xp, xp.float64, device),
+    )
+
+
 # --------------------------------------------------------------------- iterations
 @dataclass
 class _Loop:
@@ -278,32 +325,69 @@ class _Loop:
     raw_error: list = field(default_factory=list)
     time_s: float = 0.0
     exact_step_s: float = 0.0
+    # (approximate cost, start, plan): dense plans of the last iterate that there was no
+    # time to price in the loop; the caller prices them in float64 if it can
+    pending: list = field(default_factory=list)
 
 
-def _round_all(xp, P, p, q) -> list:
+def _round_all(xp, P, p, q, permutations: bool) -> list:
     """Two feasible plans per iterate: the iterate rounded onto the polytope, and its
-    sharpened form (each row's mass sent to its largest entry, then rounded), which
-    is the vertex the iterate approaches once it has settled on one."""
+    sharpened form, the vertex the iterate approaches once it has settled on one: with
+    uniform weights and ``n == m`` the permutation that sends each row to its largest
+    entry (collisions resolved by mass, leftovers matched by an assignment on their
+    block), otherwise each row's mass on its largest entry, rounded."""
     m = P.shape[-1]
     columns = xp.arange(m, device=_xp.device(P))
     out = []
     for k in range(P.shape[0]):
-        out.append(round_to_polytope(P[k, ...], p, q))
-        best = xp.argmax(P[k, ...], axis=-1)
-        hard = xp.where(best[:, None] == columns[None, :], p[:, None], xp.zeros_like(P[k, ...]))
+        plan = P[k, ...]
+        out.append(round_to_polytope(plan, p, q))
+        best = xp.argmax(plan, axis=-1)
+        if permutations:
+            out.append(_permutation_plan(xp, plan, best, p))
+            continue
+        hard = xp.where(best[:, None] == columns[None, :], p[:, None], xp.zeros_like(plan))
         out.append(round_to_polytope(hard, p, q))
     return out
 
 
-def _keep_best(loop, rounded, costs) -> None:
+def _permutation_plan(xp, plan, best, p):
+    """The permutation nearest to a plan's row maxima, as a dense plan (values ``p``)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = plan.shape[0]
+    j = _xp.to_numpy(best).astype(np.int64)
+    mass = _xp.to_numpy(xp.take_along_axis(plan, best[:, None], axis=1))[:, 0]
+    order = np.argsort(-mass, kind="stable")
+    _, first = np.unique(j[order], return_index=True)
+    winners = order[first]  # the heaviest row of each column keeps it
+    perm = np.full(n, -1, dtype=np.int64)
+    perm[winners] = j[winners]
+    rows = np.nonzero(perm < 0)[0]
+    if len(rows):
+        cols = np.setdiff1d(np.arange(n), perm[winners])
+        if len(rows) <= 300:  # an assignment on the leftover block while it is cheap
+            index = (
+                xp.asarray(rows, device=_xp.device(plan)),
+                xp.asarray(cols, device=_xp.device(plan)),
+            )
+            block = _xp.to_numpy(xp.take(xp.take(plan, index[0], axis=0), index[1], axis=1))
+            _, assigned = linear_sum_assignment(-block.astype(np.float64))
+            cols = cols[assigned]
+        perm[rows] = cols
+    values = xp.take(p, xp.asarray(np.arange(n), device=_xp.device(plan)), axis=0)
+    return to_dense(SparseCoupling(np.arange(n), perm, values, (n, n)))
+
+
+def _keep_best(loop, rounded, costs, only_vertices: bool = False) -> None:
     """Update each start's best plan from the pairs produced by :func:`_round_all`."""
     for k in range(len(loop.best_cost)):
-        for j in (2 * k, 2 * k + 1):
+        for j in (2 * k + 1,) if only_vertices else (2 * k, 2 * k + 1):
             if costs[j] < loop.best_cost[k]:
                 loop.best_cost[k], loop.best_plan[k] = costs[j], rounded[j]
 
 
-def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=None):
+def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=None, model=None):
     """Run the loop; return the best rounded plan of every start and how it ended.
 
     Phase 1 (when ``factored`` is given) steers with the low-rank gradient until the
@@ -317,7 +401,7 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=Non
     dtype = cfg.dtype
     beta = 1.0 - cfg.tau * cfg.eps
     beta = 0.0 if beta < 1e-9 else beta
-    P = xp.stack([xp.astype(s, dtype) for s in starts])
+    P = xp.stack([xp.astype(s, dtype, copy=False) for s in starts])
     p, q = sub.p, sub.q
     if beta > 0:
         # the proximal term keeps the support of the previous plan: smooth vertex starts
@@ -329,9 +413,11 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=Non
     floor = _sinkhorn.floor_for(xp, dtype)
     small = math.exp(floor)
     loop = _Loop([math.inf] * S, [None] * S)
+    on_device = _xp.backend_name(P) != "numpy"
+    permutations = sub.uniform and sub.n == sub.m
     for k, (cost, plan) in enumerate(initial or []):
         if plan is not None:  # a start that is itself a feasible plan worth keeping
-            loop.best_cost[k], loop.best_plan[k] = cost, xp.astype(plan, dtype)
+            loop.best_cost[k], loop.best_plan[k] = cost, xp.astype(plan, dtype, copy=False)
     phase = "factored" if factored is not None else "exact"
     switch_at = None
     if deadline is not None and phase == "factored":
@@ -339,6 +425,20 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=Non
     stalled, best_seen, priced_at = 0, math.inf, 0
     # the last fifth of the iterations (at least one check's worth) is always exact
     exact_from = cfg.max_iter - max(_CHECK_EVERY, cfg.max_iter // 5)
+
+    def exact_fits(now: float) -> bool:
+        """Whether an exact step and the final pricing still fit before the deadline."""
+        return (
+            model is None
+            or deadline is None
+            or now + 1.2 * model.apply_s + model.final_s() <= deadline
+        )
+
+    if phase == "exact" and not exact_fits(time.perf_counter()):
+        loop.stop = "time_limit"  # not even one exact step fits: the starts are the answer
+        loop.time_s = time.perf_counter() - began
+        loop.raw_error = [math.nan] * S
+        return loop
     for it in range(1, cfg.max_iter + 1):
         tick = time.perf_counter()
         op = factored if phase == "factored" else exact
@@ -346,26 +446,40 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=Non
         if beta > 0:
             Z = Z + beta * xp.log(xp.maximum(P, small))
         P, g = _sinkhorn.project(xp, Z, log_p, log_q, p, q, g, cfg.inner_iter, floor)
+        if on_device:
+            float(g[0, 0])  # wait for the device: the time limit needs real step times
         loop.n_iter = it
         loop.factored_iter += phase == "factored"
         now = time.perf_counter()
         if phase == "exact":
             loop.exact_step_s = now - tick
-        # the final pricing (2S plans, then one in float64) costs about 3 + 2/S steps
-        reserve = (now - tick) * (4 + 2 / S)
-        out_of_time = phase == "exact" and deadline is not None and now + reserve > deadline
+        step_s = now - tick
+        if phase == "exact":
+            # the final pricing (2S plans, then one in float64) costs about 3 + 2/S steps
+            reserve = max(step_s * (4 + 2 / S), 0.0 if model is None else model.final_s())
+        else:
+            # permutations are priced on the way; a dense plan needs one float64 pricing
+            reserve = step_s
+            if model is not None:
+                reserve += model.final_s() if not permutations else 1.1 * model.price64_s
+        out_of_time = deadline is not None and now + reserve > deadline
         late = (switch_at is not None and now >= switch_at) or it >= exact_from
         if it % _CHECK_EVERY and it != cfg.max_iter and not out_of_time:
-            if phase == "factored" and late:
+            if phase == "factored" and late and exact_fits(now):
                 phase, stalled, best_seen = "exact", 0, math.inf
             continue
-        rounded = _round_all(xp, P, p, q)
+        rounded = _round_all(xp, P, p, q, permutations)
         if phase == "exact":
             _keep_best(loop, rounded, _costs(xp, sub, exact, rounded))
             priced_at = it
             current = min(loop.best_cost)
         else:
+            # sparse (vertex) plans are priced exactly and kept; the dense ones are only
+            # monitored through the low-rank operator, to detect the stall
+            vertex = _costs(xp, sub, exact, rounded, dense=False)
+            _keep_best(loop, rounded, vertex, only_vertices=True)
             current = float(xp.min(exact.kappa - 2 * _cross(xp, factored, rounded)))
+            current = min(current, min(loop.best_cost))
         loop.history.append((it, phase, current, time.perf_counter() - began))
         if phase == "exact" and current <= 0:
             loop.stop = "zero cost"  # GW >= 0: nothing left to gain
@@ -378,34 +492,46 @@ def _iterate(sub, exact, factored, starts, cfg: _Settings, deadline, initial=Non
         stalled = 0 if gained else stalled + 1
         late = late or (switch_at is not None and time.perf_counter() >= switch_at)
         if phase == "factored" and (stalled >= _PATIENCE or late):
-            phase, stalled, best_seen = "exact", 0, math.inf
+            if exact_fits(time.perf_counter()):
+                phase, stalled, best_seen = "exact", 0, math.inf
+            elif stalled >= _PATIENCE:
+                loop.stop = "time_limit"  # the exact phase does not fit in the time left
+                break
         elif phase == "exact" and stalled >= _PATIENCE:
             loop.stop = "tol"
             break
     if priced_at != loop.n_iter:
-        # the last iterate may beat the best checked one (or be the only one priced)
-        rounded = _round_all(xp, P, p, q)
-        _keep_best(loop, rounded, _costs(xp, sub, exact, rounded))
+        # the last iterate may beat the best checked one (or be the only one priced);
+        # dense plans are priced in the loop only when that still fits the time limit
+        dense = model is None or deadline is None
+        dense = dense or time.perf_counter() + model.final_s() <= deadline
+        rounded = _round_all(xp, P, p, q, permutations)
+        _keep_best(loop, rounded, _costs(xp, sub, exact, rounded, dense=dense))
+        if not dense:
+            approx = exact if factored is None else factored
+            monitored = exact.kappa - 2 * _cross(xp, approx, rounded[0::2])
+            for k, value in enumerate(_xp.to_numpy(monitored)):
+                loop.pending.append((float(value), k, rounded[2 * k]))
     loop.raw_error = [float(x) for x in _xp.to_numpy(_sinkhorn.marginal_l1(xp, P, p, q))]
     loop.time_s = time.perf_counter() - began
     return loop
 
 
-def _costs(xp, sub, exact, plans) -> list:
+def _costs(xp, sub, exact, plans, dense: bool = True) -> list:
     """GW costs of feasible plans: through their support when they are sparse (a
     sharpened plan is often a vertex: O(nnz^2) instead of O(nm(n + m))), else by the
     operator, all dense plans in one batched product."""
-    costs = [None] * len(plans)
-    dense = []
+    costs = [math.inf] * len(plans)
+    todo = []
     for k, plan in enumerate(plans):
         sparse = _sparse(xp, plan)
         if sparse is None:
-            dense.append(k)
+            todo.append(k)
         else:
             costs[k] = float(gw_cost(sub.C1, sub.C2, sparse, sub.loss_fun))
-    if dense:
-        values = exact.cost(xp, xp.stack([plans[k] for k in dense]))
-        for k, value in zip(dense, _xp.to_numpy(values)):
+    if todo and dense:
+        values = exact.cost(xp, xp.stack([plans[k] for k in todo]))
+        for k, value in zip(todo, _xp.to_numpy(values)):
             costs[k] = float(value)
     return costs
 
@@ -589,7 +715,8 @@ def solve(
     polish : bool, int or None
         Conditional-gradient steps (POT's exact OT and a closed-form line search) from
         the best plan: ``None`` (default) for up to 20 when the plan has at most
-        2.5e6 entries, ``True`` for 20, ``False`` for none, or a number of steps.
+        1e7 entries (NumPy) or 2.5e6 (GPU and torch), ``True`` for 20, ``False`` for
+        none, or a number of steps. Under a time limit it gets at most a quarter of it.
     polish_top : int
         Polish the best plans of this many starts (the best polished plan is kept).
     dtype : {None, "float32", "float64"}
@@ -637,7 +764,7 @@ def solve(
         dtype=dtype,
     )
     _check_time_limit(time_limit)
-    steps = _polish_steps(polish, problem.n * problem.m)
+    steps = _polish_steps(polish, problem.n * problem.m, problem.backend)
     if isinstance(polish_top, bool) or int(polish_top) != polish_top or polish_top < 1:
         raise GWInputError(f"polish_top must be an integer >= 1, got {polish_top!r}")
     _operators.check_loss_levels(problem)
@@ -647,21 +774,40 @@ def solve(
     G0 = None if G0 is None else support.restrict(xp, _check_G0(problem, G0))
     starts, names = _starts(sub64, int(n_starts), G0, seed)
     sub = _on_support(problem, cfg.dtype)[0]
-    exact = _operators.exact(sub)
-    factored = _low_rank(sub, cfg, seed)
+    symmetric = sub64.is_symmetric()
+    exact = _operators.exact(sub, symmetric)
+    factored = _low_rank(sub, cfg, seed, symmetric)
     # the user's plan and the sorted coupling compete too: never return worse
+    exact64 = _operators.exact(sub64, symmetric)
     initial = []
     for plan, name in zip(starts, names):
-        if name in ("G0", "sorted"):
+        if name == "product":  # priced in closed form, O(n^2): always a candidate
+            initial.append((exact64.product_cost(xp, sub64.p, sub64.q), plan))
+        elif name in ("G0", "sorted"):
             feasible, cost = _price64(xp, sub64, plan)
             initial.append((cost, feasible))
         else:
             initial.append((math.inf, None))
-    loop = _iterate(sub, exact, factored, starts, cfg, deadline, initial)
-    # one exact OT solve costs about 5 exact iterations on the CPU (more from a GPU)
-    polish_est = 6 * loop.exact_step_s * (1 if problem.backend == "numpy" else 10)
+    model = None if deadline is None else _time_model(sub, exact, len(starts), cfg.dtype)
+    # one exact OT solve costs about 5 exact steps on the CPU (more next to a GPU)
+    slow = 1 if problem.backend == "numpy" else 10
+    loop_deadline = deadline
+    if deadline is not None and steps:
+        estimate = 6 * slow * model.apply_s / len(starts)
+        loop_deadline = deadline - min(_POLISH_SHARE * (deadline - time.perf_counter()), estimate)
+    loop = _iterate(sub, exact, factored, starts, cfg, loop_deadline, initial, model)
+    step_s = loop.exact_step_s or (0.0 if model is None else model.apply_s / len(starts))
+    polish_est = 6 * slow * step_s
     best, plan, cost, report = _finish(
-        xp, sub64, loop, steps, int(polish_top), deadline, polish_est
+        xp,
+        sub64,
+        exact64,
+        loop,
+        steps,
+        int(polish_top),
+        deadline,
+        polish_est,
+        0.0 if model is None else model.price64_s,
     )
     if not steps and polish is None:
         report.stop = "skipped (large problem; polish=True forces it)"
@@ -688,7 +834,7 @@ def solve(
         value=upper,
         lower=low,
         upper=upper,
-        coupling=xp.astype(coupling, problem.C1.dtype) if return_coupling else None,
+        coupling=xp.astype(coupling, problem.C1.dtype, copy=False) if return_coupling else None,
         method="proximal",
         loss_fun=problem.loss_fun,
         converged=loop.stop in ("tol", "zero cost"),
@@ -701,29 +847,52 @@ def solve(
 
 
 def _price64(xp, sub64, plan):
-    plan = round_to_polytope(xp.astype(plan, xp.float64), sub64.p, sub64.q)
+    """A plan (any dtype) as an exact float64 coupling, with its exact cost. A
+    permutation (uniform weights) is rebuilt from its support with the exact weights,
+    so that rounding the float32 values cannot make it dense."""
     sparse = _sparse(xp, plan)
+    if sparse is not None and sub64.uniform and sparse.is_permutation():
+        order = xp.asarray(sparse.rows, device=_xp.device(plan))
+        values = xp.take(sub64.p, order, axis=0)
+        sparse = SparseCoupling(sparse.rows, sparse.cols, values, sparse.shape)
+        plan = to_dense(sparse)
+    else:
+        plan = round_to_polytope(xp.astype(plan, xp.float64), sub64.p, sub64.q)
+        sparse = _sparse(xp, plan)
     target = plan if sparse is None else sparse
     return plan, float(gw_cost(sub64.C1, sub64.C2, target, sub64.loss_fun))
 
 
-def _finish(xp, sub64, loop, steps, top, deadline, polish_est):
+def _finish(xp, sub64, exact64, loop, steps, top, deadline, polish_est, price64_s=0.0):
     """The best float64 plan over the starts, the ``top`` best ones polished."""
-    order = sorted(range(len(loop.best_cost)), key=loop.best_cost.__getitem__)
+    # (cost, start, plan, priced in float64 already)
+    candidates = [
+        (c, k, plan, False) for k, (c, plan) in enumerate(zip(loop.best_cost, loop.best_plan))
+    ]
+    candidates = [c for c in candidates if c[2] is not None]
+    for value, k, plan in sorted(loop.pending, key=lambda c: c[0]):
+        # an unpriced dense plan that looks better: price it if that fits
+        if value < min((c[0] for c in candidates), default=math.inf) and (
+            deadline is None or time.perf_counter() + 1.1 * price64_s <= deadline
+        ):
+            candidate, exact_value = _price64(xp, sub64, plan)
+            candidates.append((exact_value, k, candidate, True))
+    candidates.sort(key=lambda c: c[0])
     best, plan, cost = None, None, math.inf
     report = PolishReport(stop="not run" if steps else "disabled")
-    first_cost, exact64 = None, None
-    for rank_k, k in enumerate(order[: max(1, top if steps else 1)]):
-        candidate, value = _price64(xp, sub64, loop.best_plan[k])
+    first_cost = None
+    for rank_k, (known, k, start_plan, priced) in enumerate(
+        candidates[: max(1, top if steps else 1)]
+    ):
+        candidate, value = (start_plan, known) if priced else _price64(xp, sub64, start_plan)
         first_cost = value if first_cost is None else first_cost
         if value < cost:
             best, plan, cost = k, candidate, value
         if not steps:
             continue
-        if deadline is not None and time.perf_counter() + polish_est >= deadline:
+        if deadline is not None and time.perf_counter() + 0.5 * polish_est >= deadline:
             report.stop = "time_limit"
             break
-        exact64 = exact64 or _operators.exact(sub64)
         polished, one = _polish64(sub64, exact64, candidate, value, steps, deadline)
         report.steps += one.steps
         report.time_s += one.time_s
@@ -736,7 +905,7 @@ def _finish(xp, sub64, loop, steps, top, deadline, polish_est):
     return best, plan, cost, report
 
 
-def _low_rank(sub: GWProblem, cfg: _Settings, seed: int):
+def _low_rank(sub: GWProblem, cfg: _Settings, seed: int, symmetric: bool):
     if cfg.rank == 0 or sub.loss_fun != "square_loss":
         return None
     if cfg.rank is None and sub.n * sub.m < _FACTOR_FROM:
@@ -744,7 +913,7 @@ def _low_rank(sub: GWProblem, cfg: _Settings, seed: int):
     r_max = 128 if cfg.rank is None else cfg.rank
     # a rank near n saves nothing over the exact products
     r_max = min(r_max, max(sub.n, sub.m) // 4)
-    return _operators.factored(sub, cfg.dtype, r_max=r_max, seed=seed)
+    return _operators.factored(sub, cfg.dtype, r_max=r_max, seed=seed, symmetric=symmetric)
 
 
 def _final_cost(problem: GWProblem, coupling, cost: float):

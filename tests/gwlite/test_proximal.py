@@ -261,6 +261,9 @@ def test_operator_identity_matches_the_cost(instance, loss_fun, seed):
     op = _operators.exact(problem)
     P = random_coupling(np.random.default_rng(seed), problem.p, problem.q)
     assert op.cost(np, P) == pytest.approx(gw_cost_dense(C1, C2, P, loss_fun), rel=1e-9, abs=1e-9)
+    product = np.outer(problem.p, problem.q)
+    expected = gw_cost_dense(C1, C2, product, loss_fun)
+    assert op.product_cost(np, problem.p, problem.q) == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
 @settings(max_examples=30, deadline=None)
