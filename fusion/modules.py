@@ -485,6 +485,29 @@ class FusionLoss(nn.Module):
         total = (1.0 - self.lambda_) * ce + self.lambda_ * (uld + self.beta * gld)
         return FusionLossOutput(total, ce, uld, gld, tuple(uld_each), tuple(gld_each))
 
+    def cross_entropy(
+        self,
+        student_logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        num_tokens: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The CE term alone (no teacher), normalised like :meth:`forward`'s ``ce``.
+
+        Summed token cross-entropy over ``num_tokens`` (default: the labelled positions),
+        computed block by block without an fp32 copy of the logits.
+        """
+        nll = student_topk(
+            student_logits,
+            1,
+            targets=labels,
+            ignore_index=self.ignore_index,
+            chunk_size=self.gld.chunk_size,
+        ).nll
+        if num_tokens is None:
+            num_tokens = (labels != self.ignore_index).sum()
+        return nll.sum() / torch.as_tensor(num_tokens, dtype=nll.dtype).clamp_min(1)
+
     def _uld_sum(self, student: Student, teacher, student_mask, teacher_mask) -> torch.Tensor:
         u = self.uld
         return uld_loss(

@@ -98,7 +98,7 @@ def make_trainer(setup, tmp_path, *, model=None, teachers=None, **overrides):
 
 def test_collator_attaches_each_teachers_cache_rows(setup):
     caches = [TeacherCache(c) for c in setup["caches"]]
-    collator = FusionCollator(setup["char"], caches, k=5)
+    collator = FusionCollator(setup["char"], caches, teacher_entries=5)
     data = PromptResponseDataset(setup["pairs"])
     picks = [3, 0, 7]
     batch = collator([data[i] for i in picks])
@@ -153,8 +153,8 @@ def test_collator_refuses_mixed_batches_and_too_large_k(setup):
     collator = FusionCollator(setup["pivot"], setup["caches"])
     with pytest.raises(ValueError, match="index"):
         collator([data[0], plain[1]])
-    with pytest.raises(ValueError, match="k="):
-        FusionCollator(setup["pivot"], setup["caches"], k=CACHE_K + 1)
+    with pytest.raises(ValueError, match="teacher_entries"):
+        FusionCollator(setup["pivot"], setup["caches"], teacher_entries=CACHE_K + 1)
 
 
 # -------------------------------------------------------------------------- trainer
@@ -184,7 +184,7 @@ def test_training_steps_lower_the_fusion_loss(setup, tmp_path):
         for key in ("ce", "uld", "gld", "uld/0", "gld/1"):
             assert math.isfinite(h[key])
         # the logged loss is the FusionLoss formula over the logged components
-        assert h["loss"] == pytest.approx(0.5 * h["ce"] + 0.5 * (h["uld"] + h["gld"]), rel=1e-4)
+        assert h["loss"] == pytest.approx(0.5 * h["ce"] + 0.5 * (h["uld"] + h["gld"]), rel=1e-6)
         assert h["uld"] == pytest.approx(0.5 * (h["uld/0"] + h["uld/1"]), rel=1e-5)
     assert logs[-1]["ce"] < logs[0]["ce"]
 
@@ -254,15 +254,26 @@ def test_plain_sft_without_teachers(setup, tmp_path):
         make_trainer(setup, tmp_path, teachers=[], lambda_=0.5)
 
 
-def test_bf16_autocast_on_cpu_trains(setup, tmp_path):
+def test_bf16_logits_reach_the_loss_in_bf16(setup, tmp_path):
+    # accelerate's mixed-precision wrapper would cast the logits to fp32 before the loss
     trainer = make_trainer(setup, tmp_path, bf16=True, max_steps=2)
     seen = []
-    hook = trainer.model.get_output_embeddings().register_forward_hook(
-        lambda module, args, out: seen.append(out.dtype)
-    )
+    real = trainer.fusion_loss.forward
+
+    def observe(student_logits, *args, **kwargs):
+        seen.append(student_logits.dtype)
+        return real(student_logits, *args, **kwargs)
+
+    trainer.fusion_loss.forward = observe
     trainer.train()
-    hook.remove()
-    assert set(seen) == {torch.bfloat16}
+    assert seen and set(seen) == {torch.bfloat16}
+    # and without bf16 the same logits arrive in fp32 (the observation can tell them apart)
+    plain = make_trainer(setup, tmp_path / "fp32", max_steps=1)
+    seen.clear()
+    real = plain.fusion_loss.forward
+    plain.fusion_loss.forward = observe
+    plain.train()
+    assert set(seen) == {torch.float32}
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all(math.isfinite(h[key]) for h in logs for key in ("loss", "ce", "uld", "gld"))
 
@@ -314,7 +325,7 @@ def test_refuses_misaligned_or_incompatible_caches(setup, tmp_path):
             pivot_model(setup["pivot"]),
             training_args(tmp_path),
             teachers=[setup["caches"][0]],
-            temperatures=(1.0, 2.0),
+            teacher_temperature=2.0,
             train_dataset=setup["pairs"],
             processing_class=setup["pivot"],
             k=4,
