@@ -15,6 +15,7 @@ from transformers import TrainingArguments  # noqa: E402
 
 import fusion  # noqa: E402
 from fusion.cache import CacheError, TeacherCache, build  # noqa: E402
+from fusion.teachers import OnlineTeacher  # noqa: E402
 from fusion.tiny import bpe_tokenizer, char_tokenizer, tiny_causal_lm  # noqa: E402
 from fusion.training import (  # noqa: E402
     FusionCollator,
@@ -48,13 +49,21 @@ def setup(tmp_path_factory):
     corpus = [p["prompt"] + p["response"] for p in pairs]
     char_tok = char_tokenizer(corpus)
     bpe_tok = bpe_tokenizer(corpus, vocab_size=290)
-    caches = []
+    caches, models = [], []
     for name, tok, arch in (("char", char_tok, "gpt2"), ("bpe", bpe_tok, "llama")):
         teacher = tiny_causal_lm(tok, arch=arch, d_model=32, n_head=2, seed=1)
         build(teacher, tok, pairs, root / name, k=CACHE_K, progress=False)
         caches.append(root / name)
+        models.append((teacher, tok))
     pivot_tok = bpe_tokenizer(corpus, vocab_size=320)
-    return {"root": root, "pairs": pairs, "caches": caches, "char": char_tok, "pivot": pivot_tok}
+    return {
+        "root": root,
+        "pairs": pairs,
+        "caches": caches,
+        "teachers": models,
+        "char": char_tok,
+        "pivot": pivot_tok,
+    }
 
 
 def pivot_model(tok, seed: int = 3):
@@ -79,8 +88,11 @@ def training_args(tmp_path, **overrides) -> TrainingArguments:
     return TrainingArguments(**opts)
 
 
+TRAINER_OPTIONS = ("lambda_", "beta", "gld_graph", "eval_dataset", "eval_teachers", "uld_top_k")
+
+
 def make_trainer(setup, tmp_path, *, model=None, teachers=None, **overrides):
-    kwargs = {k: overrides.pop(k) for k in list(overrides) if k in ("lambda_", "beta", "gld_graph")}
+    kwargs = {k: overrides.pop(k) for k in list(overrides) if k in TRAINER_OPTIONS}
     return FusionTrainer(
         model if model is not None else pivot_model(setup["pivot"]),
         training_args(tmp_path, **overrides),
@@ -368,3 +380,187 @@ def test_response_positions_leave_every_loss_unchanged(prompt_length):
         assert picked.shape[1] == 12  # the longest response: 12 predicting positions
     for want, got in zip(full, losses(picked, targets)):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------- exact logging
+
+
+class Recording(FusionTrainer):
+    """Remembers which examples each micro-batch held."""
+
+    def compute_loss(self, model, inputs, **kwargs):
+        self.seen = getattr(self, "seen", []) + inputs["index"].tolist()
+        return super().compute_loss(model, inputs, **kwargs)
+
+
+def reference_components(setup, indices, *, lam=0.5, beta=1.0):
+    """CE (token mean), ULD and GLD (sequence means) of one process on these examples."""
+    model = pivot_model(setup["pivot"]).eval()
+    data = PromptResponseDataset(setup["pairs"])
+    collator = FusionCollator(setup["pivot"], setup["caches"])
+    batch = collator([data[i] for i in indices])
+    inputs, labels, teachers, masks = split_batch(batch)
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, :-1]
+    targets = labels[:, 1:]
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    smask = targets != -100
+    uld = [fusion.uld_loss(logits, t, smask, m, top_k=CACHE_K) for t, m in zip(teachers, masks)]
+    gld = [fusion.gld_loss(logits, t, smask, m, k=4, m=16) for t, m in zip(teachers, masks)]
+    out = {"ce": float(ce), "uld": float(sum(uld)) / 2, "gld": float(sum(gld)) / 2}
+    out["loss"] = (1 - lam) * out["ce"] + lam * (out["uld"] + beta * out["gld"])
+    return out
+
+
+def test_logged_values_are_the_step_values_whatever_the_batch_split(setup, tmp_path):
+    # one optimizer step over the same 8 examples, as 8 x 1, 4 x 2 and 1 x 8 micro-batches
+    logged = {}
+    for batch, accumulation in ((8, 1), (4, 2), (1, 8)):
+        trainer = Recording(
+            pivot_model(setup["pivot"]),
+            training_args(
+                tmp_path / f"{batch}x{accumulation}",
+                per_device_train_batch_size=batch,
+                gradient_accumulation_steps=accumulation,
+            ),
+            teachers=[(c, 0.5) for c in setup["caches"]],
+            k=4,
+            m=16,
+            train_dataset=setup["pairs"],
+            processing_class=setup["pivot"],
+        )
+        trainer.train()
+        (log,) = [h for h in trainer.state.log_history if "loss" in h]
+        logged[(batch, accumulation)] = (log, sorted(trainer.seen))
+    (first, indices), *others = logged.values()
+    ref = reference_components(setup, indices)
+    for log, seen in logged.values():
+        assert seen == indices
+        for key in ("loss", "ce", "uld", "gld"):
+            assert log[key] == pytest.approx(ref[key], rel=2e-5), key
+        assert log["loss"] == pytest.approx(0.5 * log["ce"] + 0.5 * (log["uld"] + log["gld"]))
+        assert log["uld"] == pytest.approx(0.5 * (log["uld/0"] + log["uld/1"]), rel=1e-6)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def test_eval_reports_ce_and_components_exactly_whatever_the_eval_batch(setup, tmp_path):
+    held_out = make_pairs(24)[16:]  # other examples than the training ones
+    root = tmp_path / "eval_caches"
+    eval_caches = []
+    for j, (teacher, tok) in enumerate(setup["teachers"]):
+        build(teacher, tok, held_out, root / str(j), k=CACHE_K, progress=False)
+        eval_caches.append(root / str(j))
+    metrics = {}
+    for batch in (3, 8):
+        trainer = make_trainer(
+            setup,
+            tmp_path,
+            per_device_eval_batch_size=batch,
+            eval_dataset=held_out,
+            eval_teachers=eval_caches,
+        )
+        metrics[batch] = trainer.evaluate()
+    for key in ("eval_loss", "eval_ce", "eval_uld", "eval_gld", "eval_uld/0", "eval_gld/1"):
+        assert metrics[3][key] == pytest.approx(metrics[8][key], rel=1e-5), key
+    m = metrics[3]
+    assert m["eval_loss"] == pytest.approx(
+        0.5 * m["eval_ce"] + 0.5 * (m["eval_uld"] + m["eval_gld"])
+    )
+    # the CE is the token mean over the whole set, computed directly
+    plain = PromptResponseDataset(held_out, with_index=False)
+    batch = FusionCollator(setup["pivot"])([plain[i] for i in range(len(plain))])
+    model = pivot_model(setup["pivot"]).eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+    assert m["eval_ce"] == pytest.approx(float(ce), rel=1e-5)
+    # cached teachers of the training data cannot score the held-out examples: CE only
+    ce_only = make_trainer(setup, tmp_path, eval_dataset=held_out).evaluate()
+    assert ce_only["eval_loss"] == ce_only["eval_ce"] == pytest.approx(m["eval_ce"], rel=1e-5)
+    assert "eval_uld" not in ce_only
+
+
+def test_teacher_weights_are_validated(setup, tmp_path):
+    c0, c1 = setup["caches"]
+    with pytest.raises(ValueError, match="weight 0 is -1.0"):
+        make_trainer(setup, tmp_path, teachers=[(c0, -1.0)])
+    with pytest.raises(ValueError, match="weight 0 is None"):
+        make_trainer(setup, tmp_path, teachers=[(c0, None), (c1, 0.3)])
+    with pytest.raises(ValueError, match="no teacher"):
+        make_trainer(setup, tmp_path, teachers=[(None, 0.3)])
+    with pytest.raises(ValueError, match="every teacher weight is 0"):
+        make_trainer(setup, tmp_path, teachers=[(c0, 0.0), (c1, 0.0)])
+    uniform = make_trainer(setup, tmp_path, teachers=[c0, (c1, None)])
+    assert uniform.fusion_loss.teacher_weights is None
+
+
+# -------------------------------------------------------------- online teachers
+
+
+def online(setup, **options):
+    return [OnlineTeacher(model, tok, **options) for model, tok in setup["teachers"]]
+
+
+def test_online_teacher_rows_equal_the_cache_rows(setup):
+    pairs = [(p["prompt"], p["response"]) for p in setup["pairs"]]
+    for teacher, cache in zip(online(setup, logprobs_dtype=torch.float16), setup["caches"]):
+        cache = TeacherCache(cache)
+        topk, mask = teacher.topk(teacher.encode(pairs[:6]), CACHE_K)
+        for b in range(6):
+            n = len(cache[b].logprobs)
+            assert int(mask[b].sum()) == n
+            torch.testing.assert_close(topk.logprobs[b, :n], cache[b].logprobs, rtol=0, atol=0)
+            assert torch.equal(topk.indices[b, :n], cache[b].indices.long())
+
+
+@pytest.mark.parametrize("rounding", [torch.float16, None])
+def test_cache_and_the_same_teacher_online_give_the_same_loss(setup, tmp_path, rounding):
+    data = PromptResponseDataset(setup["pairs"])
+    items = [data[i] for i in (0, 5, 9, 14)]
+    cached = make_trainer(setup, tmp_path)
+    live = make_trainer(
+        setup,
+        tmp_path,
+        teachers=[(t, 0.5) for t in online(setup, logprobs_dtype=rounding)],
+        uld_top_k=CACHE_K,  # the caches' default (online teachers default to more entries)
+    )
+    losses = []
+    for trainer in (cached, live):
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, trainer.data_collator(items))
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters()])
+        losses.append((float(loss.detach()), dict(trainer.last_components), grad))
+    (a, parts_a, grad_a), (b, parts_b, grad_b) = losses
+    if rounding is None:  # fp32 teacher log-probabilities against the cache's fp16 ones
+        assert b == pytest.approx(a, rel=1e-3)
+        return
+    assert b == a
+    for key in parts_a:
+        assert float(parts_b[key]) == float(parts_a[key]), key
+    assert torch.equal(grad_a, grad_b)
+
+
+def test_online_teachers_train_without_gradients(setup, tmp_path):
+    teachers = online(setup)
+    before = [[p.detach().clone() for p in t.model.parameters()] for t in teachers]
+    trainer = make_trainer(
+        setup, tmp_path, teachers=[(teachers[0], 0.7), (teachers[1], 0.3)], max_steps=3
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3 and all(math.isfinite(h["gld"]) for h in logs)
+    for teacher, params in zip(teachers, before):
+        for p, q in zip(teacher.model.parameters(), params):
+            assert p.grad is None and torch.equal(p, q)
+    # a model directory is a teacher too (run online), a cache directory a cache
+    model, tok = setup["teachers"][0]
+    model.save_pretrained(tmp_path / "char_teacher")
+    tok.save_pretrained(tmp_path / "char_teacher")
+    mixed = make_trainer(setup, tmp_path, teachers=[tmp_path / "char_teacher", setup["caches"][1]])
+    assert isinstance(mixed.teachers[0], OnlineTeacher)
+    assert isinstance(mixed.teachers[1], TeacherCache)
+    with pytest.raises(FileNotFoundError, match="neither a teacher cache"):
+        make_trainer(setup, tmp_path, teachers=[tmp_path / "nothing"])
