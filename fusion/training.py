@@ -467,6 +467,28 @@ class FusionTrainingMixin:
             raise ValueError(f"the pivot has {pivot_vocab} logits per position, fewer than {need}")
         return uld_top_k
 
+    def _eval_teacher_list(self, eval_teachers: Sequence[Any] | None) -> list[Teacher] | None:
+        """The teachers of the evaluation data, or ``None`` when some teacher has none."""
+        if eval_teachers is None:
+            eval_teachers = [None] * len(self.teachers)
+        if len(eval_teachers) != len(self.teachers):
+            raise ValueError(
+                f"{len(eval_teachers)} eval_teachers for {len(self.teachers)} teachers "
+                "(one entry per teacher, None to reuse an online one)"
+            )
+        out = []
+        for j, (teacher, spec) in enumerate(zip(self.teachers, eval_teachers)):
+            if spec is None:
+                if not isinstance(teacher, OnlineTeacher):
+                    return None  # a cache of the training data cannot score other examples
+                out.append(teacher)
+                continue
+            resolved = resolve_teacher(spec)
+            if not isinstance(resolved, TeacherCache):
+                raise ValueError(f"eval_teachers[{j}] must be a cache of the evaluation data")
+            out.append(resolved)
+        return out
+
     def _place_teachers(self) -> None:
         """Put online teachers on the training device (unless their layout is their own)."""
         for teacher in self.teachers:
@@ -880,28 +902,6 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
             **kwargs,
         )
         self._place_teachers()
-
-    def _eval_teacher_list(self, eval_teachers: Sequence[Any] | None) -> list[Teacher] | None:
-        """The teachers of the evaluation data, or ``None`` when some teacher has none."""
-        if eval_teachers is None:
-            eval_teachers = [None] * len(self.teachers)
-        if len(eval_teachers) != len(self.teachers):
-            raise ValueError(
-                f"{len(eval_teachers)} eval_teachers for {len(self.teachers)} teachers "
-                "(one entry per teacher, None to reuse an online one)"
-            )
-        out = []
-        for j, (teacher, spec) in enumerate(zip(self.teachers, eval_teachers)):
-            if spec is None:
-                if not isinstance(teacher, OnlineTeacher):
-                    return None  # a cache of the training data cannot score other examples
-                out.append(teacher)
-                continue
-            resolved = resolve_teacher(spec)
-            if not isinstance(resolved, TeacherCache):
-                raise ValueError(f"eval_teachers[{j}] must be a cache of the evaluation data")
-            out.append(resolved)
-        return out
 
     @staticmethod
     def _dataset(data: Any, *, with_index: bool) -> Any:
