@@ -448,8 +448,9 @@ class _TopKValues(torch.autograd.Function):
                     buf = _shifted(work.take(z.shape[0]), z, lse[rows, None]).exp_()
                     out.add_(buf.mul_(g_ce[:, None]))
                 # the target's -g_ce, in full precision on top of what is there
-                target = torch.gather(out, 1, targets[rows, None]).to(g_ce.dtype)
-                out.scatter_(1, targets[rows, None], (target[:, 0] - g_ce)[:, None].to(out.dtype))
+                where = targets[rows, None]
+                target = torch.gather(out, 1, where).to(g_ce.dtype)
+                _put(out, where, target - g_ce[:, None])
         return grad, None, None, None, None, None
 
 
