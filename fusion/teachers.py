@@ -68,7 +68,8 @@ class OnlineTeacher:
 
     Every batch is tokenised with the teacher's own tokenizer by the rule of
     :func:`fusion.cache.build` (:class:`fusion.cache.Encoder`), run through the model
-    under ``torch.no_grad`` in evaluation mode, and reduced on the fly to the top-``k``
+    under ``torch.no_grad`` in evaluation mode (its parameters are frozen with
+    ``requires_grad_(False)``), and reduced on the fly to the top-``k``
     of :math:`\log\mathrm{softmax}(z/\tau)` at each response position: exactly the rows a
     cache of the same teacher holds (up to the cache's fp16/bf16 rounding, which
     ``logprobs_dtype`` reproduces).
