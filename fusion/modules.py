@@ -102,6 +102,24 @@ class GLDLoss(nn.Module):
         student_mask: torch.Tensor | None = None,
         teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """GLD between the student's logits and one teacher, with this module's options.
+
+        Parameters
+        ----------
+        student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
+            The student's logits (any float dtype; computed in fp32), or its top entries
+            computed once for several losses (:func:`fusion.coactivation.student_topk`).
+        teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
+            The teacher's logits, or its cached top-k log-probabilities.
+        student_mask, teacher_mask : bool tensor ``(B, T_s)`` / ``(B, T_t)``, optional
+            Positions that count on each side (default: all).
+
+        Returns
+        -------
+        tensor
+            The loss reduced by ``reduction`` (a 0-d tensor, or ``(B,)`` for ``"none"``);
+            see :func:`fusion.gld_loss`.
+        """
         return gld_loss(
             student_logits,
             teacher,
@@ -120,6 +138,7 @@ class GLDLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
         return (
             f"k={self.k}, m={self.m}, temperature={self.temperature}, values={self.values!r}, "
             f"nodes={self.nodes!r}, graph={self.graph!r}, features={self.features!r}, "
@@ -168,6 +187,23 @@ class ULDLoss(nn.Module):
         student_mask: torch.Tensor | None = None,
         teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """ULD between the student's logits and one teacher, with this module's options.
+
+        Parameters
+        ----------
+        student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
+            The student's logits, or (``top_k`` only) its precomputed top entries.
+        teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
+            The teacher's logits, or its cached top-k log-probabilities (``top_k`` only).
+        student_mask, teacher_mask : bool tensor ``(B, T_s)`` / ``(B, T_t)``, optional
+            Response positions on each side; aligned by their start and truncated to the
+            shorter span.
+
+        Returns
+        -------
+        tensor
+            The loss reduced by ``reduction``; see :func:`fusion.uld_loss`.
+        """
         return uld_loss(
             student_logits,
             teacher,
@@ -181,6 +217,7 @@ class ULDLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
         return (
             f"student_temperature={self.student_temperature}, "
             f"teacher_temperature={self.teacher_temperature}, top_k={self.top_k}, "
@@ -543,4 +580,5 @@ class FusionLoss(nn.Module):
         return per_graph[0] * batch if g.graph == "batch" else per_graph.sum()
 
     def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
         return f"lambda_={self.lambda_}, beta={self.beta}, teacher_weights={self.teacher_weights}"
