@@ -486,7 +486,7 @@ def student_topk(
 
     :func:`topk_values` plus, when ``targets`` are given, the per-position cross-entropy
     :math:`\mathrm{nll}_t = \log\sum_j e^{z_{t,j}} - z_{t,y_t}` computed in the same
-    blockwise pass (the normaliser is shared when ``values="prob"`` and :math:`	au = 1`),
+    blockwise pass (the normaliser is shared when ``values="prob"`` and :math:`\tau = 1`),
     with one recomputing backward for all of them: the only full-size tensor created is
     the gradient, in the logits' dtype. Pass the result to :func:`fusion.gld_loss` and
     :func:`fusion.uld_loss` (top-k variant) in place of the logits; any ``k`` up to
@@ -499,7 +499,7 @@ def student_topk(
     k : int
         Entries kept per position (the largest ``k`` any consumer needs).
     temperature : float
-        :math:`	au` of the kept values (the cross-entropy is always at temperature 1).
+        :math:`\tau` of the kept values (the cross-entropy is always at temperature 1).
     values : {"prob", "logit", "zscore"}
         See :func:`topk_values`.
     targets : long tensor ``(B, T)``, optional
@@ -564,14 +564,14 @@ def topk_values(
     r"""The ``k`` largest entries of each position's distribution, differentiably.
 
     For ``values="prob"`` (default) the kept values are
-    :math:`	ilde x_{t,r} = \mathrm{softmax}(z_t/	au)_{i_r}` for the ids :math:`i_r` of the
-    ``k`` largest logits, *not* renormalised. ``"logit"`` keeps :math:`z_{t,i_r}/	au`;
+    :math:`\tilde x_{t,r} = \mathrm{softmax}(z_t/\tau)_{i_r}` for the ids :math:`i_r` of the
+    ``k`` largest logits, *not* renormalised. ``"logit"`` keeps :math:`z_{t,i_r}/\tau`;
     ``"zscore"`` keeps :math:`(z_{t,i_r} - \mu_t)/\sigma_t` with the mean and (population)
     standard deviation over the vocabulary (InfiFusion's logit standardisation; it does
-    not depend on :math:`	au`). The same ids are kept in all three cases.
+    not depend on :math:`\tau`). The same ids are kept in all three cases.
 
     The gradient is computed block by block from the saved logits
-    (for probabilities, :math:`\partial z_j = rac1	au(\sum_r g_r x_r [j = i_r] -
+    (for probabilities, :math:`\partial z_j = \frac1\tau(\sum_r g_r x_r [j = i_r] -
     x_j \sum_r g_r x_r)`), never through a materialised softmax; ties among the logits
     cannot produce NaN.
 
@@ -582,7 +582,7 @@ def topk_values(
     k : int
         Number of entries kept per position, ``1 <= k <= V``.
     temperature : float
-        :math:`	au > 0`.
+        :math:`\tau > 0`.
     values : {"prob", "logit", "zscore"}
     chunk_size : int, optional
         Positions per block; by default as many as fit a 512 MiB fp32 buffer.

@@ -377,8 +377,8 @@ class FusionTrainingMixin:
     Mixed into :class:`FusionTrainer` (over :class:`transformers.Trainer`) and
     :class:`fusion.trl.FusionSFTTrainer` (over TRL's ``SFTTrainer``); it only overrides
     public Trainer hooks: ``get_batch_samples``, ``compute_loss``, ``log``,
-    ``get_eval_dataloader`` and ``evaluation_loop``. Subclasses call :meth:`_init_fusion`
-    before ``Trainer.__init__`` and :meth:`_place_teachers` after it.
+    ``get_eval_dataloader`` and ``evaluation_loop``. Subclasses call ``_init_fusion``
+    before ``Trainer.__init__`` and ``_place_teachers`` after it.
     """
 
     # compute_loss normalises over the accumulation window itself (FusionLoss's counts)
@@ -804,7 +804,7 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
     check_data : bool
         Refuse caches whose example count or content hash differs from the data.
     peft_config : peft.PeftConfig, optional
-        Wrap ``model`` with :func:`peft.get_peft_model` first (e.g. a ``LoraConfig``).
+        Wrap ``model`` with ``peft.get_peft_model`` first (e.g. a ``LoraConfig``).
     **kwargs
         Passed to :class:`transformers.Trainer`.
 
