@@ -213,6 +213,28 @@ def test_non_bool_masks_are_refused():
         fusion.uld_loss(student, t[0], teacher_mask=teachers[0][1].long())
 
 
+@pytest.mark.parametrize("small", [True, False])
+def test_cross_entropy_alone_is_the_token_mean(monkeypatch, small):
+    import fusion.modules as modules
+
+    monkeypatch.setattr(modules, "SMALL_CE_ELEMENTS", 10**9 if small else 0)
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(3, 7, 50, generator=g).bfloat16().requires_grad_()
+    labels = torch.randint(0, 50, (3, 7), generator=g)
+    labels[0, :4] = -100
+    loss_fn = fusion.FusionLoss(0.0, 1.0)
+    got = loss_fn.cross_entropy(z, labels)
+    got.backward()
+    ref_z = z.detach().float().requires_grad_()
+    ref = F.cross_entropy(ref_z.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    ref.backward()
+    torch.testing.assert_close(got.detach().float(), ref.detach(), rtol=1e-5, atol=1e-6)
+    assert z.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(z.grad.float(), ref_z.grad, rtol=2e-2, atol=1e-4)
+    share = loss_fn.cross_entropy(z.detach(), labels, num_tokens=100)
+    assert float(share) == pytest.approx(float(ref.detach()) * int((labels != -100).sum()) / 100, rel=1e-5)
+
+
 def test_bad_arguments_raise():
     student, labels, teachers = _batch(4)
     t = [x for x, _ in teachers]
