@@ -232,7 +232,9 @@ def test_cross_entropy_alone_is_the_token_mean(monkeypatch, small):
     assert z.grad.dtype == torch.bfloat16
     torch.testing.assert_close(z.grad.float(), ref_z.grad, rtol=2e-2, atol=1e-4)
     share = loss_fn.cross_entropy(z.detach(), labels, num_tokens=100)
-    assert float(share) == pytest.approx(float(ref.detach()) * int((labels != -100).sum()) / 100, rel=1e-5)
+    assert float(share) == pytest.approx(
+        float(ref.detach()) * int((labels != -100).sum()) / 100, rel=1e-5
+    )
 
 
 def test_bad_arguments_raise():
