@@ -616,7 +616,8 @@ class _Job:
         """Teacher in eval mode under inference_mode, with a progress bar over tokens."""
         from tqdm.auto import tqdm
 
-        was_training = self.model.training
+        # every submodule's own mode, since a wrapper's may differ from what it wraps
+        modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         bar = tqdm(total=total, initial=initial, unit="tok", disable=not progress, desc=desc)
         self.on_batch = bar.update
@@ -625,12 +626,16 @@ class _Job:
                 yield
         finally:
             bar.close()
-            self.model.train(was_training)
+            for module, training in modes:
+                module.training = training
 
 
 def _run_single(job: _Job, done: dict[int, dict[str, Any]], progress: bool) -> dict[str, Any]:
     """Every shard in order; the manifest lists the completed prefix after each one."""
-    manifest = {**job.header, "complete": False, "shards": contiguous(done)}
+    shards = contiguous(done)
+    # a finished cache stays marked complete for its readers while it is re-checked
+    manifest = {**job.header, "complete": len(shards) == job.header["num_shards"]}
+    manifest["shards"] = shards
     write_manifest(job.out, manifest)
     shards = range(job.header["num_shards"])
     with job.running(job.tokens(shards), job.tokens(list(done)), progress, None):

@@ -115,7 +115,7 @@ class _Bare(torch.nn.Module):
 
 
 def test_response_only_head_needs_logits_to_keep(tiny, tmp_path):
-    bare = _Bare(tiny.model)
+    bare = _Bare(tiny.model)  # in training mode, wrapping a model in eval mode
     build(bare, tiny.tok, tiny.rows[:3], tmp_path / "ok", k=2, progress=False)  # full head
     with pytest.raises(CacheError, match="response_only_head: .*_Bare.*logits_to_keep"):
         build(
@@ -127,3 +127,5 @@ def test_response_only_head_needs_logits_to_keep(tiny, tmp_path):
             response_only_head=True,
             progress=False,
         )
+    # each module got its own mode back (the shared fixture model stays in eval mode)
+    assert bare.training and not tiny.model.training
