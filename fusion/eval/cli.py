@@ -175,7 +175,7 @@ def format_table(rows: Sequence[tuple[str, EvalResult]]) -> str:
     return "\n".join(lines)
 
 
-def check_model_path(model: str) -> None:
+def _check_model_path(model: str) -> None:
     """Refuse a ``--model`` that is neither a directory nor a model in the local hub cache.
 
     Parameters
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, EvalResult]]:
     if any(m.startswith("few_shot") for m in methods) and not exemplars:
         raise ValueError("few-shot methods need --exemplars")
 
-    check_model_path(str(args.model))
+    _check_model_path(str(args.model))
     from fusion.eval.models import HFModel  # imports torch; only now that inputs are valid
 
     model = HFModel(
