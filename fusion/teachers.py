@@ -41,15 +41,16 @@ class OnlineInputs(NamedTuple):
     Attributes
     ----------
     input_ids, attention_mask : long tensors ``(B, L)``
-    starts : long tensor ``(B,)``
-        Position of each example's first response token that has a prediction.
+    predicting : bool tensor ``(B, L)``
+        The positions whose logits predict a target token (the position before each
+        target: the response of a pair, the assistant turns of a conversation).
     num_targets : long tensor ``(B,)``
-        Response tokens with a prediction (0 when truncation left none).
+        Target tokens per example (0 when truncation left none).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    starts: torch.Tensor
+    predicting: torch.Tensor
     num_targets: torch.Tensor
 
 
@@ -86,6 +87,12 @@ class OnlineTeacher:
         Longest teacher input (default: the model's maximum position count).
     add_eos : bool
         Without a chat template, append EOS after the response (as caches do).
+    truncation : {"response", "prompt_left"}
+        How a too long input is cut (:class:`fusion.cache.Encoder`), as for a cache.
+    response_only_head : bool
+        Apply the model's LM head to the predicting positions only (Hugging Face's
+        boolean ``logits_to_keep``), as ``fusion.cache.build(..., response_only_head=True)``
+        does: the teacher's full ``(B, L, V)`` logits are never formed.
     logprobs_dtype : torch.dtype, optional
         Round the log-probabilities to this dtype (``torch.float16`` reproduces a
         default cache bit for bit); by default they stay fp32.
@@ -107,6 +114,8 @@ class OnlineTeacher:
         *,
         max_length: int | None = None,
         add_eos: bool = True,
+        truncation: str = "response",
+        response_only_head: bool = False,
         logprobs_dtype: torch.dtype | None = None,
         name: str | None = None,
     ) -> None:
@@ -139,7 +148,8 @@ class OnlineTeacher:
         self.tokenizer = tokenizer
         self.name = name or getattr(model, "name_or_path", "") or type(model).__name__
         limit = max_length if max_length is not None else _default_max_length(model, tokenizer)
-        self.encoder = Encoder(tokenizer, max_length=limit, add_eos=add_eos)
+        self.encoder = Encoder(tokenizer, max_length=limit, add_eos=add_eos, truncation=truncation)
+        self.response_only_head = bool(response_only_head)
         self.logprobs_dtype = logprobs_dtype
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
@@ -155,23 +165,26 @@ class OnlineTeacher:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode(self, pairs: Sequence[tuple[str, str]]) -> OnlineInputs:
-        """Tokenise ``(prompt, response)`` pairs for the teacher, right padded (CPU tensors)."""
-        encoded = self.encoder.encode(list(pairs))
+    def encode(self, examples: Sequence[Any]) -> OnlineInputs:
+        """Tokenise examples (pairs, conversations or rows) for the teacher, right padded."""
+        encoded = self.encoder.encode(list(examples))
         length = max(1, max(len(e.input_ids) for e in encoded))
         ids = torch.full((len(encoded), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        predicting = torch.zeros((len(encoded), length), dtype=torch.bool)
         for b, e in enumerate(encoded):
             ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long)
             mask[b, : len(e.input_ids)] = 1
-        starts = torch.tensor([e.start for e in encoded], dtype=torch.long)
+            # next-token alignment: the logits at position t - 1 predict the token at t
+            for lo, hi in e.spans:
+                predicting[b, lo - 1 : hi - 1] = True
         targets = torch.tensor([e.num_targets for e in encoded], dtype=torch.long)
-        return OnlineInputs(ids, mask, starts, targets)
+        return OnlineInputs(ids, mask, predicting, targets)
 
     def topk(
         self, inputs: OnlineInputs, k: int, temperature: float = 1.0
     ) -> tuple[TopK, torch.Tensor]:
-        r"""The teacher's top-``k`` per response token, padded to a batch.
+        r"""The teacher's top-``k`` per target token, padded to a batch.
 
         Parameters
         ----------
@@ -186,41 +199,34 @@ class OnlineTeacher:
         -------
         topk : fusion.TopK
             ``(B, T, k)`` logprobs (fp32, or ``logprobs_dtype``) and int64 indices, row
-            ``t`` of example ``b`` predicting its ``t``-th response token.
+            ``t`` of example ``b`` predicting its ``t``-th target token.
         mask : bool tensor ``(B, T)``
-            Real rows; ``T`` is the longest response of the batch.
+            Real rows; ``T`` is the most targets of any example of the batch.
         """
-        from fusion.cache._build import _topk_rows  # the cache's own reduction
+        # the cache builder's own selection and reduction: online rows are cache rows
+        from fusion.cache._build import _target_logits, _topk_rows
 
         if not 1 <= k <= self.vocab_size:
             raise ValueError(f"k must be in [1, {self.vocab_size}] for teacher {self.name}")
         device = self.device
-        ids, attention, starts, counts = (x.to(device) for x in inputs)
+        ids, attention, predicting, counts = (x.to(device) for x in inputs)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits
-                # next-token alignment: the logits at position t - 1 predict the token at t
-                width = max(1, int(counts.max()))
-                offsets = torch.arange(width, device=device)
-                mask = offsets[None] < counts[:, None]
-                rows = (starts[:, None] - 1 + offsets[None]).clamp(0, logits.shape[1] - 1)
-                picked = torch.gather(
-                    logits, 1, rows[..., None].expand(-1, -1, logits.shape[-1])
-                ).flatten(0, 1)
-                values, indices = _topk_rows(picked, k, float(temperature))
+                rows = _target_logits(
+                    self.model, ids, attention, predicting, self.vocab_size, self.response_only_head
+                )
+                values, indices = _topk_rows(rows, k, float(temperature))
         finally:
             self.model.train(was_training)
-        batch = ids.shape[0]
-        values = values.view(batch, width, k)
-        if self.logprobs_dtype is not None:
-            values = values.to(self.logprobs_dtype)
-        values = torch.where(
-            mask[..., None], values, torch.zeros((), dtype=values.dtype, device=device)
-        )
-        indices = torch.where(mask[..., None], indices.view(batch, width, k), 0)
-        return TopK(values, indices), mask
+        batch, width = ids.shape[0], max(1, int(counts.max()))
+        mask = torch.arange(width, device=device)[None] < counts[:, None]
+        dtype = self.logprobs_dtype or values.dtype
+        logprobs = torch.zeros((batch, width, k), dtype=dtype, device=device)
+        padded = torch.zeros((batch, width, k), dtype=torch.long, device=device)
+        logprobs[mask], padded[mask] = values.to(dtype), indices  # row-major, as selected
+        return TopK(logprobs, padded), mask
 
     def __repr__(self) -> str:
         return f"OnlineTeacher({self.name!r}, vocab_size={self.vocab_size})"

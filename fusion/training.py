@@ -38,7 +38,15 @@ import torch
 from torch.nn import functional as F
 from transformers import Trainer
 
-from fusion.cache import CacheError, Encoder, TeacherCache, collate, data_sha256, read_examples
+from fusion.cache import (
+    Encoder,
+    TeacherCache,
+    as_row,
+    check_alignment,
+    collate,
+    data_sha256,
+    read_examples,
+)
 from fusion.modules import FusionLoss, GLDLoss, ULDLoss
 from fusion.teachers import OnlineInputs, OnlineTeacher, Teacher, resolve_teacher, split_teachers
 from fusion.types import TopK
@@ -81,44 +89,45 @@ def online_keys(j: int) -> tuple[str, str, str, str]:
 
 
 class PromptResponseDataset(torch.utils.data.Dataset):
-    """Prompt/response examples in data order, as :class:`FusionCollator` consumes them.
+    """Training examples in data order, as :class:`FusionCollator` consumes them.
 
     Parameters
     ----------
     data : str, path-like or iterable of mapping
-        A JSONL file with string fields ``prompt`` and ``response`` (the file the teacher
-        caches were built from), or the same objects in memory.
+        A JSONL file (the file the teacher caches were built from), or the same objects in
+        memory: ``{"prompt", "response"}`` pairs or ``{"messages": [...]}`` conversations
+        (loss on the assistant turns), read by :func:`fusion.cache.read_examples`.
     with_index : bool
         Give each item its position as ``"index"``; the collator attaches cache rows only
         to indexed items (evaluation data without caches has none).
 
     Attributes
     ----------
-    pairs : list of (str, str)
+    examples : list of (str, str) or fusion.cache.Conversation
         The examples.
     """
 
     def __init__(self, data: str | os.PathLike | Iterable[Mapping[str, Any]], *, with_index=True):
-        self.pairs, _ = read_examples(data)
+        self.examples, _ = read_examples(data)
         self.with_index = with_index
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.examples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        prompt, response = self.pairs[i]
-        item: dict[str, Any] = {"prompt": prompt, "response": response}
+        item: dict[str, Any] = as_row(self.examples[i])
         if self.with_index:
             item["index"] = int(i)
         return item
 
     def data_sha256(self) -> str:
         """The content hash a teacher cache records for the same examples."""
-        return data_sha256(self.pairs)
+        return data_sha256(self.examples)
 
 
-def _pairs(features: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    return [(f["prompt"], f["response"]) for f in features]
+def _examples(features: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows themselves: :class:`fusion.cache.Encoder` reads pairs and conversations."""
+    return list(features)
 
 
 class FusionCollator:
@@ -139,6 +148,9 @@ class FusionCollator:
     add_eos : bool
         Without a chat template, append EOS so the pivot learns to stop (as the caches do
         by default).
+    truncation : {"response", "prompt_left"}
+        How a sequence longer than ``max_length`` is cut (:class:`fusion.cache.Encoder`);
+        use the caches' choice.
     teacher_entries : int, optional
         Cached entries passed on per position (the first ones, i.e. the largest); default
         all of them. Must not exceed any cache's ``k``.
@@ -167,12 +179,15 @@ class FusionCollator:
         *,
         max_length: int | None = None,
         add_eos: bool = True,
+        truncation: str = "response",
         teacher_entries: int | None = None,
         pad_to_multiple_of: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.teachers: list[Teacher] = [resolve_teacher(t) for t in teachers]
-        self.encoder = Encoder(tokenizer, max_length=max_length, add_eos=add_eos)
+        self.encoder = Encoder(
+            tokenizer, max_length=max_length, add_eos=add_eos, truncation=truncation
+        )
         self.teacher_entries = teacher_entries
         self.pad_to_multiple_of = pad_to_multiple_of
         if teacher_entries is not None and teacher_entries < 1:
@@ -191,13 +206,13 @@ class FusionCollator:
         if not features:
             raise ValueError("FusionCollator needs at least one example")
         batch = self._pivot(features)
-        batch.update(self.teacher_fields(features, _pairs(features)))
+        batch.update(self.teacher_fields(features, _examples(features)))
         return batch
 
     def teacher_fields(
-        self, features: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]]
+        self, features: Sequence[Mapping[str, Any]], examples: Sequence[Any]
     ) -> dict[str, torch.Tensor]:
-        """Every teacher's batch keys for these items (the texts are ``pairs``)."""
+        """Every teacher's batch keys for these items (their texts are ``examples``)."""
         indexed = ["index" in f for f in features]
         if any(indexed) and not all(indexed):
             raise ValueError("a batch mixes examples with and without 'index'")
@@ -208,13 +223,13 @@ class FusionCollator:
             out["index"] = index
         for j, teacher in enumerate(self.teachers):
             if isinstance(teacher, OnlineTeacher):
-                out.update(zip(online_keys(j), teacher.encode(pairs)))
+                out.update(zip(online_keys(j), teacher.encode(examples)))
             elif index is not None:
                 out.update(self._cached(j, teacher, index))
         return out
 
     def _pivot(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        encoded = self.encoder.encode(_pairs(features))
+        encoded = self.encoder.encode(_examples(features))
         length = max(len(e.input_ids) for e in encoded)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -225,8 +240,8 @@ class FusionCollator:
             n = len(e.input_ids)
             ids[b, :n] = torch.tensor(e.input_ids, dtype=torch.long)
             mask[b, :n] = 1
-            # the same targets a cache stores: every response token from `start` on
-            labels[b, e.start : n] = ids[b, e.start : n]
+            # the same targets a cache stores, in the same order (its rows)
+            labels[b, :n] = torch.tensor(e.labels(IGNORE_INDEX), dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def _cached(self, j: int, cache: TeacherCache, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -788,7 +803,8 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
         Further :class:`fusion.GLDLoss` keywords (``features``, ``values``, ``nodes``,
         ``chunk_size``).
     train_dataset : str, path-like, sequence of mapping or PromptResponseDataset
-        The pivot's training examples, in the caches' order.
+        The pivot's training examples, in the caches' order: ``{"prompt", "response"}``
+        pairs or ``{"messages": [...]}`` conversations (loss on the assistant turns).
     eval_dataset : same types, optional
         Evaluation examples; see ``eval_teachers``.
     eval_teachers : sequence, optional
@@ -801,6 +817,8 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
         Default :class:`FusionCollator` over the teachers.
     max_length : int, optional
         Longest pivot sequence for the default collator.
+    truncation : {"response", "prompt_left"}
+        How the default collator cuts a longer sequence (the caches' choice).
     check_data : bool
         Refuse caches whose example count or content hash differs from the data.
     peft_config : peft.PeftConfig, optional
@@ -856,6 +874,7 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
         processing_class: Any = None,
         data_collator: Any = None,
         max_length: int | None = None,
+        truncation: str = "response",
         check_data: bool = True,
         peft_config: Any = None,
         **kwargs: Any,
@@ -885,11 +904,15 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
             for data, teacher_list in ((train_dataset, self.teachers), (eval_dataset, eval_list)):
                 caches = [t for t in teacher_list or () if isinstance(t, TeacherCache)]
                 if data is not None and caches:
-                    _check_alignment(data, caches)
+                    check_alignment(data, caches)
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("pass processing_class= (the pivot's tokenizer) or data_collator=")
-            options = {"max_length": max_length, "teacher_entries": self.teacher_entries}
+            options = {
+                "max_length": max_length,
+                "truncation": truncation,
+                "teacher_entries": self.teacher_entries,
+            }
             data_collator = FusionCollator(processing_class, self.teachers, **options)
             self._eval_collator = FusionCollator(processing_class, eval_list or (), **options)
         super().__init__(
@@ -910,20 +933,3 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
         if isinstance(data, str | os.PathLike) or isinstance(data, Sequence):
             return PromptResponseDataset(data, with_index=with_index)
         return data  # any other Dataset yielding the collator's fields
-
-
-def _check_alignment(dataset: Any, caches: Sequence[TeacherCache]) -> None:
-    """Refuse caches that were not built over exactly these examples, in this order."""
-    digest = dataset.data_sha256() if isinstance(dataset, PromptResponseDataset) else None
-    for j, cache in enumerate(caches):
-        if len(cache) != len(dataset):
-            raise CacheError(
-                f"teacher {j} ({cache.path}) holds {len(cache)} examples, the training data "
-                f"{len(dataset)}: build every cache over the training file itself"
-            )
-        if digest is not None and cache.manifest.get("data_sha256") != digest:
-            raise CacheError(
-                f"teacher {j} ({cache.path}) was built over other examples (data_sha256 "
-                "differs): example i of the cache must be example i of the training data "
-                "(pass check_data=False to skip this check)"
-            )

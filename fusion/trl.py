@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from fusion.cache import TeacherCache
+from fusion.cache import TeacherCache, check_alignment
 from fusion.training import FusionCollator, FusionTrainingMixin, PromptResponseDataset
-from fusion.training import _check_alignment as check_alignment
 
 __all__ = ["FusionSFTTrainer"]
 

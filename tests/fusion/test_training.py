@@ -181,7 +181,7 @@ def fixed_batch_loss(trainer, indices) -> float:
 
 
 def trainer_pairs(trainer):
-    return [{"prompt": p, "response": r} for p, r in trainer.train_dataset.pairs]
+    return [{"prompt": p, "response": r} for p, r in trainer.train_dataset.examples]
 
 
 def test_training_steps_lower_the_fusion_loss(setup, tmp_path):
@@ -564,3 +564,68 @@ def test_online_teachers_train_without_gradients(setup, tmp_path):
     assert isinstance(mixed.teachers[1], TeacherCache)
     with pytest.raises(FileNotFoundError, match="neither a teacher cache"):
         make_trainer(setup, tmp_path, teachers=[tmp_path / "nothing"])
+
+
+# ---------------------------------------------------------------------- chat data
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def chat_rows():
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"{a}+{b}="},
+                {"role": "assistant", "content": f"{a + b}"},
+                {"role": "user", "content": "and doubled?"},
+                {"role": "assistant", "content": f"{2 * (a + b)}."},
+            ]
+        }
+        for a, b in ((1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4))
+    ]
+
+
+def test_messages_rows_train_on_assistant_turns_with_cached_and_online_teachers(tmp_path):
+    rows = chat_rows()
+    corpus = [
+        "".join(f"<{m['role']}>{m['content']}</s>" for m in r["messages"]) + "<assistant>"
+        for r in rows
+    ]
+    teacher_tok = char_tokenizer(corpus)
+    teacher_tok.chat_template = CHAT_TEMPLATE
+    teacher = tiny_causal_lm(teacher_tok, arch="gpt2", d_model=32, n_head=2, seed=1)
+    build(teacher, teacher_tok, rows, tmp_path / "cache", k=6, progress=False)
+    pivot_tok = bpe_tokenizer(corpus, vocab_size=300)
+    pivot_tok.chat_template = CHAT_TEMPLATE
+    data = PromptResponseDataset(rows)
+    assert "messages" in data[0] and data[0]["index"] == 0
+    # the pivot is labelled on the assistant turns only, both of them
+    batch = FusionCollator(pivot_tok)([data[i] for i in range(3)])
+    for b in range(3):
+        labelled = pivot_tok.decode(batch["labels"][b][batch["labels"][b] != -100])
+        turns = [m["content"] for m in rows[b]["messages"] if m["role"] == "assistant"]
+        assert labelled == "</s>".join(turns) + "</s>"
+    # an online teacher's rows are the cache's rows, both assistant turns included
+    cache = TeacherCache(tmp_path / "cache")
+    live = OnlineTeacher(teacher, teacher_tok, logprobs_dtype=torch.float16)
+    topk, mask = live.topk(live.encode([data[i] for i in range(4)]), 6)
+    for b in range(4):
+        n = len(cache[b].logprobs)
+        assert int(mask[b].sum()) == n
+        assert torch.equal(topk.logprobs[b, :n], cache[b].logprobs)
+        assert torch.equal(topk.indices[b, :n], cache[b].indices.long())
+    trainer = FusionTrainer(
+        tiny_causal_lm(pivot_tok, arch="llama", d_model=32, n_head=2, seed=3),
+        training_args(tmp_path, max_steps=2, per_device_train_batch_size=3),
+        teachers=[(tmp_path / "cache", 0.5), (live, 0.5)],
+        k=4,
+        uld_top_k=6,
+        train_dataset=rows,
+        processing_class=pivot_tok,
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["gld/1"]) for h in logs)
