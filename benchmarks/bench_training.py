@@ -13,7 +13,8 @@ reproduced here as ``LegacyTrainer`` (the previous ``compute_loss``):
 
 Rows: ``step`` (``Trainer.training_step``: pivot forward + loss + backward, bf16 autocast
 on CPU) and ``loss`` (the loss alone, forward + backward on fixed bf16 logits), each for
-``before`` and ``after``. Time: median of ``--repeat`` interleaved runs after one warm-up
+``before`` and ``after``; for the step's memory also ``after_fp32_outputs``, the current
+loss with accelerate's fp32 cast of the outputs left in place (the bf16 change alone). Time: median of ``--repeat`` interleaved runs after one warm-up
 (``time.perf_counter``). Memory: peak resident set size of a fresh process running one
 step after one warm-up step (resident size sampled every 0.5 ms by a thread) minus its
 resident size just before the step, so it counts every buffer the step allocates (the
@@ -134,9 +135,20 @@ def trainers(root: Path, vocab: int, length: int):
             loss = legacy_loss(self.fusion_loss, logits, targets, batch.teachers, batch.masks)
             return (loss, outputs) if return_outputs else loss
 
+    class FP32OutputsTrainer(FusionTrainer):
+        """The current loss, but the logits cast to fp32 by accelerate (item 1 undone)."""
+
+        def _pivot_forward(self, model, inputs):
+            return model(**inputs, use_cache=False)
+
     caches = _caches(root)
     out = {}
-    for name, cls in (("before", LegacyTrainer), ("after", FusionTrainer)):
+    variants = (
+        ("before", LegacyTrainer),
+        ("after", FusionTrainer),
+        ("after_fp32_outputs", FP32OutputsTrainer),
+    )
+    for name, cls in variants:
         args = TrainingArguments(
             output_dir=str(root / name), bf16=True, use_cpu=True, report_to=[], save_strategy="no"
         )
@@ -269,21 +281,23 @@ def memory_worker(args) -> dict:
     return {"peak_above_start_MB": (rss.peak - rss.start) / 1e6, "bf16_logits_MB": logits_mb}
 
 
+MEMORY_ROWS = (
+    ("step", "before"),
+    ("step", "after"),
+    ("step", "after_fp32_outputs"),  # the current loss with accelerate's fp32 outputs
+    ("loss", "before"),
+    ("loss", "after"),
+)
+
+
 def run_memory(args) -> dict:
     out = {}
-    for row in ("step", "loss"):
-        for variant in ("before", "after"):
-            cmd = [sys.executable, __file__, "--memory-worker", "--row", row, "--variant", variant]
-            cmd += [
-                "--batch",
-                str(args.batch),
-                "--length",
-                str(args.length),
-                "--vocab",
-                str(args.vocab),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            out[f"{row}/{variant}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row, variant in MEMORY_ROWS:
+        cmd = [sys.executable, __file__, "--memory-worker", "--row", row, "--variant", variant]
+        sizes = ("--batch", args.batch, "--length", args.length, "--vocab", args.vocab)
+        cmd += [str(x) for x in sizes]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[f"{row}/{variant}"] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -297,11 +311,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--row", choices=("step", "loss"), help=argparse.SUPPRESS)
-    parser.add_argument("--variant", choices=("before", "after"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variant", choices=("before", "after", "after_fp32_outputs"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the memory rows, merged into an existing --json file",
+    )
     args = parser.parse_args(argv)
     if args.memory_worker:
         print(json.dumps(memory_worker(args)))
         return {}
+    if args.memory_only:
+        result = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+        result["memory"] = run_memory(args)
+        for key, value in result["memory"].items():
+            print(f"{key:26s} peak above start {value['peak_above_start_MB']:8.1f} MB")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return result
     result = {
         "shape": [args.batch, args.length, args.vocab],
         "teachers": list(TEACHERS),
@@ -323,7 +352,7 @@ def main(argv=None) -> dict:
         b, a = ms[f"{row}/before"], ms[f"{row}/after"]
         print(f"{row:5s} time  before {b:8.1f} ms   after {a:8.1f} ms   ratio {b / a:.2f}x")
     for key, value in result.get("memory", {}).items():
-        print(f"{key:12s} peak above start {value['peak_above_start_MB']:8.1f} MB")
+        print(f"{key:26s} peak above start {value['peak_above_start_MB']:8.1f} MB")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
