@@ -258,6 +258,8 @@ def rigorous_lambda_min(S: np.ndarray) -> tuple[float, float]:
     Returns ``(bound, margin)`` with ``bound = min(lambda_hat) - margin``.
     """
     k = S.shape[0]
+    if not np.all(np.isfinite(S)):
+        return -np.inf, np.inf
     lam, V = np.linalg.eigh(S)
     absV = np.abs(V)
     g = _gamma(k + 2)
@@ -265,8 +267,8 @@ def rigorous_lambda_min(S: np.ndarray) -> tuple[float, float]:
     r_norm = np.linalg.norm(R) + g * np.linalg.norm(np.abs(S) @ absV + absV * np.abs(lam))
     defect = V.T @ V - np.eye(k)
     o_norm = np.linalg.norm(defect) + g * np.linalg.norm(absV.T @ absV)
-    if not o_norm < 0.5:
-        return -np.inf, np.inf  # eigenvectors too far from orthonormal: no claim
+    if not (o_norm < 0.5 and np.isfinite(r_norm)):
+        return -np.inf, np.inf  # eigenvectors far from orthonormal (or NaN): no claim
     # 2x covers the round-off of the norms and of this expression themselves
     margin = 2.0 * r_norm / np.sqrt(1.0 - o_norm)
     return float(lam[0] - margin), float(margin)
@@ -311,8 +313,10 @@ def certify(model: SDPModel, dual_value: float, w: np.ndarray, shift: float = 1.
     DualCertificate
     """
     N = model.n * model.m
-    w_clip = np.maximum(np.nan_to_num(np.asarray(w, dtype=np.float64), nan=0.0), 0.0)
-    y0 = float(dual_value)
+    w = np.asarray(w, dtype=np.float64)
+    # non-finite multipliers (a failed solve) are replaced by 0: any value gives a bound
+    w_clip = np.maximum(np.where(np.isfinite(w), w, 0.0), 0.0)
+    y0 = float(dual_value) if np.isfinite(dual_value) else 0.0
     W = _pair_matrix(N, model.pairs, w_clip)
     S0 = -W
     S0[1:, 1:] += model.L
@@ -346,5 +350,5 @@ def certify(model: SDPModel, dual_value: float, w: np.ndarray, shift: float = 1.
         eig_error=eig_error,
         slack_error=slack_error,
         trace_bound=model.trace_bound,
-        clipped=float(np.abs(np.minimum(w, 0.0)).sum()) if np.all(np.isfinite(w)) else np.inf,
+        clipped=float(np.abs(w - w_clip).sum()) if np.all(np.isfinite(w)) else np.inf,
     )

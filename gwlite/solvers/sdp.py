@@ -314,7 +314,7 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
         t = time.perf_counter()
         run.iterate = iterate
         cert = model_lib.certify(model, -iterate.z[0], iterate.z[1 : 1 + nonneg])
-        if cert.bound * factor > run.bound:
+        if run.certificate is None or cert.bound * factor > run.bound:
             run.certificate, run.bound = cert, cert.bound * factor
         x = np.zeros((problem.n, problem.m))
         x[np.ix_(rows, cols)] = model_lib.moment(model, iterate.x)
