@@ -57,6 +57,7 @@ from gwlite.coupling import gw_cost, marginal_error, round_to_polytope
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
+from gwlite.solvers import _sdp_conic
 from gwlite.solvers import _sdp_model as model_lib
 from gwlite.solvers._common import clamp_lower, is_certified, lower_value
 
@@ -71,11 +72,8 @@ DEFAULT_TOL = 1e-6
 SOLVERS = {"scs": "scs", "clarabel": "clarabel"}
 # the conic solver is asked for this fraction of ``tol`` (its residuals enter the bound)
 _SOLVER_TOL_FACTOR = 1e-3
-# SCS runs in chunks of this many iterations; the certificate is checked after each
-_CHUNK_ITERS = 250
 # total SCS iterations (about a minute and a half at n * m = 100 on two cores)
 _MAX_ITER = 25_000
-_CLARABEL_MAX_ITER = 200
 # stop once the certified bound gains less than this fraction of the remaining gap in
 # each of the last two chunks: the solver's accuracy no longer limits the answer
 _STALL_RTOL = 1e-3
@@ -88,83 +86,6 @@ _PROGRESS_MIN_SIZE = 81
 def available(solver: str = "scs") -> bool:
     """True when the conic solver ``solver`` (``"scs"`` or ``"clarabel"``) is importable."""
     return solver in SOLVERS and importlib.util.find_spec(SOLVERS[solver]) is not None
-
-
-# ---------------------------------------------------------------- conic solvers
-@dataclass(frozen=True)
-class _Iterate:
-    """One point of the conic solver's run (its multipliers feed the certificate)."""
-
-    x: np.ndarray  # svec(Y), Clarabel order
-    z: np.ndarray  # dual variables (zero, non-negative, PSD rows)
-    status: str
-    converged: bool  # the solver met its own tolerance
-    iterations: int  # total so far
-    primal_objective: float
-    dual_objective: float
-
-
-def _scs_iterates(data, tol: float, budget: float | None):
-    """SCS in warm-started chunks, so that the caller can stop once certified."""
-    import scs
-
-    A, b, c, (zero, nonneg, r), perm = data
-    options = dict(eps_abs=tol, eps_rel=tol, max_iters=_CHUNK_ITERS, verbose=False)
-    if budget is not None:
-        options["time_limit_secs"] = max(budget, 1e-3)
-    solver = scs.SCS(dict(A=A, b=b, c=c), dict(z=zero, l=nonneg, s=[r]), **options)
-    solution, total = solver.solve(), 0
-    while True:
-        info = solution["info"]
-        total += int(info["iter"])
-        x = np.empty_like(solution["x"])
-        x[perm] = solution["x"]
-        yield _Iterate(
-            x=x,
-            z=np.asarray(solution["y"]),
-            status=str(info["status"]),
-            converged=info["status"] == "solved",
-            iterations=total,
-            primal_objective=float(info["pobj"]),
-            dual_objective=float(info["dobj"]),
-        )
-        solution = solver.solve(warm_start=True, x=solution["x"], y=solution["y"], s=solution["s"])
-
-
-def _clarabel_iterates(data, tol: float, budget: float | None):
-    """Clarabel, run once (an interior-point method cannot be resumed)."""
-    import clarabel
-    import scipy.sparse as sp
-
-    A, b, c, (zero, nonneg, r), _ = data
-    settings = clarabel.DefaultSettings()
-    settings.verbose = False
-    settings.direct_solve_method = "faer"  # supernodal: ~10x faster than qdldl here
-    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = tol
-    settings.max_iter = _CLARABEL_MAX_ITER
-    if budget is not None:
-        settings.time_limit = max(budget, 1e-3)
-    cones = [
-        clarabel.ZeroConeT(zero),
-        clarabel.NonnegativeConeT(nonneg),
-        clarabel.PSDTriangleConeT(r),
-    ]
-    P = sp.csc_matrix((len(c), len(c)))
-    solution = clarabel.DefaultSolver(P, c, A, b, cones, settings).solve()
-    status = str(solution.status)
-    while True:  # the same point again: the caller stops on `converged` or its limits
-        yield _Iterate(
-            x=np.asarray(solution.x),
-            z=np.asarray(solution.z),
-            status=status,
-            converged=True,
-            iterations=int(solution.iterations),
-            primal_objective=float(solution.obj_val),
-            dual_objective=float(solution.obj_val_dual),
-        )
-
-
-_ITERATES = {"scs": _scs_iterates, "clarabel": _clarabel_iterates}
 
 
 # ---------------------------------------------------------------- checks
@@ -263,24 +184,30 @@ class _Incumbent:
                 self.offer(f"cg({name})", np.asarray(_xp.to_numpy(res.coupling)), False)
 
 
-def _first_candidates(incumbent: _Incumbent, G0, remaining) -> None:
-    """Upper bounds available before the relaxation: G0, the permutation optimum, CG."""
+def _first_candidates(incumbent: _Incumbent, G0, remaining) -> float:
+    """Upper bounds available before the relaxation: G0, the permutation optimum, CG.
+
+    Returns the lower bound ``method="exact"`` proved on the way (its certified optimum
+    under the PSD/NSD theorem, else TLB or its spectral bound; -inf if it did not run).
+    """
     problem = incumbent.problem
+    exact_lower = -math.inf
     if G0 is not None:
         incumbent.offer("G0", G0)
     if problem.uniform and problem.n == problem.m and problem.n > 1:
         from gwlite.solvers import exact
 
         budget = min(_EXACT_BUDGET_S, max(remaining(), 0.05))
-        plan = exact.solve(problem, time_limit=budget).coupling
-        incumbent.offer("exact_permutation", np.asarray(_xp.to_numpy(plan)), False)
+        res = exact.solve(problem, time_limit=budget)
+        incumbent.offer("exact_permutation", np.asarray(_xp.to_numpy(res.coupling)), False)
+        exact_lower = _xp.as_float(res.lower)
     if problem.loss_fun == "square_loss":
         from gwlite.solvers import pot
 
-        plan = pot.solve_cg(
-            problem, G0=None if G0 is None else _xp.from_numpy(G0.copy(), problem.C1)
-        )
+        start = None if G0 is None else _xp.from_numpy(G0.copy(), problem.C1)
+        plan = pot.solve_cg(problem, G0=start)
         incumbent.offer("cg", np.asarray(_xp.to_numpy(plan.coupling)), False)
+    return exact_lower
 
 
 # ---------------------------------------------------------------- the relaxation
@@ -288,7 +215,7 @@ def _first_candidates(incumbent: _Incumbent, G0, remaining) -> None:
 class _Run:
     """The relaxation's outcome: the last iterate and its certificate."""
 
-    iterate: _Iterate | None = None
+    iterate: _sdp_conic.Iterate | None = None
     certificate: model_lib.DualCertificate | None = None
     bound: float = -math.inf  # certified, in the problem's units
     stop: str = "not run"
@@ -306,7 +233,7 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
     t1 = time.perf_counter()
     nonneg = data[3][1]
     budget = None if remaining() == math.inf else max(remaining(), 1e-3)
-    iterates = _ITERATES[solver](data, tol * _SOLVER_TOL_FACTOR, budget)
+    iterates = _sdp_conic.ITERATES[solver](data, tol * _SOLVER_TOL_FACTOR, budget)
     target = tol * max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** r
     run, bounds, certify_s = _Run(times={}), [], 0.0
     bar = _progress(model.n * model.m)
@@ -390,8 +317,10 @@ def solve(
     problem : GWProblem
         Any loss, weights and sizes (``n * m <= max_size``).
     lower : {"tlb", "mean_row", "flb", "slb", "rank_one"}
-        A sorting bound computed alongside; ``lower`` reports the larger of it and the
-        relaxation's certified bound (the relaxation dominates TLB in exact arithmetic).
+        A sorting bound computed alongside. ``lower`` reports the largest of it, the
+        relaxation's certified bound (which dominates TLB in exact arithmetic) and the
+        bound ``method="exact"`` proves on the way (uniform weights, ``n == m``: the
+        optimum itself on PSD/PSD and CND/CND pairs).
     G0 : array ``(n, m)``, optional
         A coupling to try on the upper side (e.g. the best plan of another method);
         rounded onto the transport polytope first.
@@ -416,8 +345,8 @@ def solve(
     -------
     GWResult
         ``value = upper``: the GW cost of the best coupling found; ``lower``: the
-        certified relaxation bound (or the sorting bound when larger,
-        ``diagnostics["lower_kind"]``); ``converged``: certified, or the conic solver met
+        largest proven bound (``diagnostics["lower_kind"]``: ``"sdp"``, ``"exact"`` or
+        the ``lower=`` name); ``converged``: certified, or the conic solver met
         its tolerance. ``diagnostics``: ``solver``, ``status``, ``stop_reason``,
         ``iterations``, ``primal_objective`` and ``dual_objective`` (the solver's own
         numbers, not bounds), ``sdp_bound`` (the certified bound), ``dual_value``,
@@ -442,7 +371,7 @@ def solve(
     _check(problem, solver, time_limit, max_size, tol, len(p) * len(q))
     G0_host = _check_G0(G0, problem)
     incumbent = _Incumbent(problem)
-    _first_candidates(incumbent, G0_host, remaining)
+    exact_lower = _first_candidates(incumbent, G0_host, remaining)
     diagnostics: dict = {"solver": solver}
     if len(p) == 1 or len(q) == 1:
         # one coupling, p q^T: its cost is GW and no solver is needed
@@ -459,7 +388,11 @@ def solve(
     coupling = _xp.from_numpy(plan, problem.C1)
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
     named = float(lower_value(problem, lower))
-    low, lower_kind = (sdp_bound, "sdp") if sdp_bound >= named else (named, lower)
+    # every candidate is a proven bound; "exact" is its theorem-certified optimum on
+    # PSD/PSD and CND/CND pairs (else its TLB or spectral bound)
+    bounds = {"sdp": sdp_bound, lower: named, "exact": exact_lower}
+    lower_kind = max(bounds, key=bounds.get)
+    low = bounds[lower_kind]
     low = clamp_lower(low, upper)
     gap = _xp.as_float(upper) - _xp.as_float(low)
     data_scale = max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** problem.exponent
@@ -468,6 +401,7 @@ def solve(
         sdp_bound=float(sdp_bound),
         lower_kind=lower_kind,
         named_lower=named,
+        exact_lower=exact_lower,
         upper_kind=incumbent.name,
         candidates=dict(incumbent.costs),
         tol=tol,

@@ -18,7 +18,7 @@ from reference import best_permutation, gw_cost_dense, permutation_matrix, rando
 import gwlite
 from gwlite.families import generate
 from gwlite.problem import make_problem
-from gwlite.solvers import _sdp_model, sdp
+from gwlite.solvers import _sdp_conic, _sdp_model, sdp
 
 pytestmark = pytest.mark.skipif(not sdp.available(), reason="needs gwlite[certify] (SCS)")
 
@@ -150,7 +150,7 @@ def test_bound_stays_valid_when_the_solver_is_stopped_early(monkeypatch):
     best, _ = best_permutation(C1, C2)
     costs = coupling_costs(C1, C2, uniform(6), uniform(6), "square_loss")
     full = gwlite.gromov_wasserstein(C1, C2, method="sdp")
-    monkeypatch.setattr(sdp, "_CHUNK_ITERS", 10)
+    monkeypatch.setattr(_sdp_conic, "CHUNK_ITERS", 10)
     monkeypatch.setattr(sdp, "_MAX_ITER", 10)
     early = gwlite.gromov_wasserstein(C1, C2, method="sdp")
     assert early.diagnostics["stop_reason"] == "max_iter" and not early.converged
