@@ -74,9 +74,11 @@ SOLVERS = {"scs": "scs", "clarabel": "clarabel"}
 _SOLVER_TOL_FACTOR = 1e-3
 # total SCS iterations (about a minute and a half at n * m = 100 on two cores)
 _MAX_ITER = 25_000
-# stop once the certified bound gains less than this fraction of the remaining gap in
-# each of the last two chunks: the solver's accuracy no longer limits the answer
-_STALL_RTOL = 1e-3
+# "stalled" (see _stop_reason): the certified bound gains less than _STALL_RTOL of the
+# remaining gap in each of the last two chunks and the eigenvalue correction is below
+# _STALL_CORRECTION of it: the relaxation, not the solver's accuracy, sets the interval
+_STALL_RTOL = 1e-2
+_STALL_CORRECTION = 0.05
 # seconds given to the permutation search of method="exact" on the upper side
 _EXACT_BUDGET_S = 5.0
 # progress bar from this n * m on (runs of several seconds)
@@ -219,6 +221,7 @@ class _Run:
     certificate: model_lib.DualCertificate | None = None
     bound: float = -math.inf  # certified, in the problem's units
     stop: str = "not run"
+    best_iteration: int = 0  # the iterate whose multipliers gave ``bound``
     times: dict = None
 
 
@@ -243,6 +246,7 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
         cert = model_lib.certify(model, -iterate.z[0], iterate.z[1 : 1 + nonneg])
         if run.certificate is None or cert.bound * factor > run.bound:
             run.certificate, run.bound = cert, cert.bound * factor
+            run.best_iteration = iterate.iterations
         x = np.zeros((problem.n, problem.m))
         x[np.ix_(rows, cols)] = model_lib.moment(model, iterate.x)
         incumbent.offer_vertex("moment_vertex", x)
@@ -252,7 +256,7 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
             bar.update(iterate.iterations - bar.n)
             bar.set_postfix(gap=f"{gap:.2e}")
         bounds.append(run.bound)
-        stop = _stop_reason(bounds, gap, target, iterate, remaining())
+        stop = _stop_reason(bounds, gap, target, iterate, remaining(), cert.correction * factor)
         if stop:
             run.stop = stop
             break
@@ -268,13 +272,16 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
     return run
 
 
-def _stop_reason(bounds: list[float], gap: float, target: float, iterate, remaining: float):
+def _stop_reason(
+    bounds: list[float], gap: float, target: float, iterate, remaining: float, correction: float
+):
     """Why to stop after this chunk (None: go on).
 
     Besides certification, the solver's own convergence and the limits: *stalled* when
     the certified bound rose by less than ``_STALL_RTOL`` of the remaining gap in each
-    of the last two chunks (the relaxation, not the solver's accuracy, limits the
-    answer: more iterations would not narrow the interval).
+    of the last two chunks while the last iterate's eigenvalue correction is below
+    ``_STALL_CORRECTION`` of the gap: the multipliers are accurate enough that the
+    relaxation itself, not the solver, limits the answer.
     """
     if gap <= target:
         return "certified"
@@ -284,7 +291,10 @@ def _stop_reason(bounds: list[float], gap: float, target: float, iterate, remain
         return "time limit"
     if iterate.iterations >= _MAX_ITER:
         return "max_iter"
-    if len(bounds) >= 3 and all(bounds[-k] - bounds[-k - 1] <= _STALL_RTOL * gap for k in (1, 2)):
+    flat = len(bounds) >= 3 and all(
+        bounds[-k] - bounds[-k - 1] <= _STALL_RTOL * gap for k in (1, 2)
+    )
+    if flat and correction <= _STALL_CORRECTION * gap:
         return "stalled"
     return None
 
@@ -434,6 +444,7 @@ def _run_diagnostics(run: _Run) -> dict:
         iterations=it.iterations,
         primal_objective=it.primal_objective * f,
         dual_objective=it.dual_objective * f,
+        certificate_iteration=run.best_iteration,
         dual_value=cert.dual_value * f,
         lambda_min=cert.lambda_min * f,
         eigenvalue_correction=cert.correction * f,
