@@ -48,7 +48,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -91,7 +91,8 @@ def available(solver: str = "scs") -> bool:
 
 
 # ---------------------------------------------------------------- checks
-def _check(problem: GWProblem, solver, time_limit, max_size, tol, size: int) -> None:
+def _check_options(problem: GWProblem, solver, time_limit, max_size, tol) -> int:
+    """Refuse bad options before any work; returns the size limit."""
     if solver not in SOLVERS:
         raise GWInputError(
             f"unknown solver {solver!r} for method='sdp'; choose one of {list(SOLVERS)}"
@@ -105,13 +106,22 @@ def _check(problem: GWProblem, solver, time_limit, max_size, tol, size: int) -> 
         )
     if problem.batch_shape:
         raise GWInputError("method='sdp' takes one pair of matrices, not a batch")
-    if time_limit is not None and not time_limit > 0:
-        raise GWInputError(f"time_limit must be > 0 seconds, got {time_limit}")
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+    if time_limit is not None and not (_is_number(time_limit) and time_limit > 0):
+        raise GWInputError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
+    if not (_is_number(tol) and 0 < tol < 1):
         raise GWInputError(f"tol must be a number in (0, 1), got {tol!r}")
-    if max_size is not None and (int(max_size) != max_size or max_size < 1):
+    if max_size is None:
+        return DEFAULT_MAX_SIZE
+    if not (_is_number(max_size) and float(max_size).is_integer() and max_size >= 1):
         raise GWInputError(f"max_size must be a positive integer, got {max_size!r}")
-    limit = DEFAULT_MAX_SIZE if max_size is None else int(max_size)
+    return int(max_size)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _check_size(size: int, limit: int) -> None:
     if size > limit:
         raise GWInputError(
             f"method='sdp' builds a semidefinite program over n * m = {size} coupling "
@@ -222,7 +232,10 @@ class _Run:
     bound: float = -math.inf  # certified, in the problem's units
     stop: str = "not run"
     best_iteration: int = 0  # the iterate whose multipliers gave ``bound``
-    times: dict = None
+    times: dict = field(default_factory=dict)
+    x: np.ndarray | None = None  # the last first moment, full size
+    model: model_lib.SDPModel | None = None
+    factor: float = 1.0  # the relaxation is solved on C / s: bounds scale by s^r
 
 
 def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining) -> _Run:
@@ -238,7 +251,7 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
     budget = None if remaining() == math.inf else max(remaining(), 1e-3)
     iterates = _sdp_conic.ITERATES[solver](data, tol * _SOLVER_TOL_FACTOR, budget)
     target = tol * max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** r
-    run, bounds, certify_s = _Run(times={}), [], 0.0
+    run, bounds, certify_s = _Run(model=model, factor=factor), [], 0.0
     bar = _progress(model.n * model.m)
     for iterate in iterates:
         t = time.perf_counter()
@@ -263,7 +276,6 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
     if bar is not None:
         bar.close()
     run.x = x
-    run.model, run.factor = model, factor
     run.times = dict(
         build_time_s=t1 - t0,
         solve_time_s=time.perf_counter() - t1 - certify_s,
@@ -377,8 +389,9 @@ def solve(
     def remaining() -> float:
         return deadline - time.perf_counter()
 
+    limit = _check_options(problem, solver, time_limit, max_size, tol)
     C1, C2, p, q, rows, cols = _support(problem)
-    _check(problem, solver, time_limit, max_size, tol, len(p) * len(q))
+    _check_size(len(p) * len(q), limit)
     G0_host = _check_G0(G0, problem)
     incumbent = _Incumbent(problem)
     exact_lower = _first_candidates(incumbent, G0_host, remaining)
