@@ -238,8 +238,13 @@ class _Run:
     factor: float = 1.0  # the relaxation is solved on C / s: bounds scale by s^r
 
 
-def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining) -> _Run:
-    """Solve the relaxation until certified, converged, stalled or out of time."""
+def _relax(problem, incumbent, data_in, solver, tol, remaining, other_lower: float) -> _Run:
+    """Solve the relaxation until certified, converged, stalled or out of time.
+
+    ``other_lower`` is the best bound proved without it (TLB, exact's): once it meets
+    the incumbent, the answer is certified and the relaxation stops too.
+    """
+    C1, C2, p, q, rows, cols = data_in
     r = problem.exponent
     scale = _power_of_two_scale(C1, C2)
     factor = scale**r  # exact: a power of two
@@ -270,6 +275,8 @@ def _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
             bar.set_postfix(gap=f"{gap:.2e}")
         bounds.append(run.bound)
         stop = _stop_reason(bounds, gap, target, iterate, remaining(), cert.correction * factor)
+        if stop is None and incumbent.cost - other_lower <= target:
+            stop = "certified by another bound"
         if stop:
             run.stop = stop
             break
@@ -395,6 +402,7 @@ def solve(
     G0_host = _check_G0(G0, problem)
     incumbent = _Incumbent(problem)
     exact_lower = _first_candidates(incumbent, G0_host, remaining)
+    named = float(lower_value(problem, lower))
     diagnostics: dict = {"solver": solver}
     if len(p) == 1 or len(q) == 1:
         # one coupling, p q^T: its cost is GW and no solver is needed
@@ -402,7 +410,9 @@ def solve(
         sdp_bound, converged = incumbent.cost, True
         diagnostics.update(status="trivial (one coupling)", stop_reason="trivial", iterations=0)
     else:
-        run = _relax(problem, incumbent, C1, C2, p, q, rows, cols, solver, tol, remaining)
+        support = (C1, C2, p, q, rows, cols)
+        other = max(exact_lower, named)
+        run = _relax(problem, incumbent, support, solver, tol, remaining, other)
         incumbent.offer("moment_rounded", run.x)
         incumbent.polish(["moment_rounded", "moment_vertex"], remaining)
         sdp_bound, converged = run.bound, run.stop in ("certified", "solver converged")
@@ -410,7 +420,6 @@ def solve(
     plan = incumbent.plan
     coupling = _xp.from_numpy(plan, problem.C1)
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
-    named = float(lower_value(problem, lower))
     # every candidate is a proven bound; "exact" is its theorem-certified optimum on
     # PSD/PSD and CND/CND pairs (else its TLB or spectral bound)
     bounds = {"sdp": sdp_bound, lower: named, "exact": exact_lower}

@@ -97,14 +97,28 @@ def test_a_loose_relaxation_is_reported_as_an_interval():
 
 
 @pytest.mark.parametrize("family", ["gram", "euclidean"])
-def test_equals_certified_exact_value_on_psd_and_cnd_pairs(family):
+def test_relaxation_alone_reaches_the_certified_exact_value(family, monkeypatch):
     C1, C2 = pair(family, 6, 0)
     ex = gwlite.gromov_wasserstein(C1, C2, method="exact")
     assert ex.certified  # Theorem 1: the permutation optimum is GW
-    res = gwlite.gromov_wasserstein(C1, C2, method="sdp")
     scale = max(np.abs(C1).max(), np.abs(C2).max()) ** 2
+    # with it, the answer is certified at once (exact's theorem-backed bound)
+    quick = gwlite.gromov_wasserstein(C1, C2, method="sdp")
+    assert quick.certified and quick.diagnostics["lower_kind"] == "exact"
+    assert quick.diagnostics["stop_reason"] == "certified by another bound"
+    # without exact's bound (and with the weakest sorting bound) the relaxation alone
+    # must reach the same value
+    real = sdp._first_candidates
+
+    def without_exact_bound(*args):
+        real(*args)
+        return -np.inf
+
+    monkeypatch.setattr(sdp, "_first_candidates", without_exact_bound)
+    res = gwlite.gromov_wasserstein(C1, C2, method="sdp", lower="mean_row")
+    assert res.diagnostics["lower_kind"] == "sdp" and res.certified
     assert res.lower <= ex.value + 1e-12 * scale
-    assert res.diagnostics["sdp_bound"] == pytest.approx(ex.value, abs=1e-5 * scale)
+    assert res.diagnostics["sdp_bound"] == pytest.approx(ex.value, abs=1e-6 * scale)
     assert res.upper == pytest.approx(ex.value, rel=1e-9)
 
 
