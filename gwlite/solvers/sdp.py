@@ -45,6 +45,7 @@ quadratic objectives. arXiv:2405.12762 (2024).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import time
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gwlite import _xp
-from gwlite.coupling import gw_cost, marginal_error, round_to_polytope
+from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
@@ -168,8 +169,7 @@ class _Incumbent:
         if round_first:
             plan = np.asarray(round_to_polytope(np.maximum(plan, 0.0), self.p, self.q))
         C1, C2 = _xp.detach(self.problem.C1), _xp.detach(self.problem.C2)
-        like = _xp.from_numpy(plan, C1)
-        cost = float(gw_cost(C1, C2, like, self.problem.loss_fun))
+        cost = float(gw_cost(C1, C2, _support_of(plan, C1), self.problem.loss_fun))
         # a name offered again (the moment, once per chunk) keeps its cheapest plan
         if cost < self.costs.get(name, math.inf):
             self.costs[name], self.plans[name] = cost, plan
@@ -400,9 +400,13 @@ def solve(
     C1, C2, p, q, rows, cols = _support(problem)
     _check_size(len(p) * len(q), limit)
     G0_host = _check_G0(G0, problem)
-    incumbent = _Incumbent(problem)
+    # the searches run without autograd; only the final price keeps the graph
+    plain = dataclasses.replace(
+        problem, **{k: _xp.detach(getattr(problem, k)) for k in ("C1", "C2", "p", "q")}
+    )
+    incumbent = _Incumbent(plain)
     exact_lower = _first_candidates(incumbent, G0_host, remaining)
-    named = float(lower_value(problem, lower))
+    named = _xp.as_float(lower_value(plain, lower))
     diagnostics: dict = {"solver": solver}
     if len(p) == 1 or len(q) == 1:
         # one coupling, p q^T: its cost is GW and no solver is needed
@@ -410,16 +414,16 @@ def solve(
         sdp_bound, converged = incumbent.cost, True
         diagnostics.update(status="trivial (one coupling)", stop_reason="trivial", iterations=0)
     else:
-        support = (C1, C2, p, q, rows, cols)
-        other = max(exact_lower, named)
-        run = _relax(problem, incumbent, support, solver, tol, remaining, other)
+        host = (C1, C2, p, q, rows, cols)
+        run = _relax(problem, incumbent, host, solver, tol, remaining, max(exact_lower, named))
         incumbent.offer("moment_rounded", run.x)
         incumbent.polish(["moment_rounded", "moment_vertex"], remaining)
         sdp_bound, converged = run.bound, run.stop in ("certified", "solver converged")
         diagnostics.update(_run_diagnostics(run))
     plan = incumbent.plan
     coupling = _xp.from_numpy(plan, problem.C1)
-    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
+    support = _support_of(plan, problem.C1)
+    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, support, problem.loss_fun), True)
     # every candidate is a proven bound; "exact" is its theorem-certified optimum on
     # PSD/PSD and CND/CND pairs (else its TLB or spectral bound)
     bounds = {"sdp": sdp_bound, lower: named, "exact": exact_lower}
@@ -452,6 +456,13 @@ def solve(
         time_s=0.0,
         diagnostics=diagnostics,
     )
+
+
+def _support_of(plan: np.ndarray, like) -> SparseCoupling:
+    """``plan`` by its non-zeros: a permutation is then priced by differences of
+    entries (no cancellation: isomorphic graphs cost exactly 0), a dense plan as usual."""
+    rows, cols = np.nonzero(plan)
+    return SparseCoupling(rows, cols, _xp.from_numpy(plan[rows, cols], like), plan.shape)
 
 
 def _host(a) -> np.ndarray:

@@ -23,7 +23,7 @@ from gwlite.solvers import _sdp_conic, _sdp_model, sdp
 pytestmark = pytest.mark.skipif(not sdp.available(), reason="needs gwlite[certify] (SCS)")
 
 LOSSES = ("square_loss", "abs_loss")
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def pair(family, n, seed):
@@ -65,7 +65,9 @@ def test_lower_below_every_coupling_and_above_tlb(family, n, seed, loss):
     assert res.lower <= best + 1e-12  # GW over couplings can be below it, never above
     assert res.lower <= min(costs) + 1e-12
     # the relaxation's own bound dominates TLB (in exact arithmetic; here up to tol)
-    assert res.diagnostics["sdp_bound"] >= tlb(C1, C2, loss=loss) - 1e-6
+    # when it ran to its end (not stopped because another bound already certified GW)
+    if res.diagnostics["stop_reason"] != "certified by another bound":
+        assert res.diagnostics["sdp_bound"] >= tlb(C1, C2, loss=loss) - 1e-6
     # upper is exactly the cost of the returned (feasible) coupling
     T = np.asarray(res.coupling)
     assert np.allclose(T.sum(1), 1 / n, atol=1e-12) and np.allclose(T.sum(0), 1 / n, atol=1e-12)
@@ -240,7 +242,8 @@ def test_solved_bound_below_couplings_and_above_tlb(inst):
     assert res.lower <= res.upper
     assert res.upper == pytest.approx(gw_cost_dense(C1, C2, T, loss), rel=1e-9, abs=1e-12)
     scale = max(np.abs(C1).max(), np.abs(C2).max()) ** r
-    assert res.diagnostics["sdp_bound"] >= tlb(C1, C2, p, q, loss) - 1e-5 * scale
+    if res.diagnostics["stop_reason"] in ("certified", "solver converged", "stalled"):
+        assert res.diagnostics["sdp_bound"] >= tlb(C1, C2, p, q, loss) - 1e-5 * scale
 
 
 def test_trace_bound_holds_for_couplings():
