@@ -133,7 +133,7 @@ def test_checks_catch_a_wrong_sdp_bound_and_a_false_certificate():
     assert "sdp" in runs and runs["sdp"].error is None
     assert all(c.passed for c in check_instance(C1, C2, "square_loss", runs).checks)
     runs["sdp"].lower = runs["sdp"].upper + 0.05  # above a coupling's cost
-    runs["sdp"].diagnostics["sdp_bound"] = -1.0  # below TLB
+    runs["sdp"].diagnostics.update(sdp_bound=-1.0, stop_reason="certified")  # below TLB
     runs["sdp"].certified = True
     runs["sdp"].upper += 0.1  # and a gap wider than tol
     failed = {c.name for c in check_instance(C1, C2, "square_loss", runs).checks if not c.passed}
