@@ -82,8 +82,8 @@ def atlas(
     --------
     >>> from gwlite.datasets import atlas
     >>> data = atlas()
-    >>> len(data), data.names[0], data.sizes.max()
-    (1252, 'G1', np.int64(7))
+    >>> len(data), data.names[0], int(data.sizes.max())
+    (1252, 'G1', 7)
     """
     from gwlite.graphs import from_networkx
 

@@ -102,10 +102,11 @@ def pairwise(
     Examples
     --------
     >>> import numpy as np, gwlite
-    >>> paths = [np.abs(np.subtract.outer(np.arange(n), np.arange(n))) for n in (3, 3, 4)]
-    >>> res = gwlite.pairwise(paths, engine=1, progress=False)
-    >>> res.lower[0, 1], res.upper[0, 1], bool(res.certified[0, 1])  # the same path twice
-    (0.0, 0.0, True)
+    >>> points = [np.array([0.0, 1, 3]), np.array([3.0, 1, 0]), np.array([0.0, 1, 4])]
+    >>> lines = [np.abs(np.subtract.outer(x, x)) for x in points]
+    >>> res = gwlite.pairwise(lines, engine=1, progress=False)
+    >>> float(res.upper[0, 1]), bool(res.certified[0, 1])  # the same space, relabelled
+    (0.0, True)
     >>> bool(res.lower[0, 2] <= res.upper[0, 2]), res.upper.shape
     (True, (3, 3))
     """

@@ -130,10 +130,11 @@ class PairwiseResult:
         Examples
         --------
         >>> import numpy as np, gwlite
-        >>> spaces = [np.array([[0., d], [d, 0.]]) for d in (1.0, 1.1, 3.0)]
-        >>> nb = gwlite.pairwise(spaces, engine=1, progress=False).knn(1)
+        >>> points = [np.array([0.0, 1, 3]), np.array([3.0, 1, 0]), np.array([0.0, 1, 4])]
+        >>> lines = [np.abs(np.subtract.outer(x, x)) for x in points]
+        >>> nb = gwlite.pairwise(lines, engine=1, progress=False).knn(1)
         >>> nb.indices[:, 0].tolist(), nb.proven[:, 0].tolist()
-        ([1, 0, 1], [True, True, True])
+        ([1, 0, 0], [True, True, False])
         """
         n = self.n_spaces
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n - 1:
