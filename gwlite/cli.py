@@ -90,6 +90,7 @@ def _run_distance(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gwlite`` argument parser, with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="gwlite",
         description="Gromov-Wasserstein distances with proven bounds: every number printed "
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gwlite`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
