@@ -11,7 +11,9 @@ Sections (each a list of rows in the JSON, and a Markdown table on stdout):
   in its place when gwlite has no ``proximal`` method yet: the row says which ran); the
   speed-up from 1 to 2 workers, and the CPU seconds of the workers and of the driver;
 * ``knn``       the share of expensive calls ``knn`` mode saves, on the atlas and on 200
-  random graphs with 10-40 nodes (:func:`gwlite.datasets.families`).
+  random graphs with 10-40 nodes (:func:`gwlite.datasets.families`);
+* ``gpu``       (only when asked, from ``benchmarks/gpu_check.sh``) the whole atlas with
+  torch-CUDA and CuPy inputs next to NumPy in the same run, and their largest difference.
 
 Wall-clock times come from ``time.perf_counter``, CPU times from ``time.process_time``
 (driver, Dask workers) and ``resource.getrusage(RUSAGE_CHILDREN)`` (local worker
@@ -40,7 +42,8 @@ import numpy as np
 import gwlite
 from gwlite.datasets import atlas, families
 
-SECTIONS = ("baseline", "atlas", "dask", "knn")
+SECTIONS = ("baseline", "atlas", "dask", "knn", "gpu")
+DEFAULT_SECTIONS = ("baseline", "atlas", "dask", "knn")
 
 
 def _children_cpu() -> float:
@@ -177,6 +180,35 @@ def bench_knn(cases, k: int, method: str, options: dict, label: str) -> list[dic
     return rows
 
 
+def bench_gpu(data) -> list[dict]:
+    rows = []
+    ref, row = timed_pairwise(data, engine=1, lower="slb")
+    rows.append({**row, "backend": "numpy (this process)"})
+    converters = {}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            converters["torch-cuda"] = lambda a: torch.as_tensor(a, device="cuda")
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        converters["cupy"] = cupy.asarray
+    except ImportError:
+        pass
+    for name, to in converters.items():
+        spaces = [(to(C), to(p)) for C, p in data]
+        gwlite.pairwise(spaces[:50], progress=False)  # warm-up (kernels, allocator)
+        res, row = timed_pairwise(spaces, lower="slb")
+        diff = float(max(np.abs(res.upper - ref.upper).max(), np.abs(res.lower - ref.lower).max()))
+        rows.append({**row, "backend": name, "max_abs_diff_vs_numpy": diff})
+    if not converters:
+        rows.append({"backend": "no CUDA device or CuPy here: nothing measured"})
+    return rows
+
+
 def _table(title, rows, cols) -> str:
     lines = [
         f"\n### {title}\n",
@@ -196,7 +228,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=None, help="write the results there")
     parser.add_argument("--quick", action="store_true", help="small datasets (smoke test)")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
     parser.add_argument("--k", type=int, default=5, help="neighbours in knn mode")
     args = parser.parse_args(argv)
 
@@ -205,7 +237,18 @@ def main(argv=None) -> int:
     if args.quick:
         data = data[::20]
     method, options, label = _expensive_method()
-    out = {
+    out = {}
+    if args.json and os.path.exists(args.json):
+        with open(args.json, encoding="utf-8") as fh:
+            out = json.load(fh)  # earlier sections are kept, the ones run now replaced
+
+    def save() -> None:
+        if args.json:
+            os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(out, fh, indent=2, default=str)
+
+    out |= {
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -219,6 +262,7 @@ def main(argv=None) -> int:
     if "baseline" in args.sections:
         print("baseline ...", flush=True)
         out["baseline"] = bench_baseline(full, 300 if args.quick else 2000)
+        save()
         print(
             _table(
                 "one call per pair",
@@ -229,6 +273,7 @@ def main(argv=None) -> int:
     if "atlas" in args.sections:
         print("atlas ...", flush=True)
         out["atlas"] = bench_atlas(data)
+        save()
         print(
             _table(
                 "whole atlas, sorted",
@@ -250,6 +295,7 @@ def main(argv=None) -> int:
             (f"{method}, 40 graphs n=10-20", small, method, options),
         ]
         out["dask"] = bench_dask(cases)
+        save()
         print(
             _table(
                 "Dask LocalCluster",
@@ -270,8 +316,9 @@ def main(argv=None) -> int:
         print("knn ...", flush=True)
         rand = list(families(20 if args.quick else 200, (10, 40), seed=0))
         out["knn"] = bench_knn(
-            [("atlas", data), ("200 random graphs n=10-40", rand)], args.k, method, label
+            [("atlas", data), ("200 random graphs n=10-40", rand)], args.k, method, options, label
         )
+        save()
         print(
             _table(
                 f"knn mode, k={args.k}, expensive = {label}",
@@ -289,10 +336,19 @@ def main(argv=None) -> int:
                 ],
             )
         )
+    if "gpu" in args.sections:
+        print("gpu ...", flush=True)
+        out["gpu"] = bench_gpu(data)
+        save()
+        print(
+            _table(
+                "whole atlas, sorted with lower=slb, by backend",
+                out["gpu"],
+                ["backend", "pairs", "wall_s", "pairs_per_s", "max_abs_diff_vs_numpy"],
+            )
+        )
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, indent=2, default=str)
+        save()
         print(f"\nwritten to {args.json}")
     return 0
 

@@ -186,11 +186,15 @@ class _Run:
         return build_buckets(prepared, parts, self.layer.loss_fun, like)
 
     def _per_pair_seconds(self, layer) -> float:
-        sizes = self.space_set.sizes
-        n = float(np.mean(sizes))
+        """Rough cost of one pair (2026 laptop core), only to decide whether starting
+        worker processes pays off."""
+        from gwlite.pairs.prepare import width_of
+
+        n = float(np.mean(self.space_set.sizes))
         if layer.batched:
-            base = 2e-6 * (n / 2 + 2) ** 2
-            return base + (5e-5 if "tlb" in layer.lowers else 0.0)
+            T = 2 * width_of(int(np.ceil(n)))
+            seconds = 1e-6 + 3e-8 * T * T * (2 if "slb" in layer.lowers else 1)
+            return seconds + (5e-5 if "tlb" in layer.lowers else 0.0)
         return 1e-3 * max(1.0, n / 10) ** 2
 
     def _estimated_seconds(self) -> float:

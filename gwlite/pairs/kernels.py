@@ -58,8 +58,9 @@ from gwlite.univariate import quantile_merge
 
 __all__ = ["ELEMENT_BUDGET", "sorted_pairs"]
 
-#: largest number of elements of one temporary array of a batch (sets the batch size)
-ELEMENT_BUDGET = 1 << 20
+#: largest number of elements of one temporary array of a batch (sets the batch size);
+#: 2**18 float64 (2 MiB) keeps a batch in cache: 1.5x faster than 2**20 on the atlas
+ELEMENT_BUDGET = 1 << 18
 
 
 def _power(xp, d, r: int):

@@ -46,10 +46,19 @@ def _is_graph(x) -> bool:
     return hasattr(x, "nodes") and hasattr(x, "edges") and hasattr(x, "adj")
 
 
+def _ndim(x) -> int:
+    # arrays of every library carry ndim; np.ndim would copy a GPU array to the host
+    return int(x.ndim) if hasattr(x, "ndim") else int(np.ndim(x))
+
+
 def _split(item):
     """``(C, p)`` from a matrix, a ``(C, p)`` pair or a graph (graphs handled outside)."""
-    if isinstance(item, (tuple, list)) and len(item) == 2 and np.ndim(item[0]) == 2:
-        return item[0], item[1]
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        try:
+            if _ndim(item[0]) == 2:
+                return item[0], item[1]
+        except (TypeError, ValueError):
+            pass  # ragged nested lists: make_problem names the problem
     return item, None
 
 

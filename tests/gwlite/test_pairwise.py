@@ -19,6 +19,8 @@ from gwlite.pairs import knn as knn_mod
 from gwlite.pairs.result import PairwiseResult
 
 QUIET = {"engine": 1, "progress": False}
+# POT's CG cycles for thousands of iterations on a few small pairs: a cap keeps tests fast
+CG = {"max_iter": 200}
 
 
 def small_graphs():
@@ -193,8 +195,8 @@ def two_families():
 def test_knn_mode_saves_calls_and_keeps_the_lists(two_families):
     spaces = two_families
     k = 2
-    pruned = gwlite.pairwise(spaces, method="cg", knn=k, **QUIET)
-    full = gwlite.pairwise(spaces, method="cg", **QUIET)
+    pruned = gwlite.pairwise(spaces, method="cg", knn=k, **CG, **QUIET)
+    full = gwlite.pairwise(spaces, method="cg", **CG, **QUIET)
     cheap = gwlite.pairwise(spaces, method="sorted", **QUIET)
     assert 0 < pruned.saved < pruned.n_pairs
     assert pruned.diagnostics["saved"] == pruned.saved
@@ -227,7 +229,6 @@ def test_knn_rounds_select_the_smallest_upper_bounds():
     upper = np.array([[0, 1, 5, 3], [1, 0, 2, 9], [5, 2, 0, 4], [3, 9, 4, 0.0]])
     need = np.triu(np.ones((4, 4), dtype=bool), 1)
     pick = knn_mod.select_round(need, upper, 1)
-    assert sorted(zip(*np.nonzero(pick))) == [(0, 1), (1, 2), (0, 3)][:2] + [(0, 3)] or True
     chosen = {tuple(x) for x in zip(*np.nonzero(pick))}
     assert chosen == {(0, 1), (1, 2), (0, 3)}  # each space's closest: 0->1, 1->0, 2->1, 3->0
 
@@ -297,9 +298,9 @@ def test_a_foreign_zarr_store_is_refused(tmp_path):
 
 def test_knn_mode_resumes_from_a_full_run(tmp_path, two_families):
     path = tmp_path / "k.zarr"
-    gwlite.pairwise(two_families, method="cg", store=path, **QUIET)
-    pruned = gwlite.pairwise(two_families, method="cg", knn=2, store=path, **QUIET)
-    direct = gwlite.pairwise(two_families, method="cg", knn=2, **QUIET)
+    gwlite.pairwise(two_families, method="cg", store=path, **CG, **QUIET)
+    pruned = gwlite.pairwise(two_families, method="cg", knn=2, store=path, **CG, **QUIET)
+    direct = gwlite.pairwise(two_families, method="cg", knn=2, **CG, **QUIET)
     assert pruned.diagnostics["pairs_from_store"] == pruned.n_evaluated  # nothing rerun
     for name in ("lower", "upper", "certified", "evaluated"):
         assert np.array_equal(getattr(pruned, name), getattr(direct, name))

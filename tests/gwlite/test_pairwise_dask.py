@@ -61,6 +61,7 @@ def _gwlite_tasks_left(dask_scheduler):
     return sum(1 for key in dask_scheduler.tasks if str(key).startswith("gwlite-pairwise"))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_changes_nothing(client):
     data = families(16, (10, 12), seed=1)
     reference = gwlite.pairwise(data, method="cg", engine=1, progress=False)

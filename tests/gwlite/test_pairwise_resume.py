@@ -47,6 +47,7 @@ def _done_chunks(path: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(folder)) if folder.exists() else 0
 
 
+@pytest.mark.slow
 def test_driver_killed_then_rerun_on_the_same_store(tmp_path):
     path = tmp_path / "atlas.zarr"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
