@@ -12,7 +12,7 @@
 #   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh
 # The time limits add up to more than one 600 s call when every part runs long; to split
 # the work over two calls, name the parts: GPU_CHECK_SECTIONS="tests proximal" (parts:
-# tests, backends, proximal, gld; all by default).
+# tests, backends, proximal, gld, pairwise; all by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
@@ -52,8 +52,8 @@ if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then GPUFLAG=""; GLDFLAGS="--device cpu"; el
 if want tests; then
 section "GPU tests (CUDA and CuPy cases; skips are listed with their reason)"
 timeout 200 $PY -m pytest -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
-  tests/gwlite/test_backends.py tests/gwlite/test_proximal.py tests/fusion -m "gpu" 2>&1 \
-  | tee "$OUT/gpu_tests.txt" | tail -40
+  tests/gwlite/test_backends.py tests/gwlite/test_pairwise_kernels.py tests/gwlite/test_proximal.py \
+  tests/fusion -m "gpu" 2>&1 | tee "$OUT/gpu_tests.txt" | tail -40
 fi
 
 if want backends; then
@@ -73,6 +73,12 @@ if want gld; then
 section "benchmark: GLD loss forward+backward vs torch.topk and a naive GLD"
 timeout 150 $PY benchmarks/bench_gld.py $GLDFLAGS --json "$OUT/bench_gld.json" 2>&1 \
   | tee "$OUT/bench_gld.md"
+fi
+
+if want pairwise; then
+section "benchmark: gwlite.pairwise on the whole atlas, torch-CUDA and CuPy next to NumPy"
+timeout 60 $PY benchmarks/bench_pairwise.py --sections gpu --json "$OUT/bench_pairwise_gpu.json" \
+  2>&1 | tee "$OUT/bench_pairwise_gpu.md"
 fi
 
 section done

@@ -15,6 +15,7 @@ from gwlite import graphs
 from gwlite.api import METHODS, gromov_wasserstein
 from gwlite.bounds import LOWER_BOUNDS
 from gwlite.errors import GWInputError, GWSolverError
+from gwlite.pairs.cli import register_cli as register_pairwise
 from gwlite.problem import LOSS_EXPONENTS
 from gwlite.verify import register_cli as register_verify
 
@@ -89,6 +90,7 @@ def _run_distance(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gwlite`` argument parser, with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="gwlite",
         description="Gromov-Wasserstein distances with proven bounds: every number printed "
@@ -99,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_distance(sub)
     register_verify(sub)
+    register_pairwise(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gwlite`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gwlite.solvers import auto, exact, pot, proximal, sorting
+from gwlite.solvers import auto, exact, pot, proximal, sdp, sorting
 
 SOLVERS: dict[str, Callable] = {
     "auto": auto.solve,
@@ -17,6 +17,7 @@ SOLVERS: dict[str, Callable] = {
     "entropic": pot.solve_entropic,
     "exact": exact.solve,
     "proximal": proximal.solve,
+    "sdp": sdp.solve,
 }
 
 __all__ = ["SOLVERS"]

@@ -14,7 +14,8 @@ interval is certified or the budget is spent:
 4. ``exact``: branch and bound over permutations when :math:`n = m \le 32` with
    uniform weights (certified when its theorem applies, else a permutation optimum
    and a spectral bound);
-5. ``sdp``: the semidefinite relaxation when it is installed and the problem small.
+5. ``sdp``: the semidefinite relaxation (:mod:`gwlite.solvers.sdp`) when its conic
+   solver is installed and :math:`nm \le 64`, from the best plan so far.
 
 ``value`` is the GW cost of the best plan (what ``ot.gromov.gromov_wasserstein2``
 reports), ``lower``/``upper`` the best proven bounds and ``coupling`` the best plan;
@@ -36,14 +37,15 @@ from gwlite.result import GWResult
 from gwlite.solvers import _operators, exact, proximal
 from gwlite.solvers._common import clamp_lower, is_certified, lower_value
 
-__all__ = ["DEFAULT_RTOL", "DEFAULT_TIME_LIMIT", "SDP_MAX_NODES", "solve"]
+__all__ = ["DEFAULT_RTOL", "DEFAULT_TIME_LIMIT", "SDP_MAX_ENTRIES", "solve"]
 
 #: seconds for the whole call when no ``time_limit`` is given
 DEFAULT_TIME_LIMIT = 10.0
 #: stop once ``(upper - lower) <= rtol * upper``
 DEFAULT_RTOL = 1e-6
-#: the SDP stage runs when ``max(n, m)`` is at most this
-SDP_MAX_NODES = 12
+#: the SDP stage runs when ``n * m`` is at most this: the relaxation then takes about a
+#: second (median; up to tens of seconds, always cut at the time limit) on two cores
+SDP_MAX_ENTRIES = 64
 # share of the remaining time each stage may use (the proximal stage leaves room for
 # the exact and SDP stages only when they will run)
 _TLB_SHARE = 0.25
@@ -247,7 +249,7 @@ def _plan_stages(problem: GWProblem, lower) -> list[str]:
     stages.append("proximal")
     if problem.n == problem.m and problem.uniform and problem.n <= exact.MAX_N:
         stages.append("exact")
-    if max(problem.n, problem.m) <= SDP_MAX_NODES:
+    if problem.n * problem.m <= SDP_MAX_ENTRIES:
         stages.append("sdp")
     return stages
 
@@ -289,7 +291,7 @@ class _Context:
         """Whether the exact or SDP stage will still want time after this one."""
         problem = self.problem
         exact_runs = problem.n == problem.m and problem.uniform and problem.n <= exact.MAX_N
-        return exact_runs or max(problem.n, problem.m) <= SDP_MAX_NODES
+        return exact_runs or problem.n * problem.m <= SDP_MAX_ENTRIES
 
 
 def _stage_sorted(ctx: _Context) -> dict:
@@ -365,7 +367,7 @@ def _stage_exact(ctx: _Context) -> dict:
     problem, best, left = ctx.problem, ctx.best, ctx.left
     if problem.n > exact.DEFAULT_MAX_N and left < 1.0:
         return {"skipped": "too little time for the search"}
-    budget = _EXACT_SHARE * left if max(problem.n, problem.m) <= SDP_MAX_NODES else left
+    budget = _EXACT_SHARE * left if problem.n * problem.m <= SDP_MAX_ENTRIES else left
     res = exact.solve(problem, time_limit=max(budget, _MIN_STAGE_S), lower="tlb")
     best.offer_plan(res.upper, res.coupling, "exact", res.marginal_error)
     kind = res.diagnostics.get("lower_kind", "")
