@@ -31,13 +31,14 @@ def test_auto_is_the_default_method():
     res = gwlite.gromov_wasserstein(C1, C2, **QUICK)
     assert res.method == "auto"
     d = res.diagnostics
-    assert d["upper_by"] in ("sorted", "proximal") and d["lower_by"] in ("mean_row", "tlb")
+    assert d["upper_by"] in ("sorted", "proximal", "exact", "sdp")
+    assert d["lower_by"] in ("mean_row", "tlb", "sdp") or d["lower_by"].startswith("exact")
     assert [s["stage"] for s in d["stages"]][:2] == ["sorted", "tlb"]
     assert all(s["time_s"] >= 0 for s in d["stages"])
     assert d["value_sorted"] == pytest.approx(gwlite.lower_bound(C1, C2))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(max_n=6), st.sampled_from(["square_loss", "abs_loss"]), st.integers(0, 99))
 def test_lower_never_exceeds_a_coupling_we_can_build(instance, loss_fun, seed):
     C1, C2, p, q = instance
@@ -56,7 +57,7 @@ def test_lower_never_exceeds_a_coupling_we_can_build(instance, loss_fun, seed):
     assert res.lower <= res.upper
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(min_n=2, max_n=6, same_size=True))
 def test_lower_below_the_best_permutation(instance):
     C1, C2, _, _ = instance
@@ -119,9 +120,10 @@ def test_torch_inputs_give_tensors():
     C2, _ = generate("euclidean", 6, seed=3)
     res = gwlite.gromov_wasserstein(torch.tensor(C1), torch.tensor(C2), **QUICK)
     assert torch.is_tensor(res.coupling)
-    ref = gwlite.gromov_wasserstein(C1, C2, **QUICK)
-    assert res.lower == pytest.approx(ref.lower, rel=1e-9)
     assert res.upper == pytest.approx(gw_cost_dense(C1, C2, res.coupling.numpy()), rel=1e-9)
+    # the stages before the (time-limited) SDP give the same bounds on both backends
+    assert res.lower >= gwlite.lower_bound(C1, C2, lower="tlb") - 1e-12
+    assert res.lower <= res.upper
 
 
 def test_unequal_weighted_graphs_stay_within_budget():
@@ -177,6 +179,7 @@ def test_sdp_stage_keeps_the_better_bound(monkeypatch):
     rng = np.random.default_rng(5)
     A, B = rng.random((6, 6)), rng.normal(size=(6, 6))
     C1, C2 = (A + A.T) / 2, (B + B.T) / 2
+    monkeypatch.setattr(auto, "_sdp", lambda: None)
     without = gwlite.gromov_wasserstein(C1, C2, time_limit=5.0)
     monkeypatch.setattr(auto, "_sdp", lambda: _fake_sdp([], 1e6))  # a useless bound
     res = gwlite.gromov_wasserstein(C1, C2, time_limit=5.0)
