@@ -70,11 +70,14 @@ def detach(x: Any) -> Any:
 
 
 def compute_dtype(xp, dtype):
-    """Floating dtype to compute in: float64 for integers/bools, float32 for half types."""
+    """Floating dtype to compute in: float64 for integers, bools and long doubles, float32 for
+    half types, the dtype itself otherwise."""
     if xp.isdtype(dtype, ("integral", "bool")):
         return xp.float64
     if dtype in (xp.float32, xp.float64):
         return dtype
+    if xp.finfo(dtype).bits > 64:
+        return xp.float64  # long double: the widest dtype every backend computes in
     # float16 / bfloat16 (torch) have too little precision for sums of n^2 terms
     return xp.float32
 

@@ -3,32 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import time
 
-from gwlite.bounds import LOWER_BOUNDS
 from gwlite.errors import GWInputError
 from gwlite.problem import make_problem
 from gwlite.result import GWResult
 from gwlite.solvers import SOLVERS
+from gwlite.solvers._common import check_options
 
-__all__ = ["gromov_wasserstein", "METHODS"]
+__all__ = ["gromov_wasserstein", "METHODS", "method_options"]
 
 METHODS = tuple(SOLVERS)
 
 
-def _check_options(method: str, solver, options: dict) -> None:
-    accepted = [name for name in inspect.signature(solver).parameters if name != "problem"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise GWInputError(
-            f"unknown option(s) {unknown} for method={method!r}; it accepts {accepted}"
-        )
-    # checked before any work: a bad name must not surface after a long solve
-    if "lower" in options and options["lower"] not in LOWER_BOUNDS:
-        raise GWInputError(
-            f"unknown lower bound {options['lower']!r}; choose one of {list(LOWER_BOUNDS)}"
-        )
+def _solver(method: str):
+    if not isinstance(method, str) or method not in SOLVERS:
+        raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
+    return SOLVERS[method]
+
+
+def method_options(method: str) -> dict:
+    """The options ``method`` accepts, with their defaults (``{name: default}``).
+
+    >>> from gwlite.api import method_options
+    >>> sorted(method_options("sorted"))
+    ['diagnostics', 'lower', 'return_coupling']
+    """
+    params = inspect.signature(_solver(method)).parameters
+    return {name: par.default for name, par in params.items() if name != "problem"}
+
+
+def _preload(method: str, options: dict) -> None:
+    """Import what the call will import on use (a solver's ``imports``, POT for TLB)
+    before the clock starts: POT's first import takes about a second and is not part
+    of the computation."""
+    modules = set(getattr(SOLVERS[method], "imports", ()))
+    if options.get("lower", method_options(method).get("lower")) == "tlb":
+        modules.add("ot")
+    for name in sorted(modules):
+        importlib.import_module(name)
 
 
 def gromov_wasserstein(
@@ -76,7 +91,11 @@ def gromov_wasserstein(
     Raises
     ------
     GWInputError
-        Invalid inputs or options (a ``ValueError``).
+        Invalid inputs or options (a ``ValueError``), always before any work; see the
+        input contract in the user guide.
+    GWSolverError
+        A solver failed numerically (e.g. an entropic ``epsilon`` too small for POT's
+        Sinkhorn iterations).
 
     Examples
     --------
@@ -89,12 +108,10 @@ def gromov_wasserstein(
     >>> gwlite.gromov_wasserstein(K2, np.eye(2), method="cg").upper  # beats both permutations (1.0)
     0.5
     """
-    if method not in SOLVERS:
-        raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
-    solver = SOLVERS[method]
-    _check_options(method, solver, options)
-    if method in ("cg", "entropic"):
-        import ot  # noqa: F401  (POT's first import takes ~1 s: keep it off the clock)
+    solver = _solver(method)
+    # every option is checked before any work: a bad value must not surface after a solve
+    options = check_options(method, solver, options, method_options(method))
+    _preload(method, options)
     start = time.perf_counter()
     problem = make_problem(C1, C2, p, q, loss_fun, symmetric=options.get("symmetric"))
     result = solver(problem, **options)

@@ -68,7 +68,7 @@ def test_batched_equals_loop():
 
 
 def test_rejects_p_below_one():
-    with pytest.raises(ValueError, match="p must be >= 1"):
+    with pytest.raises(ValueError, match="p must be a finite number >= 1"):
         wasserstein_1d(np.zeros(2), np.zeros(2), p=0.5)
 
 
