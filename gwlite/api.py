@@ -7,6 +7,7 @@ import importlib
 import inspect
 import time
 
+from gwlite import _xp
 from gwlite.errors import GWInputError
 from gwlite.problem import make_problem
 from gwlite.result import GWResult
@@ -35,10 +36,11 @@ def method_options(method: str) -> dict:
     return {name: par.default for name, par in params.items() if name != "problem"}
 
 
-def _preload(method: str, options: dict) -> None:
-    """Import what the call will import on use (a solver's ``imports``, POT for TLB)
-    before the clock starts: POT's first import takes about a second and is not part
-    of the computation."""
+def _preload(method: str, options: dict, *arrays) -> None:
+    """Import what the call will import on use (a solver's ``imports``, POT for TLB, the
+    array-api-compat wrapper of the inputs' library) before the clock starts: POT's
+    first import takes about a second and is not part of the computation."""
+    _xp.load_namespaces(*arrays)
     modules = set(getattr(SOLVERS[method], "imports", ()))
     if options.get("lower", method_options(method).get("lower")) == "tlb":
         modules.add("ot")
@@ -81,7 +83,13 @@ def gromov_wasserstein(
         ``"exact"``: branch and bound over permutations (small problems).
     loss_fun : {"square_loss", "abs_loss"}
     **options
-        Method-specific options (see :mod:`gwlite.solvers`); unknown names raise.
+        Method-specific options, each checked before any work (unknown names and bad
+        values raise; :func:`method_options` lists a method's options). Among them,
+        ``lower`` picks the proven lower bound reported as ``lower``: ``"mean_row"``
+        (the closed form, default of the sorted and POT methods), ``"flb"``, ``"slb"``,
+        ``"tlb"`` (Memoli's bounds; TLB dominates the others, default of ``"exact"``)
+        or ``"rank_one"`` (:func:`gwlite.rank_one_bounds`). ``return_coupling=False``
+        skips the coupling.
 
     Returns
     -------
@@ -111,7 +119,7 @@ def gromov_wasserstein(
     solver = _solver(method)
     # every option is checked before any work: a bad value must not surface after a solve
     options = check_options(method, solver, options, method_options(method))
-    _preload(method, options)
+    _preload(method, options, C1, C2)
     start = time.perf_counter()
     problem = make_problem(C1, C2, p, q, loss_fun, symmetric=options.get("symmetric"))
     result = solver(problem, **options)

@@ -101,9 +101,10 @@ def _graph_settings(args) -> dict:
     """How graphs become matrices; refused when every input is a matrix already."""
     given = [flag for dest, flag in GRAPH_FLAGS.items() if getattr(args, dest) not in (None, False)]
     if given and all(_is_matrix_file(x) for x in (args.A, args.B)):
+        verb = "describes" if len(given) == 1 else "describe"
         raise GWInputError(
-            f"{', '.join(given)} describe how a graph becomes a matrix, but both inputs are "
-            ".npy matrices, used as given; drop the option(s)"
+            f"{', '.join(given)} {verb} how a graph becomes a matrix, but both inputs are "
+            ".npy matrices, used as given; drop the option"
         )
     return {
         "kind": args.kind or "adjacency",

@@ -149,6 +149,8 @@ def _numeric_numpy(a: np.ndarray, name: str) -> np.ndarray:
             "what you mean"
         )
     if kind == "O":
+        if any(v is None for v in a.flat):
+            raise GWInputError(f"{name} has dtype object with None entries; pass numbers")
         try:
             converted = a.astype(np.float64)
         except (TypeError, ValueError) as err:

@@ -67,8 +67,10 @@ def _report(request):
     lines = [f"gwlite fuzz: {total} generated cases"] + [
         f"  {key}: {count}" for key, count in sorted(OUTCOMES.items())
     ]
-    if reporter is not None:
-        reporter.write_line("\n".join(lines))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\n" + "\n".join(lines))
 
 
 def _record(test: str, out) -> None:
@@ -92,8 +94,9 @@ def _in_band(top: float) -> bool:
 
 
 # ---------------------------------------------------------------- options
-def make_g0(rng, n: int, m: int, p, q):
-    kind = pick(rng, ["none"] * 4 + ["product", "shape", "nan", "mass", "negative", "list"])
+def make_g0(rng, n: int, m: int, p, q, clean=False):
+    bad = [] if clean else ["shape", "nan", "mass", "negative"]
+    kind = pick(rng, ["none"] * 4 + ["product", "list"] + bad)
     if kind == "none" or p is None or q is None:
         return None, None
     P = np.outer(p, q)
@@ -115,14 +118,17 @@ def make_g0(rng, n: int, m: int, p, q):
 _DEFAULT = object()
 
 
-def make_options(rng, method: str, n: int, m: int, p, q, scale: float):
-    """Options for ``method``: a dict and the reason it must be refused (or None)."""
+def make_options(rng, method: str, n: int, m: int, p, q, scale: float, clean=False):
+    """Options for ``method``: a dict and the reason it must be refused (or None).
+
+    ``clean``: valid options only.
+    """
     options, bad = {}, []
 
     def maybe(name, valid, invalid=(), default_weight=None):
         weight = 2 * len(valid) + 1 if default_weight is None else default_weight
         choices = [(None, _DEFAULT)] * weight + [(None, v) for v in valid]
-        choices += [(f"{name}={v!r}", v) for v in invalid]
+        choices += [] if clean else [(f"{name}={v!r}", v) for v in invalid]
         reason, value = pick(rng, choices)
         if value is not _DEFAULT:
             options[name] = value
@@ -133,7 +139,7 @@ def make_options(rng, method: str, n: int, m: int, p, q, scale: float):
     if method == "sorted":
         maybe("diagnostics", [True, False])
     if method in ("cg", "entropic"):
-        G0, reason = make_g0(rng, n, m, p, q)
+        G0, reason = make_g0(rng, n, m, p, q, clean)
         if G0 is not None:
             options["G0"] = G0
             bad.append(reason)
@@ -154,7 +160,7 @@ def make_options(rng, method: str, n: int, m: int, p, q, scale: float):
     if method == "exact":
         maybe("time_limit", [0.05, 1.0], [-1.0, 0.0, "1s", float("nan")])
         maybe("max_nodes", [0, 10], [-1, 1.5])
-    if rng.integers(30) == 0:
+    if not clean and rng.integers(30) == 0:
         options["max_iterations"] = 3  # a misspelt option
         bad.append("unknown option")
     return options, _first_bad(*bad)
@@ -180,7 +186,8 @@ def gw_cases(draw, methods, max_n=6):
     loss = pick(rng, ["square_loss"] * (9 if pot else 2) + ["abs_loss"])
     known = A.host is not None and B.host is not None
     scale = min(_top([A.host, B.host]), 1e150) ** 2 if known else 1.0
-    options, bad_option = make_options(rng, method, A.n, B.n, p.host, q.host, scale)
+    clean = mode == "valid" and rng.random() < 0.7
+    options, bad_option = make_options(rng, method, A.n, B.n, p.host, q.host, scale, clean)
     return A, B, p, q, method, loss, options, _first_bad(A.bad, B.bad, p.bad, q.bad, bad_option)
 
 
