@@ -90,14 +90,15 @@ def _mean_row_bound(problem: GWProblem, check: bool = False):
         s2 = mean_row_features(problem.C2, problem.q)
     if check:
         s1, s2 = checked_features(problem, s1, s2)
-    return wasserstein_1d(s1, s2, *_weights_or_none(problem), p=problem.exponent)
+    # validated inputs: the 1-D solver's own checks would only repeat them
+    return wasserstein_1d(s1, s2, *_weights_or_none(problem), p=problem.exponent, check=False)
 
 
 def _flb(problem: GWProblem):
     xp, r = problem.xp, problem.exponent
     e1 = _eccentricities(xp, problem.C1, problem.p, r)
     e2 = _eccentricities(xp, problem.C2, problem.q, r)
-    return wasserstein_1d(e1, e2, *_weights_or_none(problem), p=r)
+    return wasserstein_1d(e1, e2, *_weights_or_none(problem), p=r, check=False)
 
 
 def _slb(problem: GWProblem):
@@ -106,10 +107,10 @@ def _slb(problem: GWProblem):
     u = xp.reshape(problem.C1, batch + (-1,))
     v = xp.reshape(problem.C2, batch + (-1,))
     if problem.uniform and problem.n == problem.m:
-        return wasserstein_1d(u, v, p=problem.exponent)
+        return wasserstein_1d(u, v, p=problem.exponent, check=False)
     pp = xp.reshape(problem.p[..., :, None] * problem.p[..., None, :], batch + (-1,))
     qq = xp.reshape(problem.q[..., :, None] * problem.q[..., None, :], batch + (-1,))
-    return wasserstein_1d(u, v, pp, qq, p=problem.exponent)
+    return wasserstein_1d(u, v, pp, qq, p=problem.exponent, check=False)
 
 
 def row_distribution_costs(problem: GWProblem):
@@ -119,7 +120,9 @@ def row_distribution_costs(problem: GWProblem):
     if not problem.uniform:
         # each row has its own order, hence its own cumulative weights: one batch per row
         rows = [
-            wasserstein_1d(xp.broadcast_to(C1[i, :], (problem.m, problem.n)), C2, p, q, p=r)
+            wasserstein_1d(
+                xp.broadcast_to(C1[i, :], (problem.m, problem.n)), C2, p, q, p=r, check=False
+            )
             for i in range(problem.n)
         ]
         return xp.stack(rows, axis=0)

@@ -455,12 +455,20 @@ def checked_features(problem: GWProblem, s1, s2):
     :func:`check_range` does for the entries). Only when the features are too small to
     tell is the matrix itself read, so that the same inputs are refused by every bound.
     """
-    check_features(s1, "C1")
-    check_features(s2, "C2")
     xp = problem.xp
+    extremes = []
+    for s, name in ((s1, "C1"), (s2, "C2")):
+        s = _xp.detach(s)
+        hi, lo = float(xp.max(s)), float(xp.min(s))  # NaN and +-Inf propagate
+        if not (math.isfinite(hi) and math.isfinite(lo)):
+            raise GWInputError(
+                f"{name} has non-finite entries (NaN or Inf), or entries so large that "
+                "their weighted row sums overflow"
+            )
+        extremes += [hi, -lo]
     size = problem.n + problem.m
     dtype = s1.dtype
-    feature_top = max(_largest_abs(s1), _largest_abs(s2))
+    feature_top = max(extremes)
     if feature_top == 0 or _fits(xp.finfo(dtype), math.log2(feature_top), size):
         return s1, s2
     # the features bound nothing from below: judge small ones by the entries themselves

@@ -51,7 +51,7 @@ from gwlite.solvers._common import (
 
 #: the ``solver`` choices of POT's entropic GW
 ENTROPIC_SOLVERS = ("PGD", "PPA")
-#: default entropic regularisation, relative to the loss scale max(|C1|, |C2|)^2
+#: default entropic regularisation, relative to the loss scale ``max(|C1|, |C2|)**2``
 EPSILON_REL = 0.1
 
 
