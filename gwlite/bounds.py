@@ -348,6 +348,7 @@ def _refinement_keys(problem: GWProblem, s1, s2) -> tuple:
 
 
 def sorted_sparse_coupling(problem: GWProblem) -> SparseCoupling:
+    """The sorted coupling of a validated problem, in sparse form (see :func:`gwlite.sorted_coupling`)."""
     s1 = mean_row_features(problem.C1, problem.p)
     s2 = mean_row_features(problem.C2, problem.q)
     return monotone_coupling(

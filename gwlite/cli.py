@@ -176,6 +176,7 @@ def _run_distance(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gwlite`` argument parser, with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="gwlite",
         description="Gromov-Wasserstein distances with proven bounds: every number printed "
@@ -194,7 +195,10 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; every expected failure is one line on stderr and exit 2."""
+    """Run ``gwlite`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Every expected failure is one line on stderr and exit status 2.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -127,6 +127,7 @@ class GWProblem:
 
 
 def check_loss(loss_fun: str) -> str:
+    """Return ``loss_fun`` if it is a known loss, else raise :class:`~gwlite.GWInputError`."""
     if not isinstance(loss_fun, str) or loss_fun not in LOSS_EXPONENTS:
         raise GWInputError(f"unknown loss_fun {loss_fun!r}; choose one of {sorted(LOSS_EXPONENTS)}")
     return loss_fun

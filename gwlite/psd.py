@@ -192,12 +192,12 @@ class RankOneBounds:
     Attributes
     ----------
     lower : float
-        :math:`\max(0, \sqrt{\text{closed\_form}} - \text{residual})^2 \le \mathrm{GW}_2`.
+        :math:`\max(0, \sqrt{\mathrm{closed\_form}} - \text{residual})^2 \le \mathrm{GW}_2`.
     upper : float
         GW cost of ``coupling`` on the true inputs (:math:`\ge \mathrm{GW}_2`); never above
         ``residual_upper``.
     residual_upper : float
-        :math:`(\sqrt{\text{closed\_form}} + \text{residual})^2`.
+        :math:`(\sqrt{\mathrm{closed\_form}} + \text{residual})^2`.
     closed_form : float
         :math:`\mathrm{GW}_2(C_1, D_1)` of the rank-one approximations, exact.
     residual : float
@@ -418,7 +418,7 @@ def rank_one_lower(problem: GWProblem):
     The value of ``lower_bound(lower="rank_one")``; an array in the problem's namespace
     (no gradient: the eigendecomposition runs on the host). For ``abs_loss`` it is the
     square-loss bound divided by the largest entry difference (see
-    :func:`_lower_for_loss`).
+    ``_lower_for_loss``).
     """
     xp = problem.xp
     if not problem.batch_shape:
