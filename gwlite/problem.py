@@ -9,7 +9,7 @@ used as they are; anything NumPy converts cleanly to a real numeric array (lists
 ``np.matrix``, SciPy sparse matrices, unmasked masked arrays, object arrays of numbers,
 pandas frames) is converted; the rest (``None``, complex, strings, masked entries) is
 refused with a :class:`~gwlite.GWInputError`, as are non-finite entries and matrices
-whose losses would leave the floating-point range (see :func:`check_range`).
+whose losses would leave the floating-point range (see ``check_range``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,9 @@ import numpy as np
 from gwlite import _xp
 from gwlite.errors import GWInputError
 
-__all__ = [
-    "GWProblem",
-    "LOSS_EXPONENTS",
-    "as_input_array",
-    "check_features",
-    "check_range",
-    "checked_features",
-    "make_problem",
-]
+# the validation helpers (as_input_array, check_range, check_weights, checked_features)
+# are shared by gwlite's modules; users call make_problem
+__all__ = ["GWProblem", "LOSS_EXPONENTS", "check_features", "check_loss", "make_problem"]
 
 #: ``loss_fun`` name -> exponent ``r`` of the loss ``L(a, b) = |a - b|^r``.
 LOSS_EXPONENTS = {"square_loss": 2, "abs_loss": 1}
@@ -378,7 +372,7 @@ def make_problem(
     ----------
     C1, C2 : array-like
         Square structure matrices (NumPy, CuPy, torch, or anything NumPy converts to a
-        real numeric array, see :func:`as_input_array`).
+        real numeric array, see ``as_input_array``).
     p, q : array-like, optional
         Node weights; uniform when omitted.
     loss_fun : {"square_loss", "abs_loss"}
@@ -388,8 +382,8 @@ def make_problem(
         When True, refuse matrices that are not symmetric.
     check_entries : bool
         Scan every entry for NaN/Inf and for the representable range
-        (:func:`check_range`). A caller that only needs the row sums passes False and
-        checks those instead (:func:`checked_features`): a non-finite entry always makes
+        (``check_range``). A caller that only needs the row sums passes False and
+        checks those instead (``checked_features``): a non-finite entry always makes
         its row sum non-finite, and this saves a pass over the matrix.
 
     Raises
@@ -453,7 +447,7 @@ def checked_features(problem: GWProblem, s1, s2):
     The cheap form of :func:`make_problem`'s entry checks for the closed form, which only
     reads the features: non-finite features mean non-finite entries; features whose
     losses leave the dtype's range are widened to float64 (or refused, as
-    :func:`check_range` does for the entries). Only when the features are too small to
+    ``check_range`` does for the entries). Only when the features are too small to
     tell is the matrix itself read, so that the same inputs are refused by every bound.
     """
     xp = problem.xp
