@@ -50,8 +50,9 @@ class GWProblem:
     uniform : bool
         True when both weight vectors are uniform and need no gradient, so that
         the equal-mass fast paths may be used.
-    top : float, optional
-        Largest absolute entry of either matrix (computed on first use when omitted).
+    top : float or None
+        Largest absolute entry of either matrix: set by :func:`make_problem`, computed on
+        first use otherwise (see :meth:`entry_scale`).
     """
 
     C1: Any
@@ -60,7 +61,8 @@ class GWProblem:
     q: Any
     loss_fun: str
     uniform: bool
-    top: float | None = field(default=None, compare=False, repr=False)
+    # not an init field: dataclasses.replace() (new matrices) must not carry it over
+    top: float | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def xp(self):
@@ -416,7 +418,9 @@ def make_problem(
     batch_shape = tuple(C1.shape[:-2])
     p = check_weights(xp, p, C1.shape[-1], batch_shape, "p", dtype, like=C1)
     q = check_weights(xp, q, C2.shape[-1], batch_shape, "q", dtype, like=C2)
-    problem = GWProblem(C1, C2, p, q, loss_fun, uniform, top)
+    problem = GWProblem(C1, C2, p, q, loss_fun, uniform)
+    if top is not None:
+        object.__setattr__(problem, "top", top)  # already known: no second read
     if symmetric and not problem.is_symmetric():
         raise GWInputError(
             "symmetric=True but C1 or C2 is not symmetric; pass symmetric=False or "

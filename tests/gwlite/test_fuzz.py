@@ -41,7 +41,8 @@ import gwlite
 from gwlite import _xp
 from gwlite.solvers._common import CERTIFY_RTOL
 
-pytestmark = pytest.mark.slow
+# np.asmatrix, used to build inputs, warns that np.matrix is discouraged
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
 _SCALE = float(os.environ.get("GWLITE_FUZZ_SCALE", "1"))
 _RANDOM = bool(os.environ.get("GWLITE_FUZZ_RANDOM"))

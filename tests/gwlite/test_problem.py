@@ -187,3 +187,13 @@ def test_symmetry_is_judged_relative_to_the_scale():
 def test_non_string_loss_is_refused():
     with pytest.raises(GWInputError, match="unknown loss_fun"):
         gwlite.gromov_wasserstein(GOOD, GOOD, loss_fun=["square_loss"])
+
+
+def test_replaced_matrices_get_their_own_scale():
+    import dataclasses
+
+    problem = make_problem(GOOD, GOOD)
+    assert problem.entry_scale() == 1.0 and problem.unit == 2.0
+    bigger = dataclasses.replace(problem, C1=problem.C1 * 8)
+    assert bigger.entry_scale() == 8.0 and bigger.scale() == 64.0
+    assert make_problem(np.zeros((2, 2)), np.zeros((2, 2))).unit == 1.0
