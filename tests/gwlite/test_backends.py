@@ -255,3 +255,21 @@ def test_exact_with_grad_returns_tensors():
 def test_complex_tensors_are_refused():
     with pytest.raises(gwlite.GWInputError, match="complex"):
         gwlite.gromov_wasserstein(torch.eye(3, dtype=torch.complex64), torch.eye(3))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="method='sdp' reports lower as a float next to tensor value/upper when an input "
+    "requires grad (gwlite.solvers.sdp should pass them through _common.result_scalars)",
+)
+def test_sdp_with_grad_every_number_is_a_tensor():
+    from gwlite.solvers import sdp
+
+    if not sdp.available():
+        pytest.skip("method='sdp' needs SCS")
+    C, _ = generate("euclidean", 3, seed=1)
+    D, _ = generate("euclidean", 3, seed=2)
+    res = gwlite.gromov_wasserstein(
+        torch.tensor(C, requires_grad=True), torch.tensor(D), method="sdp"
+    )
+    assert all(torch.is_tensor(getattr(res, f)) for f in ("value", "lower", "upper"))

@@ -39,6 +39,7 @@ from reference import gw_cost_dense, random_coupling
 
 import gwlite
 from gwlite import _xp
+from gwlite.solvers import sdp
 from gwlite.solvers._common import CERTIFY_RTOL
 
 # np.asmatrix, used to build inputs, warns that np.matrix is discouraged
@@ -161,6 +162,11 @@ def make_options(rng, method: str, n: int, m: int, p, q, scale: float, clean=Fal
     if method == "exact":
         maybe("time_limit", [0.05, 1.0], [-1.0, 0.0, "1s", float("nan")])
         maybe("max_nodes", [0, 10], [-1, 1.5])
+    if method == "sdp":
+        options["time_limit"] = 2.0  # a conic solve is seconds at most here
+        maybe("tol", [1e-4, 1e-8], [0.0, 2.0, "small"])
+        maybe("solver", ["scs"], ["mosek"])
+        maybe("max_size", [4, 100], [0, -1, 2.5])
     if not clean and rng.integers(30) == 0:
         options["max_iterations"] = 3  # a misspelt option
         bad.append("unknown option")
@@ -232,6 +238,13 @@ def test_fuzz_pot_methods(case):
 @given(gw_cases(["exact"], max_n=6))
 def test_fuzz_exact(case):
     _run_gw(case, "exact")
+
+
+@pytest.mark.skipif(not sdp.available(), reason="method='sdp' needs SCS (gwlite[certify])")
+@fuzz(200)
+@given(gw_cases(["sdp"], max_n=3))
+def test_fuzz_sdp(case):
+    _run_gw(case, "sdp")
 
 
 # ---------------------------------------------------------------- torch
@@ -510,12 +523,14 @@ def test_fuzz_from_networkx(case):
 @st.composite
 def scale_cases(draw):
     rng = np.random.default_rng(draw(seeds))
-    A = make_matrix(rng, mode="plain", max_n=6)
+    methods = ["sorted", "sorted", "cg", "entropic", "exact"]
+    method = pick(rng, methods + (["sdp"] if sdp.available() else []))
+    size = 3 if method == "sdp" else 6  # a conic solve grows like (n m)^3
+    A = make_matrix(rng, mode="plain", max_n=size)
     same = bool(rng.integers(2))
-    B = make_matrix(rng, A.n if same else None, mode="plain", max_n=6)
+    B = make_matrix(rng, A.n if same else None, mode="plain", max_n=size)
     p = make_weights(rng, A.n, mode="valid")
     q = make_weights(rng, B.n, mode="valid")
-    method = pick(rng, (["sorted", "sorted", "cg", "entropic", "exact"]))
     lower = pick(rng, (list(gwlite.LOWER_BOUNDS)))
     loss = pick(rng, (["square_loss", "abs_loss"]))
     if method in ("cg", "entropic"):
