@@ -310,7 +310,9 @@ def _check_finite(xp, x, name: str) -> None:
         raise GWInputError(f"{name} has {count} non-finite entries (NaN or Inf)")
 
 
-def check_weights(xp, w, n: int, batch_shape: tuple, name: str, dtype, like=None):
+def check_weights(
+    xp, w, n: int, batch_shape: tuple, name: str, dtype, like=None, *, tol=None, empty_ok=False
+):
     """Validated node weights ``w`` of an ``n``-node space, cast to ``dtype``.
 
     ``None`` gives uniform weights (on the device of ``like``). Refuses integer dtypes,
@@ -334,18 +336,24 @@ def check_weights(xp, w, n: int, batch_shape: tuple, name: str, dtype, like=None
     # sum of n weights by ~n * 6e-8, which is no fault of the caller's
     given = _xp.compute_dtype(xp, w.dtype)
     total = xp.sum(xp.astype(_xp.detach(w), xp.float64), axis=-1)
-    tol = max(1e-9, float(np.sqrt(_xp.eps(xp, given))))
-    worst = float(xp.max(xp.abs(total - 1)))
+    tol = max(1e-9, float(np.sqrt(_xp.eps(xp, given)))) if tol is None else tol
+    off = xp.abs(total - 1)
+    if empty_ok:
+        off = xp.where(total == 0, xp.zeros_like(off), off)
+    worst = float(xp.max(off))
     if not worst <= tol:
         raise GWInputError(
             f"{name} must sum to 1 (off by {worst:.3g}, tolerance {tol:.1g}); "
             f"normalise it, e.g. {name} / {name}.sum()"
         )
-    # renormalised in the compute dtype: two weight vectors accepted within round-off of
-    # their own dtypes (float32: 6e-8) must still have one mass for a coupling to exist.
-    # On the simplex this changes no gradient (d(w / sum w) acts as the identity there).
     w = xp.astype(w, dtype, copy=False)
-    return w / xp.sum(w, axis=-1, keepdims=True)
+    if xp.finfo(given).eps > xp.finfo(dtype).eps and not empty_ok:
+        # widened (float32 weights, float64 matrices): renormalised in the compute dtype,
+        # so that p and q have one mass to round-off of that dtype, not of float32 (6e-8);
+        # on the simplex this changes no gradient (d(w / sum w) is the identity there).
+        # Weights given in the compute dtype are used bit for bit.
+        w = w / xp.sum(w, axis=-1, keepdims=True)
+    return w
 
 
 def _is_symmetric(C) -> bool:

@@ -23,6 +23,7 @@ from gwlite.problem import GWProblem
 __all__ = [
     "CERTIFY_RTOL",
     "OPTION_CHECKS",
+    "certify_threshold",
     "check_options",
     "clamp_lower",
     "flag",
@@ -59,6 +60,14 @@ def is_certified(problem: GWProblem, lower, upper, rtol: float = CERTIFY_RTOL) -
     """
     gap = _xp.as_float(upper) - _xp.as_float(lower)
     return bool(gap <= rtol * problem.scale())
+
+
+def certify_threshold(top, exponent: int, rtol: float = CERTIFY_RTOL):
+    """The largest ``upper - lower`` :func:`is_certified` accepts, for largest absolute
+    entries ``top`` (a float, or a NumPy array of them: many pairs at once) and loss
+    exponent ``r``: ``rtol * top**r``, with no absolute floor."""
+    with np.errstate(over="ignore"):
+        return rtol * np.asarray(top, dtype=np.float64) ** exponent
 
 
 def clamp_lower(lower, upper):

@@ -257,11 +257,6 @@ def test_complex_tensors_are_refused():
         gwlite.gromov_wasserstein(torch.eye(3, dtype=torch.complex64), torch.eye(3))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="method='sdp' reports lower as a float next to tensor value/upper when an input "
-    "requires grad (gwlite.solvers.sdp should pass them through _common.result_scalars)",
-)
 def test_sdp_with_grad_every_number_is_a_tensor():
     from gwlite.solvers import sdp
 

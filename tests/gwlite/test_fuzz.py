@@ -35,7 +35,7 @@ from fuzzing import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import gw_cost_dense, random_coupling
+from reference import gw_cost_dense, random_coupling, w1d_lp
 
 import gwlite
 from gwlite import _xp
@@ -440,12 +440,15 @@ def w1d_cases(draw):
         u_in = np.round(u).astype(np.int64) if exponent == 0 else u
     elif defect == "list":
         u_in = u.tolist()
-    wkind = pick(rng, (["none"] * 3 + ["random", "negative", "unnormalised", "short"]))
+    kinds = ["none"] * 3 + ["random", "empty", "negative", "unnormalised", "short"]
+    wkind = pick(rng, kinds)
     a = None
     if wkind != "none" and n:
         a = rng.random(n) + 0.1
         a /= a.sum()
-        if wkind == "negative":
+        if wkind == "empty":
+            a[:] = 0.0  # an empty measure: W is 0
+        elif wkind == "negative":
             a[0], bad = -0.5, bad or "negative"
         elif wkind == "unnormalised":
             a, bad = a * 2, bad or "sum"
@@ -454,13 +457,14 @@ def w1d_cases(draw):
     power = pick(rng, ([1, 1, 2, 2, 3.5, 0.5, "2", float("inf"), True]))
     if isinstance(power, (bool, str)) or power in (0.5, float("inf")):
         bad = bad or f"p={power!r}"
-    return u_in, v, a, power, bad, (u, v, a)
+    exact = exponent == 0 and defect in (None, "list", "int") and wkind != "empty"
+    return u_in, v, a, power, bad, (u_in, v, a, exact, wkind)
 
 
 @fuzz(1000)
 @given(w1d_cases())
 def test_fuzz_wasserstein_1d(case):
-    u_in, v, a, power, bad, (u, v_host, a_host) = case
+    u_in, v, a, power, bad, (u_ref, v_ref, a_ref, exact, wkind) = case
     out = call(gwlite.wasserstein_1d, u_in, v, a, None, p=power, bad=bad)
     _record("wasserstein_1d", out)
     if out is None:
@@ -468,6 +472,15 @@ def test_fuzz_wasserstein_1d(case):
     value = float(out)
     if not math.isfinite(value) or value < 0:
         raise ContractViolation(f"wasserstein_1d returned {value}")
+    if wkind == "empty" and value != 0:
+        raise ContractViolation(f"an empty measure gave {value}")
+    if exact:  # against the linear program
+        u_ref = np.asarray(u_ref, dtype=np.float64)
+        n, m = len(u_ref), len(v_ref)
+        w = np.full(n, 1 / n) if a_ref is None else a_ref
+        expected = w1d_lp(u_ref, v_ref, w, np.full(m, 1 / m), power)
+        if abs(value - expected) > 1e-9 * max(1.0, expected):
+            raise ContractViolation(f"wasserstein_1d {value} vs the LP's {expected}")
 
 
 # ---------------------------------------------------------------- graphs

@@ -221,12 +221,12 @@ def make_weights(rng, n: int, *, mode="any") -> Weights:
         w = np.full(max(n - 1, 1) if n > 1 else 2, 1.0 / max(n - 1, 1))
         bad = "nodes"
     value: Any = w
-    # gwlite divides accepted weights by their sum: the reference does the same
-    host = None if bad else np.asarray(w, dtype=np.float64) / np.sum(w)
+    host = None if bad else np.asarray(w, dtype=np.float64)
     if kind == "integer":
         value, host, bad = np.ones(n, dtype=np.int64), None, "integer"
     elif kind == "float32":
         value = w.astype(np.float32)
+        # widened weights are divided by their sum (in float64): the reference does too
         host = value.astype(np.float64) / value.astype(np.float64).sum()
     elif kind == "list":
         value = w.tolist()
