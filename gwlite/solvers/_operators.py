@@ -133,6 +133,8 @@ def exact(problem: GWProblem, symmetric: bool | None = None) -> Exact:
         A.append(xp.astype(C1 > lo, C1.dtype))
         B.append(xp.astype(C2 > lo, C2.dtype))
         w.append(hi - lo)
+    if not A:  # one value in both matrices: X is zero, every coupling costs kappa
+        A, B, w = [xp.zeros_like(C1)], [xp.zeros_like(C2)], [1.0]
     scale = levels[-1] - levels[0] if len(levels) > 1 else 1.0
     kappa = float(p @ (C1 @ p) + q @ (C2 @ q)) - 2 * levels[0]
     return Exact(tuple(A), tuple(B), tuple(w), symmetric, scale, kappa)

@@ -71,7 +71,20 @@ from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers import _operators, _sinkhorn
-from gwlite.solvers._common import clamp_lower, is_certified, lower_value
+from gwlite.solvers._common import (
+    clamp_lower,
+    flag,
+    is_certified,
+    lower_value,
+    nonneg_int,
+    nonneg_real,
+    one_of,
+    optional,
+    positive_int,
+    positive_real,
+    result_scalars,
+    with_option_checks,
+)
 from gwlite.univariate import monotone_coupling
 
 __all__ = ["DEFAULT_EPSILON", "PolishReport", "polish", "solve"]
@@ -238,7 +251,10 @@ def _on_support(problem: GWProblem, dtype=None) -> tuple[GWProblem, _Support]:
         C2 = xp.take(xp.take(C2, c, axis=0), c, axis=1)
         p, q = xp.take(p, r, axis=0), xp.take(q, c, axis=0)
     if dtype is not None:
+        widened = xp.finfo(dtype).eps < xp.finfo(p.dtype).eps
         C1, C2, p, q = (xp.astype(x, dtype, copy=False) for x in (C1, C2, p, q))
+        if widened:  # float32 weights: one mass to float64 round-off, as gw_cost requires
+            p, q = p / xp.sum(p), q / xp.sum(q)
     return GWProblem(C1, C2, p, q, problem.loss_fun, problem.uniform), support
 
 
@@ -660,7 +676,26 @@ def polish(problem: GWProblem, plan, *, max_steps: int = _POLISH_STEPS, time_lim
     return support.embed(xp, better), report.cost_after, report
 
 
+def _polish_check(name, value):
+    if value is None or isinstance(value, bool):
+        return value
+    return nonneg_int(name, value)
+
+
 # --------------------------------------------------------------------- solver
+@with_option_checks(
+    # epsilon = 0 is the pure proximal point method (with ``step``)
+    epsilon=optional(nonneg_real),
+    step=optional(positive_real),
+    n_starts=positive_int,
+    inner_iter=positive_int,
+    rank=optional(nonneg_int),
+    polish=_polish_check,
+    polish_top=positive_int,
+    dtype=optional(one_of(["float32", "float64"])),
+    seed=nonneg_int,
+    return_coupling=flag,
+)
 def solve(
     problem: GWProblem,
     *,
@@ -830,6 +865,8 @@ def solve(
         "iterate_time_s": loop.time_s,
         **report.as_dict(),
     }
+    certified = is_certified(problem, low, upper)
+    upper, low = result_scalars(problem, upper, low)  # one kind (tensors under grad)
     return GWResult(
         value=upper,
         lower=low,
@@ -840,7 +877,7 @@ def solve(
         converged=loop.stop in ("tol", "zero cost"),
         n_iter=loop.n_iter,
         marginal_error=loop.raw_error[best],
-        certified=is_certified(problem, low, upper),
+        certified=certified,
         time_s=0.0,
         diagnostics=diagnostics,
     )
@@ -925,3 +962,6 @@ def _final_cost(problem: GWProblem, coupling, cost: float):
     C2 = xp.astype(problem.C2, xp.float64)
     # the plan is held fixed: the envelope-theorem gradient, as for method="cg"
     return _xp.scalar(gw_cost(C1, C2, coupling, problem.loss_fun), keep_graph=True)
+
+
+solve.imports = ("ot",)  # polish uses POT's exact OT: imported before the clock
