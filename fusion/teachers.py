@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from fusion.cache import Encoder, TeacherCache
+from fusion.cache._build import default_max_length
 from fusion.modules import check_teacher_weights
 from fusion.types import TopK
 
@@ -52,16 +53,6 @@ class OnlineInputs(NamedTuple):
     attention_mask: torch.Tensor
     predicting: torch.Tensor
     num_targets: torch.Tensor
-
-
-def _default_max_length(model: Any, tokenizer: Any) -> int | None:
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 1:
-            return value
-    value = getattr(tokenizer, "model_max_length", None)
-    return value if isinstance(value, int) and 1 < value < 10**7 else None
 
 
 class OnlineTeacher:
@@ -147,7 +138,7 @@ class OnlineTeacher:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name or getattr(model, "name_or_path", "") or type(model).__name__
-        limit = max_length if max_length is not None else _default_max_length(model, tokenizer)
+        limit = max_length if max_length is not None else default_max_length(model, tokenizer)
         self.encoder = Encoder(tokenizer, max_length=limit, add_eos=add_eos, truncation=truncation)
         self.response_only_head = bool(response_only_head)
         self.logprobs_dtype = logprobs_dtype

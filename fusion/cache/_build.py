@@ -162,7 +162,7 @@ def _vocab_size(model: torch.nn.Module, tokenizer: Any) -> int:
     return int(config_size) if config_size else len(tokenizer)
 
 
-def _default_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
+def default_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
     config = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(config, key, None)
@@ -502,7 +502,7 @@ def build(
     if k > vocab_size:
         raise ValueError(f"k = {k} exceeds the teacher's vocabulary size {vocab_size}")
     if max_length is None:
-        max_length = _default_max_length(model, tokenizer)
+        max_length = default_max_length(model, tokenizer)
     encoder = Encoder(
         tokenizer,
         max_length=max_length,
