@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 USAGE = """usage: python -m fusion demo  [--quick | --tiny] [--out DIR] [--seeds S ...] [--workers N]
-       python -m fusion study [--pilot | --tiny] [--cells NAME ...] [--list] [--out DIR]
+       python -m fusion study [--tiny] [--cells NAME ...] [--seeds S ...] [--list] [--out DIR]
 
 commands:
   demo    train two tiny teachers, cache them, fuse them into a pivot (SFT, +ULD, +ULD+GLD)

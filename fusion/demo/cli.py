@@ -77,7 +77,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
 
 def study_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fusion study [--pilot | --tiny] [--cells NAME ...] [--list] ...``.
+    """``python -m fusion study [--tiny] [--cells NAME ...] [--list] [--out DIR] ...``.
 
     Returns
     -------
@@ -94,16 +94,10 @@ def study_main(argv: Sequence[str] | None = None) -> int:
         "seeds per cell, paired comparisons with 95%% intervals. Resumable: rerunning into "
         "the same --out reuses every finished job, so a killed run continues.",
     )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument(
-        "--pilot",
-        action="store_true",
-        help="the same cells with fewer steps and held-out items (a first look)",
-    )
-    size.add_argument(
+    parser.add_argument(
         "--tiny",
         action="store_true",
-        help="a smoke test of the machinery (seconds; learns nothing)",
+        help="a smoke test of the machinery: 3 cells, 2 seeds, a few steps (learns nothing)",
     )
     parser.add_argument("--cells", nargs="+", metavar="NAME", help="run only these cells")
     parser.add_argument(
@@ -111,9 +105,7 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     )
     _common(parser, "fusion-study")
     args = parser.parse_args(argv)
-    preset = (
-        StudyConfig.pilot if args.pilot else StudyConfig.tiny if args.tiny else StudyConfig.full
-    )
+    preset = StudyConfig.tiny if args.tiny else StudyConfig.full
     try:
         config = preset(**_overrides(args))
         if args.list:

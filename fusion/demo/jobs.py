@@ -50,6 +50,7 @@ __all__ = [
     "TrainSetJob",
     "WarmJob",
     "evaluate_model",
+    "resolved_gld_options",
     "train",
 ]
 
@@ -143,8 +144,26 @@ class LossSpec:
             return cls(lambda_=lambda_, uld_top_k=uld_top_k)
         if not beta > 0 or k < 1 or m < 1:
             raise ValueError(f"the GLD arm needs beta > 0, k >= 1, m >= 1; got {beta}, {k}, {m}")
-        options = tuple(sorted(dict(gld_options or {}).items()))
+        options = tuple(sorted(resolved_gld_options(gld_options).items()))
         return cls(lambda_, beta, k, m, uld_top_k, options)
+
+
+def resolved_gld_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` plus :class:`fusion.GLDLoss`'s default for ``features``, when it has one.
+
+    A job's key must change when what it computes changes: pinning the default of an
+    option whose default may change between versions keeps an old result from being
+    reused for a different loss.
+    """
+    import inspect
+
+    from fusion.modules import GLDLoss
+
+    out = dict(options or {})
+    parameter = inspect.signature(GLDLoss).parameters.get("features")
+    if parameter is not None and parameter.default is not inspect.Parameter.empty:
+        out.setdefault("features", parameter.default)
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -213,15 +213,20 @@ def default_cells() -> tuple[Cell, ...]:
     return tuple(cells)
 
 
+#: The pivot's tokenizer: 40 merges beyond the bytes, finer than the teachers'.
+PIVOT_TOKENIZER = TokenizerSpec("bpe", 300, corpus="odd")
+
+
 def _default_teachers() -> dict[str, TeacherVariant]:
-    # On arithmetic alone a BPE runs out of merges at about 325 entries (the pivot's 800
-    # stops there): 300 keeps the teachers' tokens finer than the pivot's.
-    bpe = TokenizerSpec("bpe", 300)
+    # On arithmetic alone a BPE runs out of merges at about 325 entries: "420" is every
+    # merge there is, so the teachers' tokens are coarser than the pivot's.
+    bpe = TokenizerSpec("bpe", 420)
     return {
         "strong": TeacherVariant(bpe, 1200),
         "weak": TeacherVariant(bpe, 400),
         "untrained": TeacherVariant(bpe, 0),
-        "same-tokenizer": TeacherVariant(TokenizerSpec("bpe", 800, corpus="odd"), 1200, seed=102),
+        # finer tokens learn more slowly: more steps, for a teacher of similar strength
+        "same-tokenizer": TeacherVariant(PIVOT_TOKENIZER, 2000, seed=102),
     }
 
 
@@ -261,9 +266,7 @@ class StudyConfig:
     eval_items: int = 500
     arithmetic_terms: int = 2
     arithmetic_max_abs: int = 2
-    pivot_tokenizer: TokenizerSpec = field(
-        default_factory=lambda: TokenizerSpec("bpe", 800, corpus="odd")
-    )
+    pivot_tokenizer: TokenizerSpec = PIVOT_TOKENIZER
     teacher_size: ModelSize = field(default_factory=ModelSize)
     pivot: ModelSize = field(default_factory=ModelSize)
     warm_steps: int = 400

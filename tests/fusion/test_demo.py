@@ -172,6 +172,29 @@ def test_loss_specs_ignore_what_an_arm_does_not_use():
         Schedule(10, 1e-3, 4, phase="middle")
 
 
+def test_gld_defaults_that_may_change_are_pinned_in_the_job(monkeypatch):
+    import fusion.modules
+    from fusion.demo.jobs import resolved_gld_options
+
+    class WithFeatures:  # a GLDLoss whose graph features have a default
+        def __init__(self, k=10, *, features="shares"):
+            pass
+
+    monkeypatch.setattr(fusion.modules, "GLDLoss", WithFeatures)
+    assert resolved_gld_options({"values": "logit"}) == {"values": "logit", "features": "shares"}
+    assert resolved_gld_options({"features": "degrees"}) == {"features": "degrees"}
+    spec = LossSpec.for_arm(Arm.GLD)
+    assert spec == LossSpec.for_arm(Arm.GLD, gld_options={"features": "shares"})
+    assert spec != LossSpec.for_arm(Arm.GLD, gld_options={"features": "degrees"})
+
+    class WithoutFeatures:
+        def __init__(self, k=10):
+            pass
+
+    monkeypatch.setattr(fusion.modules, "GLDLoss", WithoutFeatures)
+    assert resolved_gld_options(None) == {}
+
+
 @pytest.mark.parametrize("preset", [DemoConfig.tiny, DemoConfig.quick, DemoConfig.full])
 def test_preset_jobs_share_what_they_should(preset):
     config = preset()
