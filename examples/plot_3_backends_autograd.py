@@ -21,15 +21,15 @@ D_np, _ = generate("euclidean", 25, seed=1)
 # %%
 # Same call, same array type back
 # -------------------------------
-r_np = gwlite.gromov_wasserstein(C_np, D_np)
-r_t = gwlite.gromov_wasserstein(torch.tensor(C_np), torch.tensor(D_np))
+r_np = gwlite.gromov_wasserstein(C_np, D_np, method="sorted")
+r_t = gwlite.gromov_wasserstein(torch.tensor(C_np), torch.tensor(D_np), method="sorted")
 print(type(r_np.coupling).__name__, type(r_t.coupling).__name__)
 print(f"numpy {r_np.value:.6f} {r_np.upper:.6f} | torch {r_t.value:.6f} {r_t.upper:.6f}")
 
 try:
     import cupy
 
-    r_cp = gwlite.gromov_wasserstein(cupy.asarray(C_np), cupy.asarray(D_np))
+    r_cp = gwlite.gromov_wasserstein(cupy.asarray(C_np), cupy.asarray(D_np), method="sorted")
     print("cupy", type(r_cp.coupling).__name__, r_cp.value)
 except Exception as err:  # no GPU where the docs are built
     print(f"CuPy not available here ({type(err).__name__}); the same call works on a GPU")
@@ -56,7 +56,7 @@ opt = torch.optim.Adam([A], lr=0.05)
 history = []
 for _ in range(150):
     X = (A + A.T) / 2
-    res = gwlite.gromov_wasserstein(X, D, return_coupling=False, diagnostics=False)
+    res = gwlite.gromov_wasserstein(X, D, method="sorted", return_coupling=False, diagnostics=False)
     opt.zero_grad()
     res.upper.backward()
     opt.step()

@@ -2,7 +2,7 @@
 Zero-shot-CoT evaluation of a model
 ===================================
 
-Evaluate a model with the protocol of Kojima et al. (2022): a first prompt ending in
+Evaluate a model with the protocol of :cite:t:`kojima2022zeroshot`: a first prompt ending in
 "A: Let's think step by step." generates the reasoning, a second prompt appends the
 task's answer trigger and extracts the answer, which is then *cleansed* by the paper's
 rules (``mode="paper"``) and by gwlite's documented improvements (``mode="robust"``).
@@ -17,9 +17,12 @@ import re
 import tempfile
 
 import matplotlib.pyplot as plt
+from transformers.utils import logging as hf_logging
 
 from fusion.eval import HFModel, evaluate, generate_task
 from fusion.tiny import char_tokenizer, tiny_causal_lm
+
+hf_logging.disable_progress_bar()  # no "Loading weights" bars in the output below
 
 items = generate_task("coin_flip", 40, seed=0)
 print(items[0]["question"], "->", items[0]["answer"])

@@ -89,6 +89,23 @@ class GLDLoss(nn.Module):
         student_mask: torch.Tensor | None = None,
         teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """GLD between the student's logits and one teacher, with this module's options.
+
+        Parameters
+        ----------
+        student_logits : tensor ``(B, T_s, V_s)``
+            The student's logits (any float dtype; computed in fp32).
+        teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
+            The teacher's logits, or its cached top-k log-probabilities.
+        student_mask, teacher_mask : bool tensor ``(B, T_s)`` / ``(B, T_t)``, optional
+            Positions that count on each side (default: all).
+
+        Returns
+        -------
+        tensor
+            The loss reduced by ``reduction`` (a 0-d tensor, or ``(B,)`` for ``"none"``);
+            see :func:`fusion.gld_loss`.
+        """
         return gld_loss(
             student_logits,
             teacher,
@@ -106,6 +123,7 @@ class GLDLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
         return (
             f"k={self.k}, m={self.m}, temperature={self.temperature}, values={self.values!r}, "
             f"nodes={self.nodes!r}, graph={self.graph!r}, reduction={self.reduction!r}"
@@ -150,6 +168,23 @@ class ULDLoss(nn.Module):
         student_mask: torch.Tensor | None = None,
         teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """ULD between the student's logits and one teacher, with this module's options.
+
+        Parameters
+        ----------
+        student_logits : tensor ``(B, T_s, V_s)``
+            The student's logits.
+        teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
+            The teacher's logits, or its cached top-k log-probabilities (``top_k`` only).
+        student_mask, teacher_mask : bool tensor ``(B, T_s)`` / ``(B, T_t)``, optional
+            Response positions on each side; aligned by their start and truncated to the
+            shorter span.
+
+        Returns
+        -------
+        tensor
+            The loss reduced by ``reduction``; see :func:`fusion.uld_loss`.
+        """
         return uld_loss(
             student_logits,
             teacher,
@@ -163,6 +198,7 @@ class ULDLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
         return (
             f"student_temperature={self.student_temperature}, "
             f"teacher_temperature={self.teacher_temperature}, top_k={self.top_k}, "
@@ -326,4 +362,5 @@ class FusionLoss(nn.Module):
         return FusionLossOutput(total, ce_value, uld, gld, tuple(uld_each), tuple(gld_each))
 
     def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
         return f"lambda_={self.lambda_}, beta={self.beta}, teacher_weights={self.teacher_weights}"

@@ -33,7 +33,7 @@ import torch
 from torch.nn import functional as F
 from transformers import Trainer
 
-from fusion.cache import CacheError, Encoder, TeacherCache, data_sha256, read_examples
+from fusion.cache import Encoder, TeacherCache, check_alignment, data_sha256, read_examples
 from fusion.modules import FusionLoss, FusionLossOutput, GLDLoss, ULDLoss
 from fusion.types import TopK
 
@@ -610,17 +610,5 @@ class FusionTrainer(Trainer):
 
 
 def _check_alignment(dataset: Any, caches: Sequence[TeacherCache]) -> None:
-    """Refuse caches that were not built over exactly these examples, in this order."""
-    digest = dataset.data_sha256() if isinstance(dataset, PromptResponseDataset) else None
-    for j, cache in enumerate(caches):
-        if len(cache) != len(dataset):
-            raise CacheError(
-                f"teacher {j} ({cache.path}) holds {len(cache)} examples, the training data "
-                f"{len(dataset)}: build every cache over the training file itself"
-            )
-        if digest is not None and cache.manifest.get("data_sha256") != digest:
-            raise CacheError(
-                f"teacher {j} ({cache.path}) was built over other examples (data_sha256 "
-                "differs): example i of the cache must be example i of the training data "
-                "(pass check_data=False to skip this check)"
-            )
+    """Refuse caches whose rows are not these training items (see fusion.cache)."""
+    check_alignment(dataset, caches)

@@ -7,8 +7,8 @@ true only when the value is proven to be the GW optimum.
 from gwlite.api import METHODS, gromov_wasserstein
 from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upper_bound
 from gwlite.coupling import gw_cost
+from gwlite.errors import GWInputError, GWSolverError
 from gwlite.graphs import from_networkx
-from gwlite.problem import GWInputError, GWSolverError
 from gwlite.psd import permutation_certificate, rank_one_bounds
 from gwlite.result import GWResult
 from gwlite.univariate import wasserstein_1d

@@ -15,11 +15,15 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
+from gwlite.errors import GWInputError
+
 __all__ = [
     "array_namespace",
     "backend_name",
     "as_float",
     "compute_dtype",
+    "detach",
+    "device",
     "eps",
     "requires_grad",
     "scalar",
@@ -44,8 +48,6 @@ def array_namespace(*arrays: Any):
     present = [a for a in arrays if a is not None]
     names = {backend_name(a) for a in present}
     if len(names) > 1:
-        from gwlite.problem import GWInputError
-
         raise GWInputError(
             f"inputs mix array libraries ({', '.join(sorted(names))}); pass all matrices and "
             "weights as the same type (all NumPy, all CuPy or all torch)"
@@ -53,10 +55,18 @@ def array_namespace(*arrays: Any):
     if "torch" in names:
         devices = {str(a.device) for a in present}
         if len(devices) > 1:
-            from gwlite.problem import GWInputError
-
             raise GWInputError(f"torch inputs live on different devices: {sorted(devices)}")
     return aac.array_namespace(*present)
+
+
+def device(x: Any):
+    """The device ``x`` lives on, in the form its library's ``asarray(..., device=)`` takes."""
+    return aac.device(x)
+
+
+def detach(x: Any) -> Any:
+    """``x`` without its autograd graph (torch); any other array unchanged."""
+    return x.detach() if hasattr(x, "detach") else x
 
 
 def compute_dtype(xp, dtype):
@@ -90,8 +100,7 @@ def scalar(x: Any, keep_graph: bool = False):
 
 def as_float(x: Any) -> float:
     """A scalar (Python, NumPy, 0-d array or tensor, with or without a graph) as a float."""
-    if hasattr(x, "detach"):
-        x = x.detach()
+    x = detach(x)
     return float(x.item()) if hasattr(x, "item") else float(x)
 
 

@@ -6,7 +6,9 @@ import dataclasses
 import inspect
 import time
 
-from gwlite.problem import GWInputError, make_problem
+from gwlite.bounds import LOWER_BOUNDS
+from gwlite.errors import GWInputError
+from gwlite.problem import make_problem
 from gwlite.result import GWResult
 from gwlite.solvers import SOLVERS
 
@@ -21,6 +23,11 @@ def _check_options(method: str, solver, options: dict) -> None:
     if unknown:
         raise GWInputError(
             f"unknown option(s) {unknown} for method={method!r}; it accepts {accepted}"
+        )
+    # checked before any work: a bad name must not surface after a long solve
+    if "lower" in options and options["lower"] not in LOWER_BOUNDS:
+        raise GWInputError(
+            f"unknown lower bound {options['lower']!r}; choose one of {list(LOWER_BOUNDS)}"
         )
 
 

@@ -36,18 +36,26 @@ Gromov-Wasserstein for Model Fusion. arXiv 2505.13893 (2025).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, coupling_inner, gw_cost, to_dense
-from gwlite.problem import GWInputError, GWProblem, check_features, make_problem
+from gwlite.errors import GWInputError
+from gwlite.problem import GWProblem, check_features, make_problem
+from gwlite.psd import rank_one_lower
 from gwlite.univariate import monotone_coupling, quantile_merge, wasserstein_1d
 
 __all__ = [
     "LOWER_BOUNDS",
+    "compute_lower",
+    "gap_diagnostics",
     "lower_bound",
     "mean_row_features",
+    "row_distribution_costs",
     "sorted_coupling",
+    "sorted_sparse_coupling",
     "sorted_upper_bound",
 ]
 
@@ -123,7 +131,7 @@ def row_distribution_costs(problem: GWProblem):
     levels, iu, iv = quantile_merge(np, _xp.to_numpy(cu), _xp.to_numpy(cv))
     lengths = np.diff(levels, prepend=0.0)
     keep = lengths > 0
-    device = _device(C1)
+    device = _xp.device(C1)
     Q1 = xp.take(S1, xp.asarray(iu[keep], device=device), axis=1)
     Q2 = xp.take(S2, xp.asarray(iv[keep], device=device), axis=1)
     w = xp.asarray(lengths[keep], dtype=C1.dtype, device=device)
@@ -140,12 +148,6 @@ def _weighted_row_distances(xp, Q1, Q2, w, r: int):
         loss = d * d if r == 2 else xp.abs(d)
         blocks.append(xp.sum(loss * w, axis=-1))
     return xp.concat(blocks, axis=0)
-
-
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
 
 
 def _certified_lp_lower(M, p, q):
@@ -179,7 +181,7 @@ def _tlb(problem: GWProblem):
     M = row_distribution_costs(problem)
     bound, plan = _certified_lp_lower(M, problem.p, problem.q)
     if not problem.requires_grad:
-        return xp.asarray(bound, dtype=M.dtype, device=_device(M))
+        return xp.asarray(bound, dtype=M.dtype, device=_xp.device(M))
     # envelope theorem: the LP value moves with M along the optimal plan
     plan_xp = _xp.from_numpy(plan, M)
     primal = xp.sum(M * plan_xp)
@@ -191,19 +193,24 @@ _LOWER = {
     "flb": _flb,
     "slb": _slb,
     "tlb": _tlb,
-    # imported on use, so that importing gwlite.bounds never imports gwlite.psd
-    "rank_one": lambda problem: __import__("gwlite.psd", fromlist=["psd"]).rank_one_lower(problem),
+    "rank_one": rank_one_lower,
 }
 
 
-def _compute_lower(problem: GWProblem, kind: str, check: bool = False):
-    if kind not in _LOWER:
-        raise GWInputError(f"unknown lower bound kind {kind!r}; choose one of {list(_LOWER)}")
-    if kind == "mean_row":
+def compute_lower(problem: GWProblem, lower: str, check: bool = False):
+    """The lower bound named ``lower`` (one of :data:`LOWER_BOUNDS`) of a validated problem.
+
+    Returns an array of shape ``problem.batch_shape`` in the problem's namespace (0-d for
+    a single problem), differentiable where the bound is. ``check=True`` makes the
+    mean-row bound refuse non-finite row sums (its cheap form of the entry check).
+    """
+    if lower not in _LOWER:
+        raise GWInputError(f"unknown lower bound {lower!r}; choose one of {list(_LOWER)}")
+    if lower == "mean_row":
         return _mean_row_bound(problem, check)
-    if kind == "tlb" and problem.batch_shape:
+    if lower == "tlb" and problem.batch_shape:
         return _batched(problem, _tlb)
-    return _LOWER[kind](problem)
+    return _LOWER[lower](problem)
 
 
 def _batched(problem: GWProblem, fn):
@@ -235,7 +242,8 @@ def lower_bound(
     q=None,
     *,
     loss_fun: str = "square_loss",
-    kind: str = "mean_row",
+    lower: str = "mean_row",
+    kind: str | None = None,
 ):
     r"""A proven lower bound on the Gromov-Wasserstein value.
 
@@ -246,9 +254,15 @@ def lower_bound(
     p, q : array, optional
         Node weights, uniform by default.
     loss_fun : {"square_loss", "abs_loss"}
-    kind : {"mean_row", "flb", "slb", "tlb"}
-        Which bound (see the module docstring). ``tlb`` is the tightest and the most
-        expensive; it is at least each of the others.
+    lower : {"mean_row", "flb", "slb", "tlb", "rank_one"}
+        Which bound (see the module docstring): ``mean_row`` is InfiGFusion's closed
+        form (the default, one read of each matrix), ``flb`` and ``slb`` Memoli's first
+        and second bounds, ``tlb`` his third (the tightest of the four and the most
+        expensive, at least each of the others), ``rank_one`` the square-loss bound of
+        :func:`gwlite.rank_one_bounds`. The same name and choices as the ``lower=``
+        option of :func:`gwlite.gromov_wasserstein`.
+    kind : str, optional
+        Deprecated name of ``lower`` (gwlite 0.1); passing it warns.
 
     Returns
     -------
@@ -259,13 +273,21 @@ def lower_bound(
     --------
     >>> import numpy as np, gwlite
     >>> C1 = np.array([[0., 1.], [1., 0.]]); C2 = np.eye(2)
-    >>> gwlite.lower_bound(C1, C2, kind="tlb") <= 0.5  # GW here is 0.5
+    >>> gwlite.lower_bound(C1, C2, lower="tlb") <= 0.5  # GW here is 0.5
     True
     """
+    if kind is not None:
+        warnings.warn(
+            "lower_bound(kind=...) is deprecated; use lower_bound(lower=...), the name the "
+            "solvers use",
+            FutureWarning,
+            stacklevel=2,
+        )
+        lower = kind
     # the mean-row bound reads each matrix once: its entry check rides on the row sums
-    cheap = kind == "mean_row"
+    cheap = lower == "mean_row"
     problem = make_problem(C1, C2, p, q, loss_fun, batch=True, check_entries=not cheap)
-    value = _compute_lower(problem, kind, check=cheap)
+    value = compute_lower(problem, lower, check=cheap)
     if problem.batch_shape:
         return value
     return _xp.scalar(value, keep_graph=True)
@@ -273,7 +295,7 @@ def lower_bound(
 
 def _tie_tol(problem: GWProblem) -> float:
     xp = problem.xp
-    C1, C2 = _detach(problem.C1), _detach(problem.C2)
+    C1, C2 = _xp.detach(problem.C1), _xp.detach(problem.C2)
     scale = max(float(xp.max(xp.abs(C1))), float(xp.max(xp.abs(C2))))
     return _key_tol(xp, C1.dtype, scale)
 
@@ -293,8 +315,8 @@ def _refinement_keys(problem: GWProblem, s1, s2) -> tuple:
     matched by a permutation; nodes tied on every key still share their mass.
     """
     xp = problem.xp
-    C1, C2, p, q = (_detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
-    s1, s2 = _detach(s1), _detach(s2)
+    C1, C2, p, q = (_xp.detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
+    s1, s2 = _xp.detach(s1), _xp.detach(s2)
     k1 = (C1 @ (p * s1), C2 @ (q * s2))
     k2 = (C1 @ (p * k1[0]), C2 @ (q * k1[1]))
     k3 = ((C1 * C1) @ p, (C2 * C2) @ q)
@@ -305,7 +327,8 @@ def _refinement_keys(problem: GWProblem, s1, s2) -> tuple:
     return tuple(keys)
 
 
-def _sorted_sparse(problem: GWProblem) -> SparseCoupling:
+def sorted_sparse_coupling(problem: GWProblem) -> SparseCoupling:
+    """The sorted coupling of a validated problem, in sparse form (see :func:`gwlite.sorted_coupling`)."""
     s1 = mean_row_features(problem.C1, problem.p)
     s2 = mean_row_features(problem.C2, problem.q)
     return monotone_coupling(
@@ -332,7 +355,7 @@ def sorted_coupling(C1, C2, p=None, q=None):
         In the input's array type and device.
     """
     problem = make_problem(C1, C2, p, q)
-    return to_dense(_sorted_sparse(problem))
+    return to_dense(sorted_sparse_coupling(problem))
 
 
 def sorted_upper_bound(C1, C2, p=None, q=None, *, loss_fun: str = "square_loss"):
@@ -348,7 +371,7 @@ def sorted_upper_bound(C1, C2, p=None, q=None, *, loss_fun: str = "square_loss")
 
 
 def _sorted_upper(problem: GWProblem):
-    return gw_cost(problem.C1, problem.C2, _sorted_sparse(problem), problem.loss_fun)
+    return gw_cost(problem.C1, problem.C2, sorted_sparse_coupling(problem), problem.loss_fun)
 
 
 def gap_diagnostics(problem: GWProblem, coupling: SparseCoupling, value, upper) -> dict:
@@ -374,14 +397,14 @@ def gap_diagnostics(problem: GWProblem, coupling: SparseCoupling, value, upper) 
     has few enough non-zeros (``nnz <= 4096``); it is absent otherwise.
     """
     xp = problem.xp
-    C1, C2, p, q = (_detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
+    C1, C2, p, q = (_xp.detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
     coupling = SparseCoupling(
-        coupling.rows, coupling.cols, _detach(coupling.values), coupling.shape
+        coupling.rows, coupling.cols, _xp.detach(coupling.values), coupling.shape
     )
     s1, s2 = mean_row_features(C1, p), mean_row_features(C2, q)
     hat1, hat2 = C1 - s1[:, None], C2 - s2[:, None]
-    rows = xp.asarray(coupling.rows, device=_device(C1))
-    cols = xp.asarray(coupling.cols, device=_device(C1))
+    rows = xp.asarray(coupling.rows, device=_xp.device(C1))
+    cols = xp.asarray(coupling.cols, device=_xp.device(C1))
     d = xp.take(s1, rows, axis=0) - xp.take(s2, cols, axis=0)
     out = {
         "value": _xp.as_float(value),
@@ -411,15 +434,11 @@ def gap_diagnostics(problem: GWProblem, coupling: SparseCoupling, value, upper) 
 
 def _pos_neg_gap(xp, C1, C2, coupling: SparseCoupling) -> float:
     w = coupling.values
-    rows = xp.asarray(coupling.rows, device=_device(C1))
-    cols = xp.asarray(coupling.cols, device=_device(C1))
+    rows = xp.asarray(coupling.rows, device=_xp.device(C1))
+    cols = xp.asarray(coupling.cols, device=_xp.device(C1))
     R = xp.take(xp.take(C1, rows, axis=0), rows, axis=1) - xp.take(
         xp.take(C2, cols, axis=0), cols, axis=1
     )
     pos = xp.where(R > 0, R, xp.zeros_like(R)) @ w
     neg = xp.where(R < 0, -R, xp.zeros_like(R)) @ w
     return float(2 * xp.sum(w * xp.minimum(pos, neg)))
-
-
-def _detach(x):
-    return x.detach() if hasattr(x, "detach") else x

@@ -14,7 +14,9 @@ import sys
 from gwlite import graphs
 from gwlite.api import METHODS, gromov_wasserstein
 from gwlite.bounds import LOWER_BOUNDS
-from gwlite.problem import LOSS_EXPONENTS, GWInputError, GWSolverError
+from gwlite.errors import GWInputError, GWSolverError
+from gwlite.problem import LOSS_EXPONENTS
+from gwlite.verify import register_cli as register_verify
 
 EPILOG = """\
 inputs (A, B):
@@ -87,6 +89,7 @@ def _run_distance(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gwlite`` argument parser, with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="gwlite",
         description="Gromov-Wasserstein distances with proven bounds: every number printed "
@@ -96,16 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_distance(sub)
-    try:
-        from gwlite.verify import register_cli
-    except ImportError:  # pragma: no cover - verify ships with the package
-        register_cli = None
-    if register_cli is not None:
-        register_cli(sub)
+    register_verify(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gwlite`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

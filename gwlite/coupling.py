@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from gwlite import _xp
+from gwlite.problem import check_loss
 
 __all__ = [
     "SparseCoupling",
@@ -82,14 +83,8 @@ class SparseCoupling:
         )
 
 
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
-
-
 def _index(xp, idx: np.ndarray, like):
-    return xp.asarray(idx, device=_device(like))
+    return xp.asarray(idx, device=_xp.device(like))
 
 
 def to_dense(coupling, like=None):
@@ -195,8 +190,6 @@ def gw_cost(C1, C2, coupling, loss_fun: str = "square_loss"):
     0-d array
         In the namespace of the inputs (differentiable in torch).
     """
-    from gwlite.problem import check_loss
-
     check_loss(loss_fun)
     square = loss_fun == "square_loss"
     if _use_sparse(C1, C2, coupling):
@@ -246,7 +239,7 @@ def _sparse_pair_sum(C1, C2, coupling: SparseCoupling, pair):
     C1r = xp.take(C1, rows, axis=1)
     C2c = xp.take(C2, cols, axis=1)
     block = max(1, _CHUNK // max(1, coupling.nnz))
-    total = xp.zeros((), dtype=C1.dtype, device=_device(C1))
+    total = xp.zeros((), dtype=C1.dtype, device=_xp.device(C1))
     for start in range(0, coupling.nnz, block):
         stop = min(start + block, coupling.nnz)
         a = xp.take(C1r, rows[start:stop], axis=0)
@@ -293,7 +286,7 @@ def _brute_abs_cost(xp, C1, C2, T):
     """Direct O(n^2 m^2) sum in blocks of rows i (used with gradients or many levels)."""
     n, m = T.shape
     block = max(1, _CHUNK // (n * m * m))
-    total = xp.zeros((), dtype=C1.dtype, device=_device(C1))
+    total = xp.zeros((), dtype=C1.dtype, device=_xp.device(C1))
     for start in range(0, n, block):
         stop = min(start + block, n)
         # d[i, j, k, l] = C1[i, k] - C2[j, l]

@@ -32,27 +32,33 @@ def _adjacency(G: nx.Graph) -> np.ndarray:
 
 
 def erdos_renyi(n: int, seed: int) -> np.ndarray:
+    """Adjacency matrix of an Erdos-Renyi graph G(n, 0.4)."""
     return _adjacency(nx.gnp_random_graph(n, 0.4, seed=seed))
 
 
 def sbm(n: int, seed: int) -> np.ndarray:
+    """Adjacency matrix of a two-block stochastic block model (0.8 within, 0.1 across)."""
     sizes = [n // 2, n - n // 2]
     return _adjacency(nx.stochastic_block_model(sizes, [[0.8, 0.1], [0.1, 0.8]], seed=seed))
 
 
 def barabasi_albert(n: int, seed: int) -> np.ndarray:
+    """Adjacency matrix of a Barabasi-Albert graph (two edges per new node)."""
     return _adjacency(nx.barabasi_albert_graph(n, min(2, n - 1), seed=seed))
 
 
 def random_geometric(n: int, seed: int) -> np.ndarray:
+    """Adjacency matrix of a random geometric graph in the unit square (radius 0.5)."""
     return _adjacency(nx.random_geometric_graph(n, 0.5, seed=seed))
 
 
 def tree(n: int, seed: int) -> np.ndarray:
+    """Adjacency matrix of a uniformly random labelled tree."""
     return _adjacency(nx.random_labeled_tree(n, seed=seed))
 
 
 def regular(n: int, seed: int) -> np.ndarray:
+    """Adjacency matrix of a random regular graph (degree 3, or 2 when n is odd)."""
     d = 2 if n * 3 % 2 else 3  # n * d must be even
     d = min(d, n - 1)
     if n * d % 2:
@@ -61,6 +67,7 @@ def regular(n: int, seed: int) -> np.ndarray:
 
 
 def tree_metric(n: int, seed: int) -> np.ndarray:
+    """Shortest-path metric of a random tree with edge lengths in U(0.5, 2): CND."""
     G = nx.random_labeled_tree(n, seed=seed)
     rng = _rng(seed)
     for u, v in G.edges:
@@ -69,11 +76,13 @@ def tree_metric(n: int, seed: int) -> np.ndarray:
 
 
 def gram(n: int, seed: int) -> np.ndarray:
+    """Gram matrix of n standard normal points in three dimensions: PSD, rank 3."""
     X = _rng(seed).normal(size=(n, 3))
     return X @ X.T
 
 
 def euclidean(n: int, seed: int) -> np.ndarray:
+    """Euclidean distances between n standard normal points in the plane: CND."""
     X = _rng(seed).normal(size=(n, 2))
     return np.linalg.norm(X[:, None, :] - X[None, :, :], axis=-1)
 

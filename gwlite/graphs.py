@@ -8,7 +8,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from gwlite.problem import GWInputError
+from gwlite.errors import GWInputError
 
 __all__ = ["BUILTIN_GRAPHS", "KINDS", "NODE_WEIGHTS", "builtin_graph", "from_networkx", "load"]
 

@@ -13,19 +13,12 @@ from typing import Any
 import numpy as np
 
 from gwlite import _xp
+from gwlite.errors import GWInputError
 
-__all__ = ["GWInputError", "GWSolverError", "GWProblem", "LOSS_EXPONENTS", "make_problem"]
+__all__ = ["GWProblem", "LOSS_EXPONENTS", "make_problem"]
 
 #: ``loss_fun`` name -> exponent ``r`` of the loss ``L(a, b) = |a - b|^r``.
 LOSS_EXPONENTS = {"square_loss": 2, "abs_loss": 1}
-
-
-class GWInputError(ValueError):
-    """Raised for inputs gwlite refuses to compute on (never a silent number)."""
-
-
-class GWSolverError(RuntimeError):
-    """Raised when a solver produced something that is not a usable answer (e.g. NaN)."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +81,13 @@ class GWProblem:
     def scale(self) -> float:
         """Largest absolute entry of either matrix (at least 1): the scale of the losses."""
         xp = self.xp
-        C1, C2 = (C.detach() if hasattr(C, "detach") else C for C in (self.C1, self.C2))
+        C1, C2 = (_xp.detach(C) for C in (self.C1, self.C2))
         top = max(float(xp.max(xp.abs(C1))), float(xp.max(xp.abs(C2))))
         return max(top, 1.0) ** self.exponent
 
 
 def check_loss(loss_fun: str) -> str:
+    """Return ``loss_fun`` if it is a known loss, else raise :class:`~gwlite.GWInputError`."""
     if loss_fun not in LOSS_EXPONENTS:
         raise GWInputError(f"unknown loss_fun {loss_fun!r}; choose one of {sorted(LOSS_EXPONENTS)}")
     return loss_fun
@@ -139,7 +133,7 @@ def _weights(xp, w, C, name: str, dtype):
     n = C.shape[-1]
     batch_shape = tuple(C.shape[:-2])
     if w is None:
-        ones = xp.ones(batch_shape + (n,), dtype=dtype, device=_device(C))
+        ones = xp.ones(batch_shape + (n,), dtype=dtype, device=_xp.device(C))
         return ones / n
     if xp.isdtype(w.dtype, ("integral", "bool")):
         raise GWInputError(f"{name} has integer dtype {w.dtype}; node weights must be floats")
@@ -154,7 +148,7 @@ def _weights(xp, w, C, name: str, dtype):
     _check_finite(xp, w, name)
     if bool(xp.any(w < 0)):
         raise GWInputError(f"{name} has negative entries; node weights must be >= 0")
-    total = xp.sum(w.detach() if hasattr(w, "detach") else w, axis=-1)
+    total = xp.sum(_xp.detach(w), axis=-1)
     tol = max(1e-9, float(np.sqrt(_xp.eps(xp, given))))
     worst = float(xp.max(xp.abs(total - 1)))
     if worst > tol:
@@ -165,15 +159,9 @@ def _weights(xp, w, C, name: str, dtype):
     return w
 
 
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
-
-
 def _is_symmetric(C) -> bool:
     xp = _xp.array_namespace(C)
-    C = C.detach() if hasattr(C, "detach") else C
+    C = _xp.detach(C)
     scale = max(float(xp.max(xp.abs(C))), 1.0)
     tol = float(np.sqrt(_xp.eps(xp, C.dtype))) * scale
     return float(xp.max(xp.abs(C - xp.matrix_transpose(C)))) <= tol

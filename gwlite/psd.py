@@ -46,7 +46,8 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.coupling import gw_cost, to_dense
-from gwlite.problem import GWInputError, GWProblem, make_problem
+from gwlite.errors import GWInputError
+from gwlite.problem import GWProblem, make_problem
 from gwlite.univariate import monotone_coupling
 
 __all__ = [
@@ -191,12 +192,12 @@ class RankOneBounds:
     Attributes
     ----------
     lower : float
-        :math:`\max(0, \sqrt{\text{closed\_form}} - \text{residual})^2 \le \mathrm{GW}_2`.
+        :math:`\max(0, \sqrt{\mathrm{closed\_form}} - \text{residual})^2 \le \mathrm{GW}_2`.
     upper : float
         GW cost of ``coupling`` on the true inputs (:math:`\ge \mathrm{GW}_2`); never above
         ``residual_upper``.
     residual_upper : float
-        :math:`(\sqrt{\text{closed\_form}} + \text{residual})^2`.
+        :math:`(\sqrt{\mathrm{closed\_form}} + \text{residual})^2`.
     closed_form : float
         :math:`\mathrm{GW}_2(C_1, D_1)` of the rank-one approximations, exact.
     residual : float
@@ -321,7 +322,7 @@ def _rank_one_problem(problem: GWProblem) -> RankOneBounds:
         for left in _rank_one_candidates(C, p)
         for right in _rank_one_candidates(D, q)
     ]
-    C1, C2 = _detach(problem.C1), _detach(problem.C2)
+    C1, C2 = _xp.detach(problem.C1), _xp.detach(problem.C2)
     if not pairs:
         # no label-free rank-one approximation: the trivial bounds, uniform coupling
         plan_xp = _xp.from_numpy(np.outer(p, q), problem.C1)
@@ -339,10 +340,6 @@ def _rank_one_problem(problem: GWProblem) -> RankOneBounds:
         coupling=_xp.from_numpy(pairs[cheapest].plan, problem.C1),
         signs=best.signs,
     )
-
-
-def _detach(x):
-    return x.detach() if hasattr(x, "detach") else x
 
 
 def rank_one_bounds(C1, C2, p=None, q=None) -> RankOneBounds:
@@ -418,15 +415,15 @@ def _lower_for_loss(problem: GWProblem) -> float:
 def rank_one_lower(problem: GWProblem):
     """``rank_one_bounds(...).lower`` of a validated (possibly batched) problem.
 
-    The value of ``lower_bound(kind="rank_one")``; an array in the problem's namespace
+    The value of ``lower_bound(lower="rank_one")``; an array in the problem's namespace
     (no gradient: the eigendecomposition runs on the host). For ``abs_loss`` it is the
     square-loss bound divided by the largest entry difference (see
-    :func:`_lower_for_loss`).
+    ``_lower_for_loss``).
     """
     xp = problem.xp
     if not problem.batch_shape:
         value = _lower_for_loss(problem)
-        return xp.asarray(value, dtype=problem.C1.dtype, device=_device(problem.C1))
+        return xp.asarray(value, dtype=problem.C1.dtype, device=_xp.device(problem.C1))
     C1, C2 = _host(problem.C1), _host(problem.C2)
     p, q = _host(problem.p), _host(problem.q)
     shape = problem.batch_shape
@@ -440,10 +437,4 @@ def rank_one_lower(problem: GWProblem):
         )
     ]
     values = np.asarray(flat).reshape(shape)
-    return xp.asarray(values, dtype=problem.C1.dtype, device=_device(problem.C1))
-
-
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
+    return xp.asarray(values, dtype=problem.C1.dtype, device=_xp.device(problem.C1))

@@ -80,14 +80,8 @@ def quantile_merge(xp, cu, cv):
 
 
 def _lengths(xp, levels):
-    zero = xp.zeros(levels.shape[:-1] + (1,), dtype=levels.dtype, device=_device(levels))
+    zero = xp.zeros(levels.shape[:-1] + (1,), dtype=levels.dtype, device=_xp.device(levels))
     return xp.diff(levels, axis=-1, prepend=zero)
-
-
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
 
 
 def wasserstein_1d(u_values, v_values, u_weights=None, v_weights=None, p: float = 1):
@@ -136,7 +130,7 @@ def wasserstein_1d(u_values, v_values, u_weights=None, v_weights=None, p: float 
 
 def _uniform_like(xp, values):
     n = values.shape[-1]
-    return xp.ones(values.shape, dtype=values.dtype, device=_device(values)) / n
+    return xp.ones(values.shape, dtype=values.dtype, device=_xp.device(values)) / n
 
 
 def _sort_with_weights(xp, values, weights):
@@ -255,7 +249,7 @@ def _grouped_side(xp, keys, weights, tols) -> _GroupedSide:
 
 
 def _index(xp, host_index: np.ndarray, like: Any):
-    return xp.asarray(np.asarray(host_index, dtype=np.int64), device=_device(like))
+    return xp.asarray(np.asarray(host_index, dtype=np.int64), device=_xp.device(like))
 
 
 def _lift(xp, mass, gi, gj, left: _GroupedSide, right: _GroupedSide, like) -> SparseCoupling:

@@ -1,4 +1,4 @@
-"""Teacher cache: run a causal LM once over prompt/response data, store its top-k.
+"""Teacher cache: run a causal LM once over training examples, store its top-k.
 
 The cache is a directory of safetensors shards plus a ``manifest.json``; see
 docs/guide/cache.md for the format and its guarantees.
@@ -12,24 +12,51 @@ torch.Size([T_0, 50])
 
 from __future__ import annotations
 
-from fusion.cache._build import build, estimate_bytes, teacher_fingerprint
-from fusion.cache._data import Encoder, data_sha256, read_examples, tokenizer_sha256
-from fusion.cache._format import FORMAT_VERSION, CacheError, read_manifest
+from fusion.cache._align import check_alignment
+from fusion.cache._build import build, estimate_bytes, merge, teacher_fingerprint
+from fusion.cache._data import (
+    IGNORE_INDEX,
+    Conversation,
+    Encoded,
+    Encoder,
+    Example,
+    as_row,
+    data_sha256,
+    encoding_stats,
+    example_sha256,
+    parse_example,
+    read_examples,
+    tokenizer_sha256,
+    warn_truncation,
+)
+from fusion.cache._format import FORMAT_VERSION, CacheError, CacheFormatError, read_manifest
 from fusion.cache._reader import CacheExample, Collated, TeacherCache, collate
 
 __all__ = [
     "FORMAT_VERSION",
+    "IGNORE_INDEX",
     "CacheError",
     "CacheExample",
+    "CacheFormatError",
     "Collated",
+    "Conversation",
+    "Encoded",
     "Encoder",
+    "Example",
     "TeacherCache",
+    "as_row",
     "build",
+    "check_alignment",
     "collate",
     "data_sha256",
+    "encoding_stats",
     "estimate_bytes",
+    "example_sha256",
+    "merge",
+    "parse_example",
     "read_examples",
     "read_manifest",
     "teacher_fingerprint",
     "tokenizer_sha256",
+    "warn_truncation",
 ]

@@ -1,14 +1,32 @@
-"""Command line: ``python -m fusion.cache build ...`` and ``python -m fusion.cache verify DIR``."""
+"""Command line: ``python -m fusion.cache build|merge|verify ...``.
+
+``build`` may run as several ranks, with ``torchrun --nproc_per_node N -m fusion.cache
+build ...`` (``RANK``/``WORLD_SIZE`` from the environment) or ``--rank R --world-size N``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from fusion.cache._build import build
-from fusion.cache._format import LOGPROB_DTYPES, CacheError
+from fusion.cache._build import build, merge
+from fusion.cache._format import (
+    LOGPROB_DTYPES,
+    MANIFEST_NAME,
+    TRUNCATIONS,
+    CacheError,
+    CacheFormatError,
+    read_record,
+    record_paths,
+)
 from fusion.cache._reader import TeacherCache
+
+#: exit statuses
+OK, NOT_OK, ERROR = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="run a teacher over JSONL data and cache its top-k")
     b.add_argument("--teacher", required=True, help="local transformers checkpoint directory")
     b.add_argument("--tokenizer", help="tokenizer directory (default: the teacher's)")
-    b.add_argument("--data", required=True, help="JSONL file with 'prompt' and 'response'")
+    b.add_argument(
+        "--data", required=True, help="JSONL file: 'prompt' and 'response', or 'messages'"
+    )
     b.add_argument("--out", required=True, help="cache directory (resumed if it holds a cache)")
     b.add_argument("--k", type=int, default=50, help="entries kept per token (default 50)")
     b.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
@@ -27,22 +47,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--max-length", type=int, help="longest teacher input (default: the model's)")
     b.add_argument(
+        "--truncation",
+        choices=TRUNCATIONS,
+        default="response",
+        help="cut the end of the response (default) or the start of the prompt first",
+    )
+    b.add_argument(
         "--dtype", choices=sorted(LOGPROB_DTYPES), default="fp16", help="logprob storage"
     )
     b.add_argument("--examples-per-shard", type=int, default=1024, help="default 1024")
     b.add_argument("--no-eos", action="store_true", help="do not append EOS (no chat template)")
     b.add_argument("--on-mismatch", choices=["split", "error"], default="split")
+    b.add_argument(
+        "--response-only-head",
+        action="store_true",
+        help="apply the teacher's output layer only where a target is predicted",
+    )
     b.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     b.add_argument("--model-dtype", default="auto", help="auto, float32, bfloat16 or float16")
     b.add_argument("--overwrite", action="store_true", help="replace an existing cache")
     b.add_argument("--quiet", action="store_true", help="no size estimate, no progress bar")
+    b.add_argument("--rank", type=int, help="this process's rank (default: $RANK, else 0)")
+    b.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE, else 1)")
 
-    v = sub.add_parser("verify", help="check a cache's manifest and every shard's sha256")
+    m = sub.add_parser("merge", help="write a sharded build's manifest from its rank records")
+    m.add_argument("dir", help="cache directory")
+
+    v = sub.add_parser("verify", help="read a whole cache and check it against its manifest")
     v.add_argument("dir", help="cache directory")
     return parser
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"${name} must be an integer, got {value!r}") from None
+
+
+def _ranks(args: argparse.Namespace) -> tuple[int, int]:
+    if (args.rank is None) != (args.world_size is None):
+        raise ValueError("pass both --rank and --world-size, or neither")
+    if args.rank is not None:
+        return args.rank, args.world_size
+    rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
+    return (rank or 0), (world or 1)
+
+
 def _build(args: argparse.Namespace) -> int:
+    rank, world_size = _ranks(args)
     manifest = build(
         args.teacher,
         args.tokenizer,
@@ -52,43 +108,108 @@ def _build(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         batch_size=args.batch_size,
         max_length=args.max_length,
+        truncation=args.truncation,
         dtype=args.dtype,
         examples_per_shard=args.examples_per_shard,
         add_eos=not args.no_eos,
         on_mismatch=args.on_mismatch,
+        response_only_head=args.response_only_head,
         device=args.device,
         model_dtype=args.model_dtype,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        rank=rank,
+        world_size=world_size,
+    )
+    if manifest["complete"] and "rank" not in manifest:
+        print(
+            f"wrote {manifest['num_examples']} examples, {manifest['num_tokens']} tokens "
+            f"to {args.out}"
+        )
+    else:
+        print(
+            f"rank {rank} of {world_size}: wrote its {len(manifest['shards'])} shard(s) to "
+            f"{args.out}; the last rank to finish writes {MANIFEST_NAME} (or run "
+            f"`python -m fusion.cache merge {args.out}`)"
+        )
+    return OK
+
+
+def _merge(args: argparse.Namespace) -> int:
+    manifest = merge(args.dir)
+    print(
+        f"ok: {args.dir}: merged {len(manifest['shards'])} shard(s), "
+        f"{manifest['num_examples']} examples, {manifest['num_tokens']} tokens"
+    )
+    return OK
+
+
+def _unmerged(directory: Path) -> int:
+    """Verdict on a sharded build whose manifest is not written yet."""
+    records = [read_record(p) for p in record_paths(directory)]
+    shards = {entry["file"] for r in records for entry in r["shards"]}
+    total = records[0]["num_shards"]
+    ranks = ", ".join(
+        f"{r['rank']}/{r['world_size']}{'' if r['complete'] else ' (running or stopped)'}"
+        for r in records
     )
     print(
-        f"wrote {manifest['num_examples']} examples, {manifest['num_tokens']} tokens to {args.out}"
+        f"incomplete: {directory}: sharded build not merged: {len(shards)} of {total} shards "
+        f"recorded by rank(s) {ranks}; run `python -m fusion.cache merge {directory}` once "
+        "every rank has finished"
     )
-    return 0
+    return NOT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
-    cache = TeacherCache(args.dir, verify="full", allow_incomplete=True)
+    directory = Path(args.dir)
+    if not (directory / MANIFEST_NAME).is_file() and directory.is_dir():
+        if record_paths(directory):
+            return _unmerged(directory)
+    try:
+        cache = TeacherCache(directory, verify="none", allow_incomplete=True)
+        cache.verify()
+    except CacheFormatError:
+        raise  # not a cache this version reads: an error, not a verdict
+    except CacheError as err:
+        print(f"corrupt: {err}")
+        return NOT_OK
     m = cache.manifest
     tokens = sum(s["num_tokens"] for s in m["shards"])
-    state = (
-        "complete" if m["complete"] else f"INCOMPLETE ({len(m['shards'])}/{m['num_shards']} shards)"
+    summary = (
+        f"{directory}: {len(cache)} examples, {tokens} tokens, {len(m['shards'])} shard(s), "
+        f"k={m['k']}, teacher={m['teacher']!r}"
     )
-    print(
-        f"ok: {args.dir}: {len(cache)} examples, {tokens} tokens, "
-        f"{len(m['shards'])} shard(s), k={m['k']}, teacher={m['teacher']!r}, {state}"
-    )
-    return 0 if m["complete"] else 1
+    if not m["complete"]:
+        print(
+            f"incomplete: {summary}; {m['num_shards'] - len(m['shards'])} of {m['num_shards']} "
+            "shards still to build (rerun the build command to resume); the written ones verify"
+        )
+        return NOT_OK
+    print(f"ok: {summary}")
+    return OK
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 incomplete cache, 2 error)."""
+    """Entry point; returns the exit status.
+
+    ``0``: done (``verify``: ``ok``); ``1``: ``verify`` found the cache ``incomplete`` or
+    ``corrupt`` (one line on stdout says which and why); ``2``: bad input or not a cache
+    (``error: ...`` on stderr).
+    """
     args = _parser().parse_args(argv)
-    try:
-        return _build(args) if args.command == "build" else _verify(args)
-    except (CacheError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    commands = {"build": _build, "merge": _merge, "verify": _verify}
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one readable line per warning on stderr
+        try:
+            return commands[args.command](args)
+        except (CacheError, ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return ERROR
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Writing a teacher cache: run the teacher once, keep its top-k per response token."""
+"""Writing a teacher cache: run the teacher once, keep its top-k per target token.
+
+One process writes every shard in order (``manifest.json`` rewritten after each); rank
+``r`` of a sharded build over ``W`` ranks writes the shards ``s`` with ``s % W == r`` and
+its own progress record, and the last rank to finish merges (see ``_progress``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import hashlib
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,50 +24,62 @@ from fusion.cache._data import (
     DataSource,
     Encoded,
     Encoder,
-    data_sha256,
+    encoding_stats,
+    example_digest,
     inputs_digest,
     read_examples,
     tokenizer_sha256,
+    warn_truncation,
 )
 from fusion.cache._format import (
+    DIGEST_BYTES,
+    EXAMPLE_SHA256,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_BYTES,
     INDICES,
     LOGPROB_DTYPES,
     LOGPROBS,
-    MANIFEST_NAME,
     OFFSETS,
     PROMPT_LENGTHS,
-    RESUME_KEYS,
-    SHARD_GLOB,
     TOKEN_IDS,
+    TRUNCATIONS,
     CacheError,
-    read_manifest,
     sha256_bytes,
-    sha256_file,
     shard_name,
     write_manifest,
+    write_record,
 )
-from gwlite.atomic import TEMP_SUFFIX, atomic_write_bytes
+from fusion.cache._progress import contiguous, merge_shards, precheck, prepare
+from gwlite.atomic import atomic_write_bytes
 
 # Rows of fp32 log-softmax computed at once: bounds the extra memory to ~64 MiB whatever V is.
 _SOFTMAX_ELEMENTS = 1 << 24
 _ENCODE_CHUNK = 1024
 
 
-def _check_options(
-    k: Any, temperature: Any, batch_size: Any, max_length: Any, dtype: Any, eps: Any
-):
-    def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
-    positive_int("k", k)
-    positive_int("batch_size", batch_size)
-    positive_int("examples_per_shard", eps)
+
+def _check_options(
+    k: Any,
+    temperature: Any,
+    batch_size: Any,
+    max_length: Any,
+    dtype: Any,
+    eps: Any,
+    truncation: Any,
+    rank: Any,
+    world_size: Any,
+    overwrite: bool,
+) -> None:
+    _check_int("k", k)
+    _check_int("batch_size", batch_size)
+    _check_int("examples_per_shard", eps)
     if max_length is not None:
-        positive_int("max_length", max_length, minimum=2)
+        _check_int("max_length", max_length, minimum=2)
     if (
         not isinstance(temperature, int | float)
         or not math.isfinite(temperature)
@@ -70,6 +88,26 @@ def _check_options(
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if dtype not in LOGPROB_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(LOGPROB_DTYPES)}, got {dtype!r}")
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+    _check_int("world_size", world_size)
+    _check_int("rank", rank, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"rank must be < world_size = {world_size}, got {rank}")
+    if overwrite and world_size > 1:
+        raise ValueError(
+            "overwrite=True (--overwrite) cannot be combined with a sharded build: every rank "
+            "would delete the others' shards. Delete the directory first, then start the ranks"
+        )
+
+
+def _default_device(rank: int, world_size: int) -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    if world_size == 1:
+        return "cuda"
+    local = int(os.environ.get("LOCAL_RANK", rank))  # set by torchrun
+    return f"cuda:{local % torch.cuda.device_count()}"
 
 
 def _load_teacher(teacher: Any, tokenizer: Any, device: Any, model_dtype: Any):
@@ -81,8 +119,6 @@ def _load_teacher(teacher: Any, tokenizer: Any, device: Any, model_dtype: Any):
         if not path.exists():
             raise FileNotFoundError(f"teacher checkpoint not found: {path}")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype or "auto")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device)
         if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or path)
@@ -137,19 +173,17 @@ def _default_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
     return value if isinstance(value, int) and 1 < value < 10**7 else None
 
 
-def _scan(encoder: Encoder, examples: Sequence[tuple[str, str]]):
+def _scan(encoder: Encoder, examples: Sequence[Any]):
     """First pass over all data: per-example target counts, stats and the inputs hash."""
     lengths = np.zeros(len(examples), dtype=np.int64)
-    stats = {"truncated_examples": 0, "boundary_fixups": 0, "empty_examples": 0}
+    stats = dict.fromkeys(encoding_stats([]), 0)
     h = hashlib.sha256()
     for lo in range(0, len(examples), _ENCODE_CHUNK):
         encoded = encoder.encode(examples[lo : lo + _ENCODE_CHUNK], first_index=lo)
         inputs_digest(encoded, h)
-        for j, e in enumerate(encoded):
-            lengths[lo + j] = e.num_targets
-            stats["truncated_examples"] += e.truncated
-            stats["boundary_fixups"] += e.fixup
-            stats["empty_examples"] += e.num_targets == 0
+        lengths[lo : lo + len(encoded)] = [e.num_targets for e in encoded]
+        for key, value in encoding_stats(encoded).items():
+            stats[key] += value
     return lengths, stats, h.hexdigest()
 
 
@@ -164,58 +198,6 @@ def _software() -> dict[str, str]:
     return versions
 
 
-def _refuse_other_options(out: Path, old: dict[str, Any], header: dict[str, Any]) -> None:
-    """Raise if ``header`` differs from an existing manifest on a key it holds."""
-    diffs = [
-        f"{key}: cache has {old[key]!r}, build has {header[key]!r}"
-        for key in RESUME_KEYS
-        if key in header and old[key] != header[key]
-    ]
-    if diffs:
-        raise CacheError(
-            f"cannot resume the cache in {out}: its manifest was built with different options "
-            f"({'; '.join(diffs)}). Use another directory, or overwrite=True (--overwrite) "
-            "to rebuild."
-        )
-
-
-def _precheck_resume(out: Path, options: dict[str, Any]) -> None:
-    """Compare the options known before loading the teacher with an existing cache.
-
-    Loading a 14B teacher takes minutes; a mistyped ``--k`` on a resume should not.
-    """
-    if (out / MANIFEST_NAME).is_file():
-        _refuse_other_options(out, read_manifest(out), options)
-
-
-def _prepare_dir(out: Path, header: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
-    """Create or reopen ``out``; return the shards a previous run already completed."""
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob(f".*{TEMP_SUFFIX}"):
-        leftover.unlink()  # half-written files of an interrupted run: never valid
-    if overwrite:
-        for old in [out / MANIFEST_NAME, *out.glob(SHARD_GLOB)]:
-            with suppress(FileNotFoundError):
-                old.unlink()
-    if not (out / MANIFEST_NAME).exists():
-        # overwrite=True leaves unrelated files alone and writes the cache next to them.
-        if not overwrite and any(out.iterdir()):
-            raise CacheError(
-                f"{out} is not empty and has no {MANIFEST_NAME}; refusing to write a cache into "
-                "it (choose an empty directory or pass overwrite=True / --overwrite)"
-            )
-        return []
-    old = read_manifest(out)
-    _refuse_other_options(out, old, header)
-    for shard in old["shards"]:
-        path = out / shard["file"]
-        if not path.is_file() or path.stat().st_size != shard["bytes"]:
-            raise CacheError(f"{path}: completed shard is missing or truncated; cannot resume")
-        if sha256_file(path) != shard["sha256"]:
-            raise CacheError(f"{path}: completed shard fails its sha256 check; cannot resume")
-    return list(old["shards"])
-
-
 def _topk_rows(rows: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of log_softmax(rows / tau), in fp32 and in chunks of rows to bound memory."""
     step = max(1, _SOFTMAX_ELEMENTS // max(1, rows.shape[-1]))
@@ -228,6 +210,43 @@ def _topk_rows(rows: torch.Tensor, k: int, temperature: float) -> tuple[torch.Te
     return torch.cat(values), torch.cat(indices)
 
 
+def _target_logits(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    keep: torch.Tensor,
+    vocab_size: int,
+    response_only_head: bool,
+) -> torch.Tensor:
+    """``(R, V)`` logits at the positions marked in ``keep``, in row-major order."""
+    if not response_only_head:
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        if logits.shape[-1] != vocab_size:
+            raise CacheError(
+                f"teacher returned {logits.shape[-1]} logits per position, expected {vocab_size}"
+            )
+        return logits[keep]
+    # Hugging Face causal LMs apply their head (and any soft-capping) to the hidden states
+    # selected by a boolean (B, L) `logits_to_keep`, returning them flattened to (R, V).
+    try:
+        rows = model(
+            input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep
+        ).logits
+    except (TypeError, IndexError, RuntimeError) as err:
+        rows, reason = None, f"{type(err).__name__}: {err}"
+    else:
+        reason = f"got logits of shape {tuple(rows.shape)}"
+    expected = (int(keep.sum()), vocab_size)
+    if rows is None or tuple(rows.shape) != expected:
+        raise CacheError(
+            f"response_only_head: the teacher ({type(model).__name__}) does not return the "
+            f"{expected} logits of a boolean logits_to_keep mask ({reason}); Hugging Face "
+            "causal LMs do from transformers 5. Build without response_only_head "
+            "(--response-only-head)"
+        )
+    return rows
+
+
 def _forward_topk(
     model: torch.nn.Module,
     batch: Sequence[Encoded],
@@ -236,8 +255,9 @@ def _forward_topk(
     temperature: float,
     vocab_size: int,
     pad_id: int,
+    response_only_head: bool,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One teacher forward pass over a right-padded batch; top-k per response token.
+    """One teacher forward pass over a right-padded batch; top-k per target token.
 
     Right padding keeps every real token at the positions it has when run alone, and
     the causal mask hides the padding that follows it, so an example's result does not
@@ -247,16 +267,16 @@ def _forward_topk(
     length = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), length), dtype=torch.long)
+    keep = torch.zeros((len(batch), length), dtype=torch.bool)
     for b, e in enumerate(batch):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[b, : len(e.input_ids)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-    if logits.shape[-1] != vocab_size:
-        raise CacheError(
-            f"teacher returned {logits.shape[-1]} logits per position, expected {vocab_size}"
-        )
-    # Standard next-token alignment: the logits at position t - 1 predict the token at t.
-    rows = torch.cat([logits[b, e.start - 1 : len(e.input_ids) - 1] for b, e in enumerate(batch)])
+        # Standard next-token alignment: the logits at position t - 1 predict the token at t.
+        for lo, hi in e.spans:
+            keep[b, lo - 1 : hi - 1] = True
+    rows = _target_logits(
+        model, ids.to(device), mask.to(device), keep.to(device), vocab_size, response_only_head
+    )
     values, indices = _topk_rows(rows, k, temperature)
     sizes = [e.num_targets for e in batch]
     return list(zip(values.cpu().split(sizes), indices.cpu().split(sizes)))
@@ -265,6 +285,7 @@ def _forward_topk(
 def _shard_bytes(
     model: torch.nn.Module,
     encoded: Sequence[Encoded],
+    digests: Sequence[bytes],
     *,
     batch_size: int,
     out_dtype: torch.dtype,
@@ -290,14 +311,16 @@ def _shard_bytes(
             results[i] = result
         on_batch(sum(encoded[i].num_targets for i in batch))
     sizes = [e.num_targets for e in encoded]
+    targets = [e.input_ids[t] for e in encoded for t in e.target_positions()]
     tensors = {
         LOGPROBS: torch.cat([v for v, _ in results]).to(out_dtype).contiguous(),
         INDICES: torch.cat([ix for _, ix in results]).to(torch.int32).contiguous(),
-        TOKEN_IDS: torch.tensor(
-            [t for e in encoded for t in e.input_ids[e.start :]], dtype=torch.int32
-        ).reshape(-1),
+        TOKEN_IDS: torch.tensor(targets, dtype=torch.int32).reshape(-1),
         OFFSETS: torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.int64),
         PROMPT_LENGTHS: torch.tensor([e.prompt_length for e in encoded], dtype=torch.int32),
+        EXAMPLE_SHA256: torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).reshape(
+            len(encoded), -1
+        ),
     }
     # A single metadata key: safetensors writes a multi-key metadata map in a random
     # order, which would break the byte-identical guarantee.
@@ -307,13 +330,14 @@ def _shard_bytes(
 def estimate_bytes(num_tokens: int, num_examples: int, k: int, dtype: str = "fp16") -> int:
     """Tensor bytes of a cache, headers excluded.
 
-    Per response token: ``k`` logprobs (2 bytes) + ``k`` int32 indices + one int32 token id;
-    per example: one int64 offset and one int32 prompt length (plus one offset per shard).
+    Per target token: ``k`` logprobs (2 bytes) + ``k`` int32 indices + one int32 token id;
+    per example: one int64 offset, one int32 prompt length and a 32-byte content hash
+    (plus one offset per shard).
 
     Parameters
     ----------
     num_tokens, num_examples : int
-        Response tokens (with a prediction) and examples.
+        Target tokens (with a prediction) and examples.
     k : int
         Entries kept per token.
     dtype : {"fp16", "bf16"}
@@ -322,9 +346,14 @@ def estimate_bytes(num_tokens: int, num_examples: int, k: int, dtype: str = "fp1
     Returns
     -------
     int
+
+    Examples
+    --------
+    >>> estimate_bytes(1_000_000, 1000, k=50) / 1e6   # about 304 bytes per token
+    304.044
     """
     per_token = k * (LOGPROB_DTYPES[dtype][2] + INDEX_BYTES) + INDEX_BYTES
-    return num_tokens * per_token + num_examples * (8 + 4)
+    return num_tokens * per_token + num_examples * (8 + 4 + DIGEST_BYTES)
 
 
 def _human(n: float) -> str:
@@ -345,23 +374,29 @@ def build(
     temperature: float = 1.0,
     batch_size: int = 8,
     max_length: int | None = None,
+    truncation: str = "response",
     dtype: str = "fp16",
     examples_per_shard: int = 1024,
     add_eos: bool = True,
     on_mismatch: str = "split",
+    response_only_head: bool = False,
     device: str | None = None,
     model_dtype: str | None = None,
     teacher_name: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """Run a causal LM once over prompt/response examples and cache its top-k predictions.
+    """Run a causal LM once over examples and cache its top-k predictions of the targets.
 
-    For every response token the cache holds the teacher's prediction *of* that token,
-    i.e. the top-k of ``log_softmax(z / temperature)`` where ``z`` are the logits at the
-    previous position. Shards are written atomically and the manifest is updated after
-    each one, so calling ``build`` again with the same arguments resumes an interrupted
-    run and produces the same bytes as an uninterrupted one.
+    For every target token (the response of a pair, the assistant turns of a
+    conversation) the cache holds the teacher's prediction *of* that token, i.e. the
+    top-k of ``log_softmax(z / temperature)`` where ``z`` are the logits at the previous
+    position, and every row carries the content hash of its example. Shards are written
+    atomically and the progress is recorded after each one, so calling ``build`` again
+    with the same arguments resumes an interrupted run and produces the same bytes as an
+    uninterrupted one.
 
     Parameters
     ----------
@@ -372,9 +407,10 @@ def build(
         The teacher's tokenizer, or where to load it from; ``None`` loads it from
         ``teacher`` when that is a path.
     data : str, path-like or iterable of mapping
-        JSONL file (or in-memory objects) with string fields ``prompt`` and ``response``.
+        JSONL file (or in-memory objects) with string fields ``prompt`` and ``response``,
+        or a ``messages`` list of ``{"role", "content"}`` (needs a chat template).
     out_dir : str or path-like
-        Cache directory: created if missing, resumed if it holds a manifest.
+        Cache directory: created if missing, resumed if it holds a cache.
     k : int
         Entries kept per token, ``1 <= k <= vocab_size``.
     temperature : float
@@ -382,8 +418,10 @@ def build(
     batch_size : int
         Examples per teacher forward pass. May change between a run and its resumption.
     max_length : int or None
-        Longest teacher input; longer examples lose the end of their response. ``None``
-        uses the model's maximum position count.
+        Longest teacher input. ``None`` uses the model's maximum position count.
+    truncation : {"response", "prompt_left"}
+        How longer inputs are cut: the end of the response (default), or the start of the
+        prompt first (see :class:`fusion.cache.Encoder`). A warning gives the counts.
     dtype : {"fp16", "bf16"}
         Storage dtype of the log-probabilities.
     examples_per_shard : int
@@ -392,24 +430,37 @@ def build(
         Without a chat template, append EOS after the response so the teacher's
         end-of-sequence prediction is cached too.
     on_mismatch : {"split", "error"}
-        What to do when the prompt's tokens are not a prefix of the full text's tokens
+        What to do when a target boundary falls inside a token of the whole text
         (see docs/guide/cache.md).
+    response_only_head : bool
+        Apply the teacher's output layer only at the positions that predict a target
+        (``logits_to_keep``), instead of at every position: the ``(batch, length,
+        vocab)`` logits tensor is never formed. Same values up to floating point rounding;
+        may change between a run and its resumption, like ``batch_size``.
     device : str or None
-        Device for a teacher loaded from a path (default: CUDA if available).
+        Device for a teacher loaded from a path (default: CUDA if available; with several
+        ranks, GPU ``LOCAL_RANK``).
     model_dtype : str or None
         ``dtype`` passed to ``from_pretrained`` for a teacher loaded from a path
         (default ``"auto"``: the checkpoint's own).
     teacher_name : str or None
         Name recorded in the manifest (default: the path or the model's ``name_or_path``).
     overwrite : bool
-        Delete an existing cache in ``out_dir`` instead of resuming it.
+        Delete an existing cache in ``out_dir`` instead of resuming it (single process
+        only).
     progress : bool
         Print the size estimate and show a tqdm progress bar.
+    rank, world_size : int
+        Sharded build: this process writes the shards ``s`` with ``s % world_size ==
+        rank``; every rank runs the same call with its own ``rank``. The last rank to
+        finish writes the manifest (or :func:`fusion.cache.merge` does).
 
     Returns
     -------
     dict
-        The final manifest (also in ``out_dir/manifest.json``).
+        The complete manifest (also in ``out_dir/manifest.json``); for a rank whose peers
+        are still working, its own progress record (``complete`` true, ``rank`` and
+        ``world_size`` set, only its shards listed).
 
     Raises
     ------
@@ -419,41 +470,61 @@ def build(
         On bad options, bad data lines (naming the line) or ``k`` above the vocabulary.
     CacheError
         If ``out_dir`` holds a cache built with other options, a damaged completed
-        shard, or unrelated files.
+        shard, or unrelated files (checked before the teacher is loaded).
     """
-    _check_options(k, temperature, batch_size, max_length, dtype, examples_per_shard)
+    _check_options(
+        k,
+        temperature,
+        batch_size,
+        max_length,
+        dtype,
+        examples_per_shard,
+        truncation,
+        rank,
+        world_size,
+        overwrite,
+    )
     examples, data_path = read_examples(data)
-    data_hash = data_sha256(examples)
+    digests = [example_digest(e) for e in examples]
+    data_hash = sha256_bytes(b"".join(digests))
     out = Path(out_dir)
-    if not overwrite:
-        known = {"k": k, "temperature": float(temperature), "data_sha256": data_hash}
-        known |= {
-            "logprobs_dtype": LOGPROB_DTYPES[dtype][0],
-            "examples_per_shard": examples_per_shard,
-        }
-        _precheck_resume(out, known)
-    model, tokenizer, name = _load_teacher(teacher, tokenizer, device, model_dtype)
+    known = {"k": k, "temperature": float(temperature), "data_sha256": data_hash}
+    known |= {
+        "logprobs_dtype": LOGPROB_DTYPES[dtype][0],
+        "examples_per_shard": examples_per_shard,
+        "truncation": truncation,
+    }
+    precheck(out, known, overwrite)  # before the teacher: loading a 14B model takes minutes
+    model, tokenizer, name = _load_teacher(
+        teacher, tokenizer, device or _default_device(rank, world_size), model_dtype
+    )
     vocab_size = _vocab_size(model, tokenizer)
     if k > vocab_size:
         raise ValueError(f"k = {k} exceeds the teacher's vocabulary size {vocab_size}")
     if max_length is None:
         max_length = _default_max_length(model, tokenizer)
-    encoder = Encoder(tokenizer, max_length=max_length, add_eos=add_eos, on_mismatch=on_mismatch)
+    encoder = Encoder(
+        tokenizer,
+        max_length=max_length,
+        add_eos=add_eos,
+        on_mismatch=on_mismatch,
+        truncation=truncation,
+    )
     lengths, stats, inputs_sha = _scan(encoder, examples)
+    if rank == 0:
+        warn_truncation(stats, len(examples), max_length, truncation, "fusion.cache")
     chat_template = getattr(tokenizer, "chat_template", None) if encoder.chat else None
-    template_sha = sha256_bytes(str(chat_template).encode()) if chat_template else None
-
-    num_shards = -(-len(examples) // examples_per_shard)
-    manifest: dict[str, Any] = {
+    header: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "complete": False,
         "teacher": teacher_name or name,
         "teacher_fingerprint": teacher_fingerprint(model),
         "teacher_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "tokenizer_sha256": tokenizer_sha256(tokenizer),
         "tokenizer_size": len(tokenizer),
-        "chat_template_sha256": template_sha,
+        "chat_template_sha256": sha256_bytes(str(chat_template).encode())
+        if chat_template
+        else None,
         "template": encoder.template,
         "add_eos": bool(add_eos and not encoder.chat),
         "vocab_size": vocab_size,
@@ -464,93 +535,184 @@ def build(
         "token_ids_dtype": "int32",
         "offsets_dtype": "int64",
         "max_length": max_length,
+        "truncation": truncation,
         "examples_per_shard": examples_per_shard,
         "data_path": data_path,
         "data_sha256": data_hash,
         "inputs_sha256": inputs_sha,
         "num_examples": len(examples),
         "num_tokens": int(lengths.sum()),
-        "num_shards": num_shards,
-        "shards": [],
+        "num_shards": -(-len(examples) // examples_per_shard),
         "stats": stats,
         "software": _software(),
     }
-    manifest["shards"] = _prepare_dir(out, manifest, overwrite)
-    write_manifest(out, manifest)
+    job = _Job(
+        model, encoder, examples, digests, lengths, header, out, batch_size, response_only_head
+    )
+    mine = range(rank, header["num_shards"], world_size)
+    done = prepare(out, header, overwrite, set(mine), rank, world_size)
+    if progress and rank == 0:
+        _announce(header, out, dtype, len(done), world_size)
+    if world_size == 1:
+        return _run_single(job, done, progress)
+    return _run_rank(job, done, mine, rank, world_size, progress)
 
-    if progress:
-        _announce(manifest, out, dtype)
-    _run_shards(model, encoder, examples, manifest, out, batch_size, progress)
+
+@dataclass
+class _Job:
+    """Everything needed to compute and write any shard of one build."""
+
+    model: torch.nn.Module
+    encoder: Encoder
+    examples: Sequence[Any]
+    digests: Sequence[bytes]
+    lengths: np.ndarray
+    header: dict[str, Any]
+    out: Path
+    batch_size: int
+    response_only_head: bool = False
+    on_batch: Callable[[int], None] = lambda n: None
+
+    def _range(self, s: int) -> slice:
+        eps = self.header["examples_per_shard"]
+        return slice(s * eps, (s + 1) * eps)
+
+    def tokens(self, shards: Sequence[int]) -> int:
+        """Target tokens of the given shards."""
+        return int(sum(self.lengths[self._range(s)].sum() for s in shards))
+
+    def write(self, s: int) -> dict[str, Any]:
+        """Compute shard ``s``, write it atomically, return its manifest entry."""
+        rows = self._range(s)
+        examples, digests = self.examples[rows], self.digests[rows]
+        encoded = self.encoder.encode(examples, first_index=rows.start)
+        data, n_tokens = _shard_bytes(
+            self.model,
+            encoded,
+            digests,
+            batch_size=self.batch_size,
+            out_dtype=getattr(torch, self.header["logprobs_dtype"]),
+            on_batch=self.on_batch,
+            k=self.header["k"],
+            temperature=self.header["temperature"],
+            vocab_size=self.header["vocab_size"],
+            # any id works: padding is masked
+            pad_id=self.encoder.tokenizer.pad_token_id or 0,
+            response_only_head=self.response_only_head,
+        )
+        atomic_write_bytes(self.out / shard_name(s), data)
+        return {
+            "file": shard_name(s),
+            "sha256": sha256_bytes(data),
+            "bytes": len(data),
+            "first_example": rows.start,
+            "num_examples": len(examples),
+            "num_tokens": n_tokens,
+            "data_sha256": sha256_bytes(b"".join(digests)),
+        }
+
+    @contextmanager
+    def running(self, total: int, initial: int, progress: bool, desc: str | None) -> Iterator:
+        """Teacher in eval mode under inference_mode, with a progress bar over tokens."""
+        from tqdm.auto import tqdm
+
+        # every submodule's own mode, since a wrapper's may differ from what it wraps
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        bar = tqdm(total=total, initial=initial, unit="tok", disable=not progress, desc=desc)
+        self.on_batch = bar.update
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            bar.close()
+            for module, training in modes:
+                module.training = training
+
+
+def _run_single(job: _Job, done: dict[int, dict[str, Any]], progress: bool) -> dict[str, Any]:
+    """Every shard in order; the manifest lists the completed prefix after each one."""
+    shards = contiguous(done)
+    # a finished cache stays marked complete for its readers while it is re-checked
+    manifest = {**job.header, "complete": len(shards) == job.header["num_shards"]}
+    manifest["shards"] = shards
+    write_manifest(job.out, manifest)
+    shards = range(job.header["num_shards"])
+    with job.running(job.tokens(shards), job.tokens(list(done)), progress, None):
+        for s in shards:
+            if s not in done:
+                done[s] = job.write(s)
+                manifest["shards"] = contiguous(done)
+                write_manifest(job.out, manifest)
     manifest["complete"] = True
-    write_manifest(out, manifest)
+    write_manifest(job.out, manifest)
     return manifest
 
 
-def _announce(manifest: dict[str, Any], out: Path, dtype: str) -> None:
+def _run_rank(
+    job: _Job,
+    done: dict[int, dict[str, Any]],
+    mine: Sequence[int],
+    rank: int,
+    world_size: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """This rank's shards, its record rewritten after each; then merge if it is the last."""
+    record = {**job.header, "complete": False, "rank": rank, "world_size": world_size}
+    record["shards"] = [done[j] for j in sorted(done)]
+    write_record(job.out, record)
+    desc = f"rank {rank}/{world_size}"
+    with job.running(job.tokens(mine), job.tokens(list(done)), progress, desc):
+        for s in mine:
+            if s not in done:
+                done[s] = job.write(s)
+                record["shards"] = [done[j] for j in sorted(done)]
+                write_record(job.out, record)
+    record["complete"] = True
+    write_record(job.out, record)
+    # Written before looking: whichever rank writes its record last sees every other one.
+    merged = merge_shards(job.out, job.header, strict=False)
+    return merged if merged is not None else record
+
+
+def merge(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write the manifest of a sharded build from its ranks' records.
+
+    The last rank to finish does this by itself; call it when ranks ran as separate jobs
+    that may not all see the end (e.g. a scheduler array), or to check a finished build.
+    Every shard is checked against the size and sha256 recorded for it, the counts and
+    the content hash against the build's, and the manifest is written atomically. The
+    result depends only on the files, so concurrent merges write identical bytes.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        The cache directory.
+
+    Returns
+    -------
+    dict
+        The complete manifest.
+
+    Raises
+    ------
+    CacheError
+        If shards are missing (naming the first, and the unfinished ranks), damaged, or
+        recorded with different options.
+    """
+    return merge_shards(Path(out_dir), None, strict=True)
+
+
+def _announce(header: dict[str, Any], out: Path, dtype: str, done: int, world_size: int) -> None:
     """Print the size estimate (to stderr: stdout stays for results)."""
-    n, tokens, k = manifest["num_examples"], manifest["num_tokens"], manifest["k"]
-    done = len(manifest["shards"])
+    n, tokens, k = header["num_examples"], header["num_tokens"], header["k"]
+    ranks = f" over {world_size} ranks" if world_size > 1 else ""
     print(
         f"fusion.cache: {n} examples, {tokens} response tokens, k={k} -> about "
-        f"{_human(estimate_bytes(tokens, n, k, dtype))} in {manifest['num_shards']} shard(s) "
-        f"at {out}" + (f" (resuming: {done} shard(s) already done)" if done else ""),
+        f"{_human(estimate_bytes(tokens, n, k, dtype))} in {header['num_shards']} shard(s) "
+        f"at {out}{ranks}" + (f" (resuming: {done} shard(s) already done)" if done else ""),
         file=sys.stderr,
     )
-    if manifest["stats"]["truncated_examples"] or manifest["stats"]["boundary_fixups"]:
-        print(f"fusion.cache: {manifest['stats']}", file=sys.stderr)
-
-
-def _run_shards(
-    model: torch.nn.Module,
-    encoder: Encoder,
-    examples: Sequence[tuple[str, str]],
-    manifest: dict[str, Any],
-    out: Path,
-    batch_size: int,
-    progress: bool,
-) -> None:
-    """Compute and write the shards the manifest does not list yet, updating it after each."""
-    from tqdm.auto import tqdm
-
-    done = len(manifest["shards"])
-    done_tokens = sum(s["num_tokens"] for s in manifest["shards"])
-
-    eps = manifest["examples_per_shard"]
-    forward = {
-        "k": manifest["k"],
-        "temperature": manifest["temperature"],
-        "vocab_size": manifest["vocab_size"],
-        "pad_id": encoder.tokenizer.pad_token_id or 0,  # any id works: padding is masked
-    }
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=manifest["num_tokens"], initial=done_tokens, unit="tok", disable=not progress)
-    try:
-        with torch.inference_mode():
-            for s in range(done, manifest["num_shards"]):
-                first = s * eps
-                pairs = examples[first : first + eps]
-                encoded = encoder.encode(pairs, first_index=first)
-                data, n_tokens = _shard_bytes(
-                    model,
-                    encoded,
-                    batch_size=batch_size,
-                    out_dtype=getattr(torch, manifest["logprobs_dtype"]),
-                    on_batch=bar.update,
-                    **forward,
-                )
-                atomic_write_bytes(out / shard_name(s), data)
-                manifest["shards"].append(
-                    {
-                        "file": shard_name(s),
-                        "sha256": sha256_bytes(data),
-                        "bytes": len(data),
-                        "first_example": first,
-                        "num_examples": len(pairs),
-                        "num_tokens": n_tokens,
-                    }
-                )
-                write_manifest(out, manifest)
-    finally:
-        bar.close()
-        model.train(was_training)
+    stats = header["stats"]
+    if stats["truncated_examples"] or stats["boundary_fixups"]:
+        print(f"fusion.cache: {stats}", file=sys.stderr)

@@ -9,26 +9,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gwlite.atomic import atomic_write_bytes
+from gwlite.atomic import TEMP_SUFFIX, atomic_write_bytes
 
 FORMAT_NAME = "fusion.cache"
-FORMAT_VERSION = 1
+#: 2: per-example content hashes (``example_sha256`` in every shard), ``truncation``.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 SHARD_GLOB = "shard-*.safetensors"
+#: Progress record of one rank of a sharded build (see ``_build``).
+RECORD_PATTERN = "rank-{:05d}-of-{:05d}.json"
+RECORD_GLOB = "rank-*-of-*.json"
+_SHARD_RE = re.compile(r"shard-(\d{5,})\.safetensors")
+_RECORD_RE = re.compile(r"rank-(\d{5,})-of-(\d{5,})\.json")
 
 #: Tensor names inside every shard.
-LOGPROBS, INDICES, TOKEN_IDS, OFFSETS, PROMPT_LENGTHS = (
+LOGPROBS, INDICES, TOKEN_IDS, OFFSETS, PROMPT_LENGTHS, EXAMPLE_SHA256 = (
     "logprobs",
     "indices",
     "token_ids",
     "offsets",
     "prompt_lengths",
+    "example_sha256",
 )
+DIGEST_BYTES = 32  # one raw sha256 per example
+TRUNCATIONS = ("response", "prompt_left")
 
 #: ``--dtype`` spelling -> (torch dtype name, safetensors dtype tag, bytes per value).
 LOGPROB_DTYPES = {"fp16": ("float16", "F16", 2), "bf16": ("bfloat16", "BF16", 2)}
@@ -43,6 +53,10 @@ class CacheError(ValueError):
     It subclasses :class:`ValueError` so that callers that already catch bad-input
     errors also catch it; the message always names the file at fault.
     """
+
+
+class CacheFormatError(CacheError):
+    """The directory holds no cache, or one written in a format this version cannot read."""
 
 
 # Manifest keys and the JSON types they must have. ``None`` in a tuple means "may be null".
@@ -66,6 +80,7 @@ MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
     "token_ids_dtype": (str,),
     "offsets_dtype": (str,),
     "max_length": (int, type(None)),
+    "truncation": (str,),
     "examples_per_shard": (int,),
     "data_path": (str, type(None)),
     "data_sha256": (str,),
@@ -84,7 +99,10 @@ SHARD_FIELDS: dict[str, tuple[type, ...]] = {
     "first_example": (int,),
     "num_examples": (int,),
     "num_tokens": (int,),
+    "data_sha256": (str,),
 }
+#: Extra fields of a rank's progress record (a manifest-shaped document).
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {"rank": (int,), "world_size": (int,)}
 
 #: Options that change the bytes of a shard: a resumed build must match all of them.
 #: Batch size is deliberately absent (see docs/guide/cache.md, "Resuming").
@@ -100,6 +118,7 @@ RESUME_KEYS = (
     "temperature",
     "logprobs_dtype",
     "max_length",
+    "truncation",
     "examples_per_shard",
     "data_sha256",
     "inputs_sha256",
@@ -109,6 +128,39 @@ RESUME_KEYS = (
 def shard_name(index: int) -> str:
     """File name of shard ``index`` (zero-based)."""
     return SHARD_PATTERN.format(index)
+
+
+def record_name(rank: int, world_size: int) -> str:
+    """File name of the progress record of ``rank`` in a build over ``world_size`` ranks."""
+    return RECORD_PATTERN.format(rank, world_size)
+
+
+def shard_index(name: str) -> int | None:
+    """Index of a shard file name, or ``None`` if ``name`` is not one."""
+    match = _SHARD_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def temp_target(name: str) -> str | None:
+    """The file a temporary file ``.NAME.XXXX.tmp`` of :mod:`gwlite.atomic` was to become."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return None
+    target, _, _ = name[1 : -len(TEMP_SUFFIX)].rpartition(".")
+    return target or None
+
+
+def is_cache_file(name: str) -> bool:
+    """Whether a file name is one a build writes (manifest, shard, rank record)."""
+    return (
+        name == MANIFEST_NAME
+        or _SHARD_RE.fullmatch(name) is not None
+        or _RECORD_RE.fullmatch(name) is not None
+    )
+
+
+def record_paths(directory: Path) -> list[Path]:
+    """The rank records in ``directory``, sorted by name (so by world size, then rank)."""
+    return sorted(p for p in directory.glob(RECORD_GLOB) if _RECORD_RE.fullmatch(p.name))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -125,6 +177,26 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def read_example_digests(path: str | os.PathLike) -> bytes:
+    """The ``(N, 32)`` ``example_sha256`` tensor of one shard, as bytes (nothing else is read).
+
+    Raises
+    ------
+    CacheError
+        If the shard cannot be parsed or lacks the tensor.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            digests = handle.get_tensor(EXAMPLE_SHA256)
+    except Exception as err:  # safetensors raises its own error types for bad files
+        raise CacheError(f"{path}: unreadable shard ({err})") from None
+    if digests.ndim != 2 or digests.shape[1] != DIGEST_BYTES or digests.dtype.itemsize != 1:
+        raise CacheError(f"{path}: {EXAMPLE_SHA256} has shape {list(digests.shape)}")
+    return digests.tobytes()
+
+
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """Canonical serialisation (sorted keys, no timestamps) so equal builds give equal bytes."""
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
@@ -133,6 +205,12 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
     """Atomically (re)write ``manifest.json`` in ``directory``."""
     atomic_write_bytes(directory / MANIFEST_NAME, manifest_bytes(manifest))
+
+
+def write_record(directory: Path, record: Mapping[str, Any]) -> None:
+    """Atomically (re)write a rank's progress record in ``directory``."""
+    name = record_name(record["rank"], record["world_size"])
+    atomic_write_bytes(directory / name, manifest_bytes(record))
 
 
 def _check_fields(obj: Any, fields: Mapping[str, tuple[type, ...]], where: str) -> None:
@@ -146,6 +224,30 @@ def _check_fields(obj: Any, fields: Mapping[str, tuple[type, ...]], where: str) 
         # bool is an int in Python; an int field holding true/false is still malformed.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise CacheError(f"{where}: field {key!r} has type {type(value).__name__}")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CacheError(f"{path}: not valid JSON ({err})") from None
+
+
+def _check_version(path: Path, doc: Any) -> None:
+    if isinstance(doc, dict) and doc.get("format") not in (None, FORMAT_NAME):
+        raise CacheFormatError(f"{path}: format is {doc['format']!r}, not {FORMAT_NAME!r}")
+    version = doc.get("format_version") if isinstance(doc, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CacheFormatError(
+            f"{path}: format version {version} is newer than the {FORMAT_VERSION} this "
+            "version of fusion reads; upgrade fusion to read this cache"
+        )
+    if isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION:
+        raise CacheFormatError(
+            f"{path}: format version {version} predates the per-example content hashes of "
+            f"version {FORMAT_VERSION}, which training needs to check alignment; rebuild the "
+            "cache (the same build command with --overwrite, or overwrite=True)"
+        )
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -165,24 +267,33 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     ------
     CacheError
         If the manifest is missing, is not JSON, lacks a field, has a field of the
-        wrong type, or was written by a newer format version than this code reads.
+        wrong type, or was written in another format version than the one this code
+        reads (:class:`CacheFormatError` for a missing manifest or another version).
     """
-    path = Path(directory) / MANIFEST_NAME
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
     if not path.is_file():
-        raise CacheError(f"{path}: no manifest (is {Path(directory)} a teacher cache?)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CacheError(f"{path}: not valid JSON ({err})") from None
-    if isinstance(manifest, dict) and manifest.get("format") not in (None, FORMAT_NAME):
-        raise CacheError(f"{path}: format is {manifest['format']!r}, not {FORMAT_NAME!r}")
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise CacheError(
-            f"{path}: format version {version} is newer than the {FORMAT_VERSION} this "
-            "version of fusion reads; upgrade fusion to read this cache"
-        )
+        records = record_paths(directory) if directory.is_dir() else []
+        if records:
+            raise CacheFormatError(
+                f"{path}: no manifest yet: {len(records)} rank record(s) of a sharded build "
+                f"are there; once every rank has finished, run `python -m fusion.cache merge "
+                f"{directory}` (the last rank to finish does it by itself)"
+            )
+        raise CacheFormatError(f"{path}: no manifest (is {directory} a teacher cache?)")
+    manifest = _load_json(path)
+    _check_version(path, manifest)
     _check_fields(manifest, MANIFEST_FIELDS, str(path))
     for i, shard in enumerate(manifest["shards"]):
         _check_fields(shard, SHARD_FIELDS, f"{path}: shards[{i}]")
     return manifest
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Read and validate one rank's progress record (see :func:`read_manifest`)."""
+    record = _load_json(path)
+    _check_version(path, record)
+    _check_fields(record, {**MANIFEST_FIELDS, **RECORD_FIELDS}, str(path))
+    for i, shard in enumerate(record["shards"]):
+        _check_fields(shard, SHARD_FIELDS, f"{path}: shards[{i}]")
+    return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,19 +13,25 @@ import numpy as np
 import torch
 
 from fusion.cache._format import (
+    DIGEST_BYTES,
+    EXAMPLE_SHA256,
     INDICES,
     LOGPROBS,
     OFFSETS,
     PROMPT_LENGTHS,
     TOKEN_IDS,
     CacheError,
+    read_example_digests,
     read_manifest,
     sha256_file,
+    shard_name,
 )
 from fusion.types import TopK
 
 _VERIFY_MODES = ("lazy", "full", "none")
-_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+#: manifest dtype names -> safetensors dtype tags
+_TAGS = {"float16": "F16", "bfloat16": "BF16", "int32": "I32", "int64": "I64", "uint8": "U8"}
+_CHECK_ELEMENTS = 1 << 22  # values checked at once by verify()
 
 
 class CacheExample(NamedTuple):
@@ -122,6 +129,7 @@ class TeacherCache(Sequence):
         self._handles: dict[int, Any] = {}
         self._offsets: dict[int, np.ndarray] = {}
         self._verified: set[int] = set()
+        self._digests: np.ndarray | None = None
         for s in range(len(self._shards)):
             self._check_size(s)
         if verify == "full":
@@ -148,18 +156,32 @@ class TeacherCache(Sequence):
                 f"{self.path}: build incomplete ({len(m['shards'])} of {m['num_shards']} shards); "
                 "rerun the build to resume it, or pass allow_incomplete=True"
             )
+        eps, total = m["examples_per_shard"], m["num_examples"]
         expected_first = 0
-        for shard in m["shards"]:
+        for i, shard in enumerate(m["shards"]):
             if shard["first_example"] != expected_first or shard["num_examples"] < 1:
                 raise CacheError(
                     f"{self.path / shard['file']}: example range does not follow the previous shard"
                 )
+            if shard["file"] != shard_name(i) or shard["num_examples"] != min(
+                eps, total - expected_first
+            ):
+                raise CacheError(
+                    f"{self.path / shard['file']}: entry {i} does not fit examples_per_shard="
+                    f"{eps} and num_examples={total} of the manifest"
+                )
             expected_first += shard["num_examples"]
-        if m["complete"] and expected_first != m["num_examples"]:
-            raise CacheError(
-                f"{self.path}: shards cover {expected_first} examples, "
-                f"manifest says {m['num_examples']}"
-            )
+        if m["complete"]:
+            tokens = sum(shard["num_tokens"] for shard in m["shards"])
+            if expected_first != total or len(m["shards"]) != m["num_shards"]:
+                raise CacheError(
+                    f"{self.path}: {len(m['shards'])} shards cover {expected_first} examples, "
+                    f"manifest says {m['num_shards']} shards and {total} examples"
+                )
+            if tokens != m["num_tokens"]:
+                raise CacheError(
+                    f"{self.path}: shards hold {tokens} tokens, manifest says {m['num_tokens']}"
+                )
 
     def _check_size(self, s: int) -> None:
         shard = self._shards[s]
@@ -181,16 +203,85 @@ class TeacherCache(Sequence):
         self._verified.add(s)
 
     def verify(self) -> None:
-        """Check every shard's size and sha256 against the manifest.
+        """Check every shard against the manifest, reading all of it.
+
+        Per shard: size and sha256; tensor names, shapes and dtypes against ``k`` and the
+        dtype fields; offsets against the example and token counts; the example hashes
+        against the shard's ``data_sha256``; indices and token ids within the vocabulary;
+        log-probabilities not NaN, at most 0 and sorted in decreasing order. For a complete
+        cache, the example hashes of all shards against the manifest's ``data_sha256``.
 
         Raises
         ------
         CacheError
-            Naming the first shard that is missing, truncated or corrupt.
+            Naming the first shard at fault and the problem.
         """
+        h = hashlib.sha256()
         for s in range(len(self._shards)):
             self._check_size(s)
             self._check_hash(s)
+            handle = self._open(s)
+            self._check_values(s, handle)
+            h.update(self._digests_of(s))
+        if self.manifest["complete"] and h.hexdigest() != self.manifest["data_sha256"]:
+            raise CacheError(
+                f"{self.path}: the shards' example hashes do not give the manifest's data_sha256"
+            )
+
+    def _check_values(self, s: int, handle: Any) -> None:
+        path = self.path / self._shards[s]["file"]
+        m = self.manifest
+        bounds = {INDICES: m["vocab_size"], TOKEN_IDS: max(m["vocab_size"], m["tokenizer_size"])}
+        for name, bound in bounds.items():
+            values = handle.get_tensor(name)
+            if values.numel() and (int(values.min()) < 0 or int(values.max()) >= bound):
+                raise CacheError(
+                    f"{path}: {name} outside [0, {bound}): the manifest's vocab_size or "
+                    "tokenizer_size does not describe this shard"
+                )
+        if handle.get_tensor(PROMPT_LENGTHS).lt(0).any():
+            raise CacheError(f"{path}: negative prompt lengths")
+        rows = handle.get_slice(LOGPROBS)
+        total, k = rows.get_shape()
+        step = max(1, _CHECK_ELEMENTS // max(k, 1))
+        for lo in range(0, total, step):
+            block = rows[lo : lo + step].float()
+            if block.isnan().any() or (block > 1e-3).any():
+                raise CacheError(f"{path}: log-probabilities are NaN or positive")
+            if (block[:, 1:] > block[:, :-1]).any():
+                raise CacheError(f"{path}: log-probabilities are not sorted in decreasing order")
+
+    def _digests_of(self, s: int) -> bytes:
+        """Shard ``s``'s example hashes, checked against its ``data_sha256`` entry."""
+        shard = self._shards[s]
+        path = self.path / shard["file"]
+        self._check_size(s)
+        digests = read_example_digests(path)
+        if len(digests) != DIGEST_BYTES * shard["num_examples"]:
+            raise CacheError(f"{path}: {EXAMPLE_SHA256} does not have one row per example")
+        if hashlib.sha256(digests).hexdigest() != shard["data_sha256"]:
+            raise CacheError(
+                f"{path}: example hashes do not match the manifest's data_sha256 for this shard"
+            )
+        return digests
+
+    def example_hashes(self) -> np.ndarray:
+        """Content hash of every example, ``(N, 32)`` uint8 (raw sha256 digests).
+
+        Row ``i`` is the digest of :func:`fusion.cache.example_sha256` of example ``i``.
+        Only the hashes are read (32 bytes per example), each shard's checked against its
+        manifest entry, so this is cheap even for a cache of hundreds of GB.
+        """
+        if self._digests is None:
+            parts = [self._digests_of(s) for s in range(len(self._shards))]
+            flat = np.frombuffer(b"".join(parts), dtype=np.uint8)
+            self._digests = flat.reshape(-1, DIGEST_BYTES)
+        return self._digests
+
+    def example_sha256(self, i: int) -> str:
+        """Content hash (64 hex digits) of the example at row ``i``."""
+        s, local = self._locate(i)
+        return self.example_hashes()[self._starts[s] + local].tobytes().hex()
 
     # -- shard access -----------------------------------------------------------
 
@@ -206,24 +297,16 @@ class TeacherCache(Sequence):
         path = self.path / shard["file"]
         try:
             handle = safe_open(str(path), framework="pt")
-            offsets = handle.get_tensor(OFFSETS).numpy()
-            shapes = {
-                name: handle.get_slice(name).get_shape() for name in (LOGPROBS, INDICES, TOKEN_IDS)
+            layout = {
+                name: (handle.get_slice(name).get_shape(), handle.get_slice(name).get_dtype())
+                for name in handle.keys()
             }
-            dtype = handle.get_slice(LOGPROBS).get_dtype()
+            offsets = handle.get_tensor(OFFSETS).numpy() if OFFSETS in layout else None
         except Exception as err:  # safetensors raises its own error types for bad files
             raise CacheError(f"{path}: unreadable shard ({err})") from None
-        n, t, k = shard["num_examples"], shard["num_tokens"], self.manifest["k"]
-        ok = (
-            offsets.shape == (n + 1,)
-            and offsets[0] == 0
-            and offsets[-1] == t
-            and bool(np.all(np.diff(offsets) >= 0))
-            and shapes == {LOGPROBS: [t, k], INDICES: [t, k], TOKEN_IDS: [t]}
-            and dtype == {"float16": "F16", "bfloat16": "BF16"}.get(self.manifest["logprobs_dtype"])
-        )
-        if not ok:
-            raise CacheError(f"{path}: shard contents do not match the manifest")
+        problems = _content_problems(self.manifest, shard, layout, offsets)
+        if problems:
+            raise CacheError(f"{path}: shard contents do not match the manifest ({problems})")
         self._handles[s], self._offsets[s] = handle, offsets
         return handle
 
@@ -313,6 +396,37 @@ class TeacherCache(Sequence):
             f"TeacherCache({str(self.path)!r}, examples={len(self)}, k={m['k']}, "
             f"teacher={m['teacher']!r})"
         )
+
+
+def _content_problems(
+    manifest: Mapping[str, Any],
+    shard: Mapping[str, Any],
+    layout: Mapping[str, tuple[list[int], str]],
+    offsets: np.ndarray | None,
+) -> str:
+    """What differs between a shard's tensors and what its manifest entry implies."""
+    n, t, k = shard["num_examples"], shard["num_tokens"], manifest["k"]
+    expected = {
+        LOGPROBS: ([t, k], manifest["logprobs_dtype"]),
+        INDICES: ([t, k], manifest["indices_dtype"]),
+        TOKEN_IDS: ([t], manifest["token_ids_dtype"]),
+        OFFSETS: ([n + 1], manifest["offsets_dtype"]),
+        PROMPT_LENGTHS: ([n], "int32"),
+        EXAMPLE_SHA256: ([n, DIGEST_BYTES], "uint8"),
+    }
+    problems = []
+    for name, (shape, dtype) in expected.items():
+        if name not in layout:
+            problems.append(f"no {name} tensor")
+        elif layout[name] != (shape, _TAGS.get(dtype, dtype)):
+            got_shape, got_dtype = layout[name]
+            problems.append(f"{name} is {got_dtype} {got_shape}, expected {dtype} {shape}")
+    if offsets is not None and not problems:
+        if not (offsets[0] == 0 and offsets[-1] == t and bool(np.all(np.diff(offsets) >= 0))):
+            problems.append(f"offsets do not run from 0 to {t} tokens")
+    if not problems:
+        return ""
+    return "; ".join(problems) + f" (the manifest says k={k}, {n} examples, {t} tokens)"
 
 
 def collate(

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["demo_main", "study_main"]
+__all__ = ["demo_main", "demo_parser", "study_main", "study_parser"]
 
 
 def _common(parser: argparse.ArgumentParser, out: str) -> None:
@@ -34,17 +34,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def demo_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fusion demo [--quick | --tiny] [--out DIR] [--seeds S ...] [--workers N]``.
-
-    Returns
-    -------
-    int
-        The exit status (2 for invalid sizes).
-    """
-    from fusion.demo.config import DemoConfig
-    from fusion.demo.pipeline import run_demo
-
+def demo_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m fusion demo``."""
     parser = argparse.ArgumentParser(
         prog="python -m fusion demo",
         description="Train two tiny teachers (coin flips; arithmetic), cache them, fuse them "
@@ -65,7 +56,21 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         "learn their own family, the pivots barely train",
     )
     _common(parser, "fusion-demo")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fusion demo [--quick | --tiny] [--out DIR] [--seeds S ...] [--workers N]``.
+
+    Returns
+    -------
+    int
+        The exit status (2 for invalid sizes).
+    """
+    from fusion.demo.config import DemoConfig
+    from fusion.demo.pipeline import run_demo
+
+    args = demo_parser().parse_args(argv)
     preset = DemoConfig.quick if args.quick else DemoConfig.tiny if args.tiny else DemoConfig.full
     try:
         config = preset(**_overrides(args))
@@ -76,22 +81,14 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def study_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fusion study [--tiny] [--cells NAME ...] [--list] [--out DIR] ...``.
-
-    Returns
-    -------
-    int
-        The exit status (2 for invalid options or unknown cells).
-    """
-    from fusion.demo.study import StudyConfig, describe_cells, run_study
-
+def study_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m fusion study``."""
     parser = argparse.ArgumentParser(
         prog="python -m fusion study",
         description="Measure when distillation helps: pivots on multistep arithmetic trained "
         "with SFT, SFT+ULD and SFT+ULD+GLD over a grid of regimes (labelled data, teacher "
         "strength, teacher-labelled prompts, loss weights, GLD and ULD options), several "
-        "seeds per cell, paired comparisons with 95%% intervals. Resumable: rerunning into "
+        "seeds per cell, paired comparisons with 95% intervals. Resumable: rerunning into "
         "the same --out reuses every finished job, so a killed run continues.",
     )
     parser.add_argument(
@@ -104,7 +101,20 @@ def study_main(argv: Sequence[str] | None = None) -> int:
         "--list", action="store_true", help="list the cells and their jobs, run nothing"
     )
     _common(parser, "fusion-study")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def study_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fusion study [--tiny] [--cells NAME ...] [--list] [--out DIR] ...``.
+
+    Returns
+    -------
+    int
+        The exit status (2 for invalid options or unknown cells).
+    """
+    from fusion.demo.study import StudyConfig, describe_cells, run_study
+
+    args = study_parser().parse_args(argv)
     preset = StudyConfig.tiny if args.tiny else StudyConfig.full
     try:
         config = preset(**_overrides(args))

@@ -175,6 +175,40 @@ def format_table(rows: Sequence[tuple[str, EvalResult]]) -> str:
     return "\n".join(lines)
 
 
+def _check_model_path(model: str) -> None:
+    """Refuse a ``--model`` that is neither a directory nor a model in the local hub cache.
+
+    Parameters
+    ----------
+    model : str
+        The ``--model`` value.
+
+    Raises
+    ------
+    ValueError
+        ``"model directory not found: MODEL"`` (or ``"... is not a directory"``), so that
+        a mistyped path reads as one line rather than a hub connection error.
+    """
+    path = Path(model)
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ValueError(f"model path is not a directory: {model}")
+    if not _in_hub_cache(model):
+        raise ValueError(f"model directory not found: {model}")
+
+
+def _in_hub_cache(model: str) -> bool:
+    """Whether ``model`` names a model already downloaded to the local hub cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json")
+    except Exception:  # an invalid repo id (a path, typically) or no huggingface_hub
+        return False
+    return isinstance(found, str)
+
+
 def run(args: argparse.Namespace) -> list[tuple[str, EvalResult]]:
     """Load the items and the model, evaluate every (task, method), write the outputs.
 
@@ -206,6 +240,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, EvalResult]]:
     if any(m.startswith("few_shot") for m in methods) and not exemplars:
         raise ValueError("few-shot methods need --exemplars")
 
+    _check_model_path(str(args.model))
     from fusion.eval.models import HFModel  # imports torch; only now that inputs are valid
 
     model = HFModel(
@@ -247,14 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 for invalid input (message on stderr).
+        Exit status: 0 on success, 2 for invalid input (one line on stderr; the usage is
+        printed only for command-line syntax errors, by argparse).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         rows = run(args)
     except (ValueError, OSError) as err:
-        parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     print(format_table(rows))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gwlite import _xp
-from gwlite.bounds import _compute_lower
+from gwlite.bounds import compute_lower
 from gwlite.problem import GWProblem
 
 # upper - lower below this (relative to the loss scale) counts as a proven equality
@@ -12,7 +12,7 @@ CERTIFY_RTOL = 1e-12
 
 def lower_value(problem: GWProblem, kind: str):
     """The lower bound ``kind`` as a scalar (0-d tensor if it carries a graph)."""
-    return _xp.scalar(_compute_lower(problem, kind), keep_graph=True)
+    return _xp.scalar(compute_lower(problem, kind), keep_graph=True)
 
 
 def is_certified(problem: GWProblem, lower, upper) -> bool:

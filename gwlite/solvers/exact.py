@@ -50,7 +50,8 @@ from scipy.optimize import linear_sum_assignment
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error
-from gwlite.problem import GWInputError, GWProblem
+from gwlite.errors import GWInputError
+from gwlite.problem import GWProblem
 from gwlite.psd import permutation_certificate
 from gwlite.result import GWResult
 from gwlite.solvers._common import is_certified, lower_value
@@ -333,10 +334,10 @@ def _check(problem: GWProblem, time_limit, max_nodes) -> None:
         )
 
 
-def _lower_over_couplings(problem: GWProblem, outcome: _Outcome, certificate, n: int):
+def _lower_over_couplings(problem: GWProblem, outcome: _Outcome, certificate, n: int, lower: str):
     """A bound valid over all couplings, and the name of what gave it."""
     perm_lower = outcome.perm_lower / n**2
-    candidates = {"tlb": float(lower_value(problem, "tlb"))}
+    candidates = {lower: float(lower_value(problem, lower))}
     if certificate is not None:
         # GW >= (permutation optimum) - slack >= perm_lower - slack, for every pair
         candidates["permutation_bound" if certificate.holds else "spectral"] = (
@@ -351,6 +352,7 @@ def solve(
     *,
     time_limit: float | None = None,
     max_nodes: int | None = None,
+    lower: str = "tlb",
     return_coupling: bool = True,
 ) -> GWResult:
     r"""Optimal permutation by branch and bound, certified as GW when a theorem says so.
@@ -365,6 +367,10 @@ def solve(
         Required (or ``max_nodes``) for ``n > DEFAULT_MAX_N`` (12); ``n <= MAX_N`` (32).
     max_nodes : int, optional
         Largest number of nodes to expand (each expansion bounds all its children).
+    lower : {"tlb", "mean_row", "flb", "slb", "rank_one"}
+        The bound over couplings reported when no theorem certifies the permutation
+        optimum (the spectral bound joins it for symmetric square-loss inputs; the
+        larger is reported). TLB, the default, dominates the other sorting bounds.
     return_coupling : bool
         Return the permutation matrix divided by n (in the input's array type).
 
@@ -383,8 +389,8 @@ def solve(
     start = time.perf_counter()
     deadline = start + time_limit if time_limit is not None else np.inf
     n, r = problem.n, problem.exponent
-    C = np.asarray(_xp.to_numpy(_detach(problem.C1)), dtype=np.float64)
-    D = np.asarray(_xp.to_numpy(_detach(problem.C2)), dtype=np.float64)
+    C = np.asarray(_xp.to_numpy(_xp.detach(problem.C1)), dtype=np.float64)
+    D = np.asarray(_xp.to_numpy(_xp.detach(problem.C2)), dtype=np.float64)
     outcome = _search(C, D, r, deadline, max_nodes)
     plan = np.zeros((n, n))
     plan[np.arange(n), outcome.perm] = 1.0 / n
@@ -401,7 +407,7 @@ def solve(
     if certificate is not None and certificate.holds and converged:
         lower, lower_kind = upper, "certified"
     else:
-        lower, lower_kind = _lower_over_couplings(problem, outcome, certificate, n)
+        lower, lower_kind = _lower_over_couplings(problem, outcome, certificate, n, lower)
         lower = min(lower, float(upper))  # round-off only: GW <= upper
     certified = lower_kind == "certified" or is_certified(problem, lower, upper)
     diagnostics = {
@@ -435,7 +441,3 @@ def solve(
         time_s=0.0,
         diagnostics=diagnostics,
     )
-
-
-def _detach(x):
-    return x.detach() if hasattr(x, "detach") else x

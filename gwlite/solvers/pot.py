@@ -29,7 +29,8 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope, to_dense
-from gwlite.problem import GWInputError, GWProblem, GWSolverError
+from gwlite.errors import GWInputError, GWSolverError
+from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers._common import clamp_lower, is_certified, lower_value
 
@@ -50,12 +51,12 @@ def _on_support(problem: GWProblem, G0=None):
     the same problem.
     """
     xp = problem.xp
-    C1, C2, p, q = (_detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
+    C1, C2, p, q = (_xp.detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
     rows = np.nonzero(_xp.to_numpy(p) > 0)[0]
     cols = np.nonzero(_xp.to_numpy(q) > 0)[0]
     if len(rows) == problem.n and len(cols) == problem.m:
         return (C1, C2, p, q, G0), lambda plan: plan
-    r, c = (xp.asarray(i, device=_device(C1)) for i in (rows, cols))
+    r, c = (xp.asarray(i, device=_xp.device(C1)) for i in (rows, cols))
     inputs = (
         xp.take(xp.take(C1, r, axis=0), r, axis=1),
         xp.take(xp.take(C2, c, axis=0), c, axis=1),
@@ -70,12 +71,6 @@ def _on_support(problem: GWProblem, G0=None):
         return to_dense(SparseCoupling(grid_r, grid_c, flat, (problem.n, problem.m)))
 
     return inputs, embed
-
-
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
 
 
 def _finish(
@@ -97,10 +92,10 @@ def _finish(
             + "); for 'entropic' increase epsilon (it is absolute: compare it with the "
             "scale of C1 and C2)"
         )
-    plan = plan.detach() if hasattr(plan, "detach") else plan
+    plan = _xp.detach(plan)
     error = marginal_error(plan, problem.p, problem.q)
     converged = bool(converged) and (marginal_tol is None or error <= marginal_tol)
-    feasible = round_to_polytope(plan, _detach(problem.p), _detach(problem.q))
+    feasible = round_to_polytope(plan, _xp.detach(problem.p), _xp.detach(problem.q))
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, feasible, problem.loss_fun), True)
     low = clamp_lower(lower_value(problem, lower), upper)
     extra = dict(extra, lower_kind=lower, rounding_l1=float(xp.sum(xp.abs(feasible - plan))))
@@ -118,10 +113,6 @@ def _finish(
         time_s=0.0,
         diagnostics=extra,
     )
-
-
-def _detach(x):
-    return x.detach() if hasattr(x, "detach") else x
 
 
 def solve_cg(

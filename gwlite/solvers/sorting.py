@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gwlite import _xp
-from gwlite.bounds import _compute_lower, _sorted_sparse, gap_diagnostics
+from gwlite.bounds import compute_lower, gap_diagnostics, sorted_sparse_coupling
 from gwlite.coupling import gw_cost, marginal_error, to_dense
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
@@ -22,7 +22,7 @@ def solve(
     Parameters
     ----------
     problem : GWProblem
-    lower : {"mean_row", "flb", "slb", "tlb"}
+    lower : {"mean_row", "flb", "slb", "tlb", "rank_one"}
         Which proven lower bound to report as ``lower``; the value itself is always
         the mean-row closed form. With ``"mean_row"`` (default), ``lower == value``.
         ``"tlb"`` dominates every other bound, the closed form included.
@@ -31,9 +31,9 @@ def solve(
     diagnostics : bool
         Compute the gap-identity quantities (:func:`gwlite.bounds.gap_diagnostics`).
     """
-    value = _xp.scalar(_compute_lower(problem, "mean_row"), keep_graph=True)
+    value = _xp.scalar(compute_lower(problem, "mean_row"), keep_graph=True)
     low = value if lower == "mean_row" else lower_value(problem, lower)
-    coupling = _sorted_sparse(problem)
+    coupling = sorted_sparse_coupling(problem)
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
     low = clamp_lower(low, upper)
     extra = {"lower_kind": lower}

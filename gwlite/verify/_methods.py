@@ -10,7 +10,7 @@ import numpy as np
 
 from gwlite.api import gromov_wasserstein
 from gwlite.bounds import lower_bound
-from gwlite.problem import GWInputError, GWSolverError
+from gwlite.errors import GWInputError, GWSolverError
 from gwlite.psd import rank_one_bounds
 
 __all__ = ["MethodRun", "run_methods", "LOWER_ONLY", "SQUARE_ONLY"]
@@ -66,7 +66,7 @@ def _from_result(method: str, res) -> MethodRun:
 
 def _timed_lower(C1, C2, loss: str, kind: str) -> MethodRun:
     start = time.perf_counter()
-    value = float(lower_bound(C1, C2, loss_fun=loss, kind=kind))
+    value = float(lower_bound(C1, C2, loss_fun=loss, lower=kind))
     return MethodRun(kind, lower=value, value=value, time_s=time.perf_counter() - start)
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
+from gwlite.errors import GWInputError
 from gwlite.families import CND_FAMILIES, FAMILIES, PSD_FAMILIES, generate
-from gwlite.problem import LOSS_EXPONENTS, GWInputError
+from gwlite.problem import LOSS_EXPONENTS
 from gwlite.verify._checks import Check, check_instance
 from gwlite.verify._methods import Settings, run_methods
 

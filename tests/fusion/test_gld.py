@@ -152,7 +152,7 @@ def test_gld_below_scaled_exact_gw(seed):
     zs, zt = rng.normal(size=(1, 5, vs)) * 2, rng.normal(size=(1, 4, vt)) * 2
     As, At, N = _padded_graphs(zs[0], zt[0], 3)
     exact = gwlite.gromov_wasserstein(As, At, method="exact", loss_fun="abs_loss")
-    tlb = gwlite.lower_bound(As, At, loss_fun="abs_loss", kind="tlb")
+    tlb = gwlite.lower_bound(As, At, loss_fun="abs_loss", lower="tlb")
     for m in (2, N):
         gld = float(_gld(zs, zt, k=3, m=m))
         assert gld <= N**2 * tlb * (1 + 1e-9) + 1e-12  # TLB dominates the closed form

@@ -82,9 +82,9 @@ def test_methods_agree_with_numpy(backend, method):
 @pytest.mark.parametrize("loss_fun", ["square_loss", "abs_loss"])
 def test_lower_bounds_agree_with_numpy(backend, kind, loss_fun):
     C1, C2, p, q = _instance()
-    ref = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, kind=kind)
+    ref = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, lower=kind)
     got = gwlite.lower_bound(
-        *[convert(x, backend) for x in (C1, C2, p, q)], loss_fun=loss_fun, kind=kind
+        *[convert(x, backend) for x in (C1, C2, p, q)], loss_fun=loss_fun, lower=kind
     )
     assert got == pytest.approx(ref, abs=1e-6)
 
@@ -174,14 +174,14 @@ def test_results_carry_the_graph_when_inputs_require_grad():
 def test_tlb_gradient_is_the_envelope_gradient():
     C1, C2 = _tie_free(6, 6), _tie_free(6, 7)
     C1.requires_grad_(True)
-    tlb = gwlite.lower_bound(C1, C2, kind="tlb")
+    tlb = gwlite.lower_bound(C1, C2, lower="tlb")
     (g,) = torch.autograd.grad(tlb, C1)
     eps = 1e-6
     D = torch.randn(6, 6, dtype=torch.float64)
     D = D + D.T
     with torch.no_grad():
-        plus = gwlite.lower_bound(C1 + eps * D, C2, kind="tlb")
-        minus = gwlite.lower_bound(C1 - eps * D, C2, kind="tlb")
+        plus = gwlite.lower_bound(C1 + eps * D, C2, lower="tlb")
+        minus = gwlite.lower_bound(C1 - eps * D, C2, lower="tlb")
     assert (plus - minus) / (2 * eps) == pytest.approx(float((g * D).sum()), rel=1e-4, abs=1e-8)
 
 

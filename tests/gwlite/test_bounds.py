@@ -45,7 +45,7 @@ def _feasible_couplings(C1, C2, p, q, rng):
 def test_lower_bounds_below_cost_of_every_coupling(inst, loss_fun, seed):
     C1, C2, p, q = inst
     p, q = _w(len(C1), p), _w(len(C2), q)
-    lows = {k: gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, kind=k) for k in KINDS}
+    lows = {k: gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, lower=k) for k in KINDS}
     tol = _tol(C1, C2, loss_fun)
     for T in _feasible_couplings(C1, C2, p, q, np.random.default_rng(seed)):
         cost = gw_cost_dense(C1, C2, T, loss_fun)
@@ -59,7 +59,7 @@ def test_lower_bounds_below_every_permutation(inst, loss_fun):
     C1, C2, _, _ = inst
     best, _ = best_permutation(C1, C2, loss_fun)
     for kind in KINDS:
-        assert gwlite.lower_bound(C1, C2, loss_fun=loss_fun, kind=kind) <= best + _tol(
+        assert gwlite.lower_bound(C1, C2, loss_fun=loss_fun, lower=kind) <= best + _tol(
             C1, C2, loss_fun
         )
 
@@ -68,9 +68,9 @@ def test_lower_bounds_below_every_permutation(inst, loss_fun):
 @given(problems(max_n=7), st.sampled_from(LOSSES))
 def test_tlb_dominates_the_other_lower_bounds(inst, loss_fun):
     C1, C2, p, q = inst
-    tlb = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, kind="tlb")
+    tlb = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, lower="tlb")
     for kind in ("mean_row", "flb", "slb"):
-        low = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, kind=kind)
+        low = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, lower=kind)
         assert low <= tlb + _tol(C1, C2, loss_fun), kind
 
 
@@ -121,8 +121,8 @@ def test_all_bounds_invariant_to_relabelling(inst, loss_fun, seed):
     D2, q2 = _relabel(C2, q, rng.permutation(len(C2)))
     tol = _tol(C1, C2, loss_fun)
     for kind in KINDS:
-        a = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, kind=kind)
-        b = gwlite.lower_bound(D1, D2, p2, q2, loss_fun=loss_fun, kind=kind)
+        a = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, lower=kind)
+        b = gwlite.lower_bound(D1, D2, p2, q2, loss_fun=loss_fun, lower=kind)
         assert a == pytest.approx(b, abs=tol), kind
     up1 = gwlite.sorted_upper_bound(C1, C2, p, q, loss_fun=loss_fun)
     up2 = gwlite.sorted_upper_bound(D1, D2, p2, q2, loss_fun=loss_fun)
@@ -135,8 +135,8 @@ def test_bounds_symmetric_in_their_arguments(inst, loss_fun):
     C1, C2, p, q = inst
     tol = _tol(C1, C2, loss_fun)
     for kind in KINDS:
-        a = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, kind=kind)
-        b = gwlite.lower_bound(C2, C1, q, p, loss_fun=loss_fun, kind=kind)
+        a = gwlite.lower_bound(C1, C2, p, q, loss_fun=loss_fun, lower=kind)
+        b = gwlite.lower_bound(C2, C1, q, p, loss_fun=loss_fun, lower=kind)
         assert a == pytest.approx(b, abs=tol), kind
     a = gwlite.sorted_upper_bound(C1, C2, p, q, loss_fun=loss_fun)
     b = gwlite.sorted_upper_bound(C2, C1, q, p, loss_fun=loss_fun)
@@ -149,7 +149,7 @@ def test_lower_bounds_zero_on_isomorphic_inputs(C, loss_fun, seed):
     perm = np.random.default_rng(seed).permutation(len(C))
     D = C[np.ix_(perm, perm)]
     for kind in KINDS:
-        assert abs(gwlite.lower_bound(C, D, loss_fun=loss_fun, kind=kind)) <= _tol(C, D, loss_fun)
+        assert abs(gwlite.lower_bound(C, D, loss_fun=loss_fun, lower=kind)) <= _tol(C, D, loss_fun)
 
 
 def test_sorted_closed_form_is_paper_sum_over_n_squared():
@@ -230,10 +230,10 @@ def test_batched_lower_bounds_equal_loop():
     rng = np.random.default_rng(2)
     C1, C2 = rng.random((3, 6, 6)), rng.random((3, 5, 5))
     for kind in KINDS:
-        got = gwlite.lower_bound(C1, C2, kind=kind)
+        got = gwlite.lower_bound(C1, C2, lower=kind)
         assert got.shape == (3,)
         for b in range(3):
-            assert got[b] == pytest.approx(gwlite.lower_bound(C1[b], C2[b], kind=kind), abs=1e-14)
+            assert got[b] == pytest.approx(gwlite.lower_bound(C1[b], C2[b], lower=kind), abs=1e-14)
 
 
 def test_tlb_certificate_survives_an_early_stop(monkeypatch):
@@ -242,7 +242,7 @@ def test_tlb_certificate_survives_an_early_stop(monkeypatch):
 
     C1, _ = generate("euclidean", 12, seed=1)
     C2, _ = generate("euclidean", 12, seed=2)
-    full = gwlite.lower_bound(C1, C2, kind="tlb")
+    full = gwlite.lower_bound(C1, C2, lower="tlb")
     real_emd = ot.emd
 
     def truncated(*args, **kwargs):
@@ -251,7 +251,7 @@ def test_tlb_certificate_survives_an_early_stop(monkeypatch):
 
     monkeypatch.setattr(ot, "emd", truncated)
     with pytest.warns(UserWarning):
-        early = bounds.lower_bound(C1, C2, kind="tlb")
+        early = bounds.lower_bound(C1, C2, lower="tlb")
     assert early <= full + 1e-12
     assert np.isfinite(early)
     assert early <= gwlite.sorted_upper_bound(C1, C2)
@@ -297,3 +297,20 @@ def test_tie_spreading_on_vertex_transitive_graphs():
     np.testing.assert_allclose(res.coupling, np.full((2, 2), 0.25))
     assert res.upper == pytest.approx(0.5)
     assert res.lower == 0.0 and not res.certified
+
+
+def test_kind_is_a_deprecated_alias_of_lower():
+    C1, C2 = np.array([[0.0, 1.0], [1.0, 0.0]]), np.eye(2)
+    with pytest.warns(FutureWarning, match="lower="):
+        old = gwlite.lower_bound(C1, C2, kind="tlb")
+    assert old == gwlite.lower_bound(C1, C2, lower="tlb")
+
+
+def test_one_name_for_the_lower_bound_choice():
+    import inspect
+
+    from gwlite.solvers import SOLVERS
+
+    assert "lower" in inspect.signature(gwlite.lower_bound).parameters
+    for method, solve in SOLVERS.items():
+        assert "lower" in inspect.signature(solve).parameters, method

@@ -112,7 +112,7 @@ def test_mixed_pair_is_not_certified_and_lower_is_valid_over_couplings():
     assert res.diagnostics["definiteness"] == ("psd", "nsd")
     assert not res.diagnostics["theorem_holds"]
     assert res.lower <= res.upper
-    tlb = gwlite.lower_bound(C, D, kind="tlb")
+    tlb = gwlite.lower_bound(C, D, lower="tlb")
     assert res.lower >= tlb - 1e-12
     # any coupling's cost bounds GW from above, hence bounds the reported lower too
     rng = np.random.default_rng(0)
@@ -166,7 +166,7 @@ def test_2k2_vs_triangle_plus_isolated_counterexample():
 def test_adjacency_pairs_report_tlb_or_better(family):
     C, D = pair(family, 7, 1)
     res = gwlite.gromov_wasserstein(C, D, method="exact")
-    tlb = gwlite.lower_bound(C, D, kind="tlb")
+    tlb = gwlite.lower_bound(C, D, lower="tlb")
     assert res.lower >= min(tlb, res.upper) - 1e-12
     if not res.certified:
         assert res.diagnostics["lower_kind"] in ("tlb", "spectral")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import gwlite
-from gwlite.problem import GWInputError, make_problem
+from gwlite.errors import GWInputError
+from gwlite.problem import make_problem
 
 GOOD = np.eye(3)
 
@@ -44,7 +45,7 @@ def test_bad_weights(p, message):
     with pytest.raises(GWInputError, match=message):
         gwlite.gromov_wasserstein(GOOD, GOOD, p, None)
     with pytest.raises(GWInputError, match=message):
-        gwlite.lower_bound(GOOD, GOOD, None, p, kind="tlb")
+        gwlite.lower_bound(GOOD, GOOD, None, p, lower="tlb")
 
 
 def test_errors_are_value_errors():
@@ -90,6 +91,6 @@ def test_every_bound_refuses_non_finite_entries(kind, bad):
     C[1, 2] = bad
     p = np.array([0.5, 0.5, 0.0, 0.0])  # even a zero-weight column is caught
     with pytest.raises(GWInputError, match="non-finite"):
-        gwlite.lower_bound(C, np.eye(4), p, None, kind=kind)
+        gwlite.lower_bound(C, np.eye(4), p, None, lower=kind)
     with pytest.raises(GWInputError, match="non-finite"):
-        gwlite.lower_bound(np.eye(4), C, None, p, kind=kind)
+        gwlite.lower_bound(np.eye(4), C, None, p, lower=kind)

@@ -194,8 +194,8 @@ def test_rank_one_with_weights_and_unequal_sizes():
 
 def test_rank_one_lower_bound_kind():
     C, D = generate("coactivation", 8, 0)[0], generate("coactivation", 8, 1)[0]
-    assert gwlite.lower_bound(C, D, kind="rank_one") == pytest.approx(rank_one_bounds(C, D).lower)
-    batch = gwlite.lower_bound(np.stack([C, D]), np.stack([D, C]), kind="rank_one")
+    assert gwlite.lower_bound(C, D, lower="rank_one") == pytest.approx(rank_one_bounds(C, D).lower)
+    batch = gwlite.lower_bound(np.stack([C, D]), np.stack([D, C]), lower="rank_one")
     assert batch.shape == (2,)
     assert "rank_one" in gwlite.LOWER_BOUNDS
 
@@ -220,7 +220,7 @@ def test_rank_one_lower_for_abs_loss_is_valid():
     rng = np.random.default_rng(12)
     X, Y = rng.uniform(size=(6, 1)), rng.uniform(1, 2, size=(6, 1))
     C, D = X @ X.T, Y @ Y.T
-    low = gwlite.lower_bound(C, D, loss_fun="abs_loss", kind="rank_one")
+    low = gwlite.lower_bound(C, D, loss_fun="abs_loss", lower="rank_one")
     assert low > 0
     spread = max(C.max() - D.min(), D.max() - C.min())
     assert low == pytest.approx(rank_one_bounds(C, D).lower / spread)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gwlite import cli
-from gwlite.problem import GWInputError
+from gwlite.errors import GWInputError
 from gwlite.verify import QUICK, run_study
 from gwlite.verify import _methods as methods
 from gwlite.verify._checks import brute_cost, brute_permutation_optimum, check_instance

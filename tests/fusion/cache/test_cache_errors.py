@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -77,9 +78,12 @@ def test_cache_shard_swapped_for_another_valid_shard(cache_dir):
     _edit_manifest(cache_dir, lambda m: m["shards"][2].update(bytes=m["shards"][0]["bytes"]))
     with pytest.raises(CacheError, match="shard-00002.safetensors.*corrupt"):
         TeacherCache(cache_dir, verify="full")
-    # Even with a manifest edited to bless it, its contents do not fit shard 2's entry.
+    # Even with a manifest edited to bless it, its contents do not fit shard 2's entry:
+    # a full verification reads them, a lazy reader finds out at the first read.
     _edit_manifest(cache_dir, lambda m: m["shards"][2].update(sha256=m["shards"][0]["sha256"]))
-    cache = TeacherCache(cache_dir, verify="full")
+    with pytest.raises(CacheError, match="shard-00002.safetensors.*do not match"):
+        TeacherCache(cache_dir, verify="full")
+    cache = TeacherCache(cache_dir)
     with pytest.raises(CacheError, match="shard-00002.safetensors.*do not match"):
         cache[len(cache) - 1]
 
@@ -139,8 +143,54 @@ def test_cache_cli_verify_reports_the_bad_shard(cache_dir):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
-    assert SHARD1 in proc.stderr and "corrupt" in proc.stderr
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("corrupt: ") and SHARD1 in proc.stdout
+    assert proc.stdout.count("\n") == 1 and proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda m: m.update(k=5), r"logprobs is F16 \[\d+, 4\], expected float16 \[\d+, 5\]"),
+        (lambda m: m.update(k=3), r"indices is I32 \[\d+, 4\], expected int32 \[\d+, 3\]"),
+        (lambda m: m.update(logprobs_dtype="bfloat16"), "logprobs is F16 .* expected bfloat16"),
+        (lambda m: m.update(indices_dtype="int64"), "indices is I32 .* expected int64"),
+        (lambda m: m.update(vocab_size=5), r"indices outside \[0, 5\)"),
+        (lambda m: m.update(num_tokens=m["num_tokens"] + 1), "tokens, manifest says"),
+        (lambda m: m.update(num_examples=14), "num_examples=14"),
+        (lambda m: m.update(examples_per_shard=4), "examples_per_shard=4"),
+        (lambda m: m.update(data_sha256="0" * 64), "manifest's data_sha256"),
+        (lambda m: m["shards"][1].update(data_sha256="0" * 64), f"{SHARD1}: example hashes"),
+        (
+            lambda m: (
+                m["shards"][1].update(num_tokens=m["shards"][1]["num_tokens"] + 1)
+                or m.update(num_tokens=m["num_tokens"] + 1)
+            ),
+            f"{SHARD1}: shard contents do not match",
+        ),
+    ],
+)
+def test_cache_cli_verify_reads_what_it_verifies(cache_dir, capsys, edit, problem):
+    assert main(["verify", str(cache_dir)]) == 0  # the intact copy
+    assert capsys.readouterr().out.startswith(f"ok: {cache_dir}: ")
+    _edit_manifest(cache_dir, edit)
+    assert main(["verify", str(cache_dir)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("corrupt: ") and out.count("\n") == 1
+    assert re.search(problem, out), out
+
+
+def test_cache_cli_verify_incomplete_and_not_a_cache(cache_dir, tmp_path, capsys):
+    _edit_manifest(cache_dir, lambda m: m.update(complete=False, shards=m["shards"][:2]))
+    assert main(["verify", str(cache_dir)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"incomplete: {cache_dir}: 10 examples") and "1 of 3 shards" in out
+    assert "ok" not in out.split(":")[0]
+    (cache_dir / "shard-00001.safetensors").write_bytes(b"x")  # a written shard is damaged
+    assert main(["verify", str(cache_dir)]) == 1
+    assert capsys.readouterr().out.startswith("corrupt: ")
+    assert main(["verify", str(tmp_path / "nothing")]) == 2
+    assert "no manifest" in capsys.readouterr().err
 
 
 # -- bad input to build --------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import pytest
 
@@ -141,7 +142,8 @@ def test_cache_resume_with_other_options_is_refused(
         **OPTS,
         **{key: v for key, v in change.items() if key not in ("teacher", "tokenizer", "data")},
     }
-    with pytest.raises(CacheError, match=field) as info:
+    with pytest.raises(CacheError, match=field) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # max_length=12 truncates: not the point
         build(teacher, tok, data, out, **opts)
     assert str(out) in str(info.value)
     assert _files(out) == before  # a refused resume leaves the cache untouched
@@ -169,6 +171,9 @@ def test_cache_refuses_foreign_directory_unless_overwrite(tiny, reference, tmp_p
     (out / "notes.txt").write_text("not a cache")
     with pytest.raises(CacheError, match="not empty"):
         build(tiny.model, tiny.tok, tiny.data, out, **OPTS)
+    # ... before loading the teacher: this checkpoint does not even exist
+    with pytest.raises(CacheError, match="not empty"):
+        build(tmp_path / "no-such-teacher", None, tiny.data, out, **OPTS)
     build(tiny.model, tiny.tok, tiny.data, out, overwrite=True, **{**OPTS, "k": 3})
     # overwrite=True replaces a cache built with other options too
     build(tiny.model, tiny.tok, tiny.data, out, overwrite=True, **OPTS)

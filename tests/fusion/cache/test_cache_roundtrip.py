@@ -48,7 +48,7 @@ def test_cache_roundtrip_char_gpt2(tiny, helpers, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{manifest['num_tokens']} response tokens" in err
     on_disk = sum(s["bytes"] for s in manifest["shards"])
-    tensor_bytes = manifest["num_tokens"] * (k * (2 + 4) + 4) + len(cache) * 12
+    tensor_bytes = manifest["num_tokens"] * (k * (2 + 4) + 4) + len(cache) * (12 + 32)
     assert estimate_bytes(manifest["num_tokens"], len(cache), k) == tensor_bytes
     assert tensor_bytes <= on_disk <= tensor_bytes + 1024 * len(manifest["shards"])
 
@@ -141,15 +141,25 @@ def test_cache_boundary_mismatch_error(tmp_path):
 
 
 def test_cache_max_length_truncates_response(tiny, tmp_path):
-    manifest = build(
-        tiny.model, tiny.tok, tiny.data, tmp_path / "c", k=3, max_length=9, progress=False
-    )
+    with pytest.warns(UserWarning) as caught:
+        manifest = build(
+            tiny.model, tiny.tok, tiny.data, tmp_path / "c", k=3, max_length=9, progress=False
+        )
     cache = TeacherCache(tmp_path / "c")
+    cut = lost = 0
     for i, row in enumerate(tiny.rows):
         full, p = _plain_reference(tiny.tok, row)
         assert len(cache.token_ids(i)) == max(0, min(len(full), 9) - max(p, 1))
-    assert manifest["stats"]["truncated_examples"] > 0
+        cut += len(full) > 9
+        lost += len(full) > 9 and len(cache.token_ids(i)) == 0
+    assert manifest["stats"]["truncated_examples"] == cut > 0
+    assert manifest["stats"]["responses_lost"] == lost > 0
     assert 0 in cache.lengths()  # prompts of 9+ characters leave no response at all
+    # one warning, with both counts, naming the alternative
+    (warning,) = [w for w in caught if "max_length=9" in str(w.message)]
+    assert f"cut {cut} of {len(tiny.rows)} examples" in str(warning.message)
+    assert f"{lost} of them lost every response token" in str(warning.message)
+    assert "prompt_left" in str(warning.message)
     batch = collate([cache.example(i) for i in range(len(cache))])
     assert batch.mask.sum().item() == manifest["num_tokens"]
 
@@ -214,5 +224,6 @@ def test_cache_cli_build_from_path_matches_model_object(tiny, tmp_path, capsys):
         assert (tmp_path / "cli" / s["file"]).read_bytes() == (
             tmp_path / "obj" / s["file"]
         ).read_bytes()
+    capsys.readouterr()
     assert main(["verify", str(tmp_path / "cli")]) == 0
-    assert "ok:" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"ok: {tmp_path / 'cli'}: 13 examples")

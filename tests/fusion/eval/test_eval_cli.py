@@ -168,8 +168,30 @@ def test_malformed_data_file_reports_the_line(model_dir, tmp_path, capsys):
 
 
 def test_missing_model_directory(tmp_path, capsys):
-    assert run_cli(tmp_path / "nowhere", tmp_path / "out", "--tasks", "coin_flip", "--n", "1") == 2
-    assert "error" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    assert run_cli(missing, tmp_path / "out", "--tasks", "coin_flip", "--n", "1") == 2
+    err = capsys.readouterr().err
+    assert err == f"python -m fusion.eval: error: model directory not found: {missing}\n"
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("not a model")
+    assert run_cli(tmp_path / "file", tmp_path / "out", "--tasks", "coin_flip", "--n", "1") == 2
+    assert "model path is not a directory" in capsys.readouterr().err
+
+
+def test_missing_model_directory_from_the_command_line(tmp_path):
+    # A relative name that could be a hub id: still one line, no hub error, no usage.
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion.eval", "--model", "no-such-model-dir", "--out",
+         str(tmp_path / "o"), "--tasks", "coin_flip", "--n", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == "python -m fusion.eval: error: model directory not found: no-such-model-dir\n"
+    )
 
 
 def test_module_entry_point():
