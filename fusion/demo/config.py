@@ -183,7 +183,7 @@ class DemoConfig:
             eval_items=100,
             coin_teacher_steps=350,
             coin_teacher_batch_size=8,
-            arith_teacher_steps=900,
+            arith_teacher_steps=1000,
             pivot_warmup_steps=700,
             pivot_steps=200,
             seeds=(0, 1, 2),

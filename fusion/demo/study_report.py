@@ -171,7 +171,7 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    height = 1.2 + 0.38 * len(cells)
+    height = 2.2 + 0.38 * len(cells)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, height), sharey=True)
     ys = list(range(len(cells)))[::-1]
     colours = {Arm.SFT: "tab:grey", Arm.ULD: "tab:blue", Arm.GLD: "tab:red"}
@@ -193,9 +193,13 @@ def _plot(
     left.axvline(baseline, color="k", linestyle=":", linewidth=1, label="majority answer")
     left.set_xlabel("accuracy (%), each seed a dot, the mean a diamond")
     left.set_yticks(ys, cells)
-    left.legend(fontsize=7, loc="lower right")
-    shown = {"GLD-SFT": ("tab:red", -0.15), "GLD-ULD": ("tab:purple", 0.15)}
-    for name, (colour, offset) in shown.items():
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.22), "fontsize": 7, "ncol": 4}
+    left.legend(**below)
+    shown = {
+        "GLD-SFT": ("tab:red", -0.15, "SFT+ULD+GLD vs SFT"),
+        "GLD-ULD": ("tab:purple", 0.15, "SFT+ULD+GLD vs SFT+ULD"),
+    }
+    for name, (colour, offset, text) in shown.items():
         for y, cell in zip(ys, cells):
             e = next((e for e in effects if e["cell"] == cell and e["comparison"] == name), None)
             if e is None:
@@ -208,14 +212,12 @@ def _plot(
                 color=colour,
                 capsize=2,
                 markersize=4,
-                label=name.replace("GLD", "+ULD+GLD").replace("ULD-", "+ULD").replace("-", " vs ")
-                if y == ys[0]
-                else None,
+                label=text if y == ys[0] else None,
             )
     right.axvline(0, color="k", linewidth=1)
     right.axvline(GOAL_POINTS, color="tab:green", linestyle="--", linewidth=1, label="goal")
     right.set_xlabel("paired difference (points), 95% t interval over seeds")
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(**below)
     fig.suptitle("When does distillation help? Multistep arithmetic, Zero-shot-CoT", fontsize=10)
     fig.tight_layout()
     atomic_write_bytes(path, png_bytes(fig))

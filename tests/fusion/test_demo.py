@@ -234,7 +234,10 @@ def test_presets_are_sized_as_documented():
         assert config.coin_tokenizer != config.arith_tokenizer
     for config in (tiny, quick):
         assert config.coin_teacher_steps < full.coin_teacher_steps
-        assert config.arith_teacher_steps < full.arith_teacher_steps
+        assert config.arith_teacher_steps <= full.arith_teacher_steps
+        assert config.pivot_warmup_steps + config.pivot_steps < (
+            full.pivot_warmup_steps + full.pivot_steps
+        )
 
 
 @pytest.mark.parametrize(
