@@ -7,7 +7,9 @@ Rows (all on the same student logits, teacher given as a cached ``fusion.TopK``)
 ``torch.topk``
     one ``torch.topk(logits, k)`` (forward only): the issue's yardstick.
 ``gld``
-    ``fusion.gld_loss`` forward + backward (the default, blockwise path).
+    ``fusion.gld_loss`` forward + backward (the default, blockwise path), with the
+    default co-activation shares (``--features``) and with InfiGFusion's degrees (the
+    form the naive construction computes).
 ``gld, eager passes`` / ``gld, eager + torch.topk select`` (CUDA only)
     the same without the torch.compile'd dense passes, and also without the two-stage
     grouped top-k selection: the plain composition of torch ops.
@@ -137,12 +139,12 @@ def run(args: argparse.Namespace) -> dict:
 
         return step
 
-    def gld_with(topk_impl: str, fused: str):
+    def gld_with(topk_impl: str, fused: str, features: str = args.features):
         def loss():
             saved = coactivation.TOPK_IMPL, coactivation.FUSED
             coactivation.TOPK_IMPL, coactivation.FUSED = topk_impl, fused
             try:
-                return fusion.gld_loss(logits, teacher, k=k, m=m)
+                return fusion.gld_loss(logits, teacher, k=k, m=m, features=features)
             finally:
                 coactivation.TOPK_IMPL, coactivation.FUSED = saved
 
@@ -159,7 +161,9 @@ def run(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             ms = timed(fn, device, args.warmup, args.repeat)
             rows.append({"name": name, "ms": ms, "peak_gb": peak_above_inputs(fn, device)})
-    grad_variants = [("gld fwd+bwd", gld_with("auto", "auto"))]
+    grad_variants = [(f"gld fwd+bwd ({args.features})", gld_with("auto", "auto"))]
+    if args.features != "degrees":
+        grad_variants.append(("gld fwd+bwd (degrees)", gld_with("auto", "auto", "degrees")))
     if device == "cuda":  # the two GPU-only parts of the default path, switched off
         grad_variants.append(("gld, eager passes", gld_with("auto", "off")))
         grad_variants.append(("gld, eager + torch.topk select", gld_with("torch", "off")))
@@ -180,6 +184,7 @@ def run(args: argparse.Namespace) -> dict:
         "shape": shape,
         "k": k,
         "m": m,
+        "features": args.features,
         "cache_k": args.cache_k,
         "logits_gb": logits.numel() * logits.element_size() / 1e9,
         "rows": rows,
@@ -197,7 +202,10 @@ def agreement(logits, teacher, k, m) -> dict:
     """Relative differences of loss and gradient between gld and the naive construction."""
     out = {}
     for name, fn in (("gld", fusion.gld_loss), ("naive", naive_gld)):
-        loss = fn(logits, teacher, k=k, m=m) if name == "gld" else fn(logits, teacher, k, m)
+        if name == "gld":  # the naive construction is InfiGFusion's top-m degrees
+            loss = fn(logits, teacher, k=k, m=m, features="degrees")
+        else:
+            loss = fn(logits, teacher, k, m)
         (grad,) = torch.autograd.grad(loss, logits)
         out[name] = (loss.detach().double(), grad.double())
     (l1, g1), (l2, g2) = out["gld"], out["naive"]
@@ -230,7 +238,7 @@ def print_table(result: dict) -> None:
     if "check" in result:
         c = result["check"]
         print(
-            f"gld vs naive: loss {c['loss_gld']:.6g} vs {c['loss_naive']:.6g} "
+            f"gld (degrees) vs naive: loss {c['loss_gld']:.6g} vs {c['loss_naive']:.6g} "
             f"(rel diff {c['loss_rel_diff']:.1e}), gradient rel diff {c['grad_rel_diff']:.1e}"
         )
 
@@ -247,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--m", type=int, default=64)
     parser.add_argument("--cache-k", type=int, default=16, help="k' stored by the teacher cache")
+    parser.add_argument("--features", default="shares", choices=["shares", "degrees"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")

@@ -47,7 +47,8 @@ if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then GPUFLAG=""; GLDFLAGS="--device cpu"; el
 
 section "GPU tests (CUDA and CuPy cases; skips are listed with their reason)"
 timeout 200 $PY -m pytest -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
-  tests/gwlite/test_backends.py tests/fusion -m "gpu" 2>&1 | tee "$OUT/gpu_tests.txt" | tail -40
+  tests/gwlite/test_backends.py tests/gwlite/test_pairwise_kernels.py tests/fusion -m "gpu" 2>&1 \
+  | tee "$OUT/gpu_tests.txt" | tail -40
 
 section "benchmark: gwlite backends (dense sorted bounds, 1-D sorting, POT on GPU)"
 timeout 240 $PY benchmarks/bench_backends.py $GPUFLAG --json "$OUT/bench_backends.json" 2>&1 \
@@ -56,6 +57,10 @@ timeout 240 $PY benchmarks/bench_backends.py $GPUFLAG --json "$OUT/bench_backend
 section "benchmark: GLD loss forward+backward vs torch.topk and a naive GLD"
 timeout 150 $PY benchmarks/bench_gld.py $GLDFLAGS --json "$OUT/bench_gld.json" 2>&1 \
   | tee "$OUT/bench_gld.md"
+
+section "benchmark: gwlite.pairwise on the whole atlas, torch-CUDA and CuPy next to NumPy"
+timeout 60 $PY benchmarks/bench_pairwise.py --sections gpu --json "$OUT/bench_pairwise_gpu.json" \
+  2>&1 | tee "$OUT/bench_pairwise_gpu.md"
 
 section done
 ls -la "$OUT"

@@ -4,10 +4,11 @@ The GLD loss in a training loop
 
 Graph-on-Logits Distillation compares the *structure* of two models' predictions: for
 each sequence it builds a co-activation graph over vocabulary channels from the top-k
-probabilities, and compares the sorted weighted degrees of the student's and the
-teacher's graphs. It needs no shared vocabulary, so here a student with a 300-token
-vocabulary learns from a teacher with a 500-token one, through the teacher's cached
-top-k entries, alongside an ordinary cross-entropy loss.
+probabilities, and compares, node by node, how much of each token's activation is shared
+with other tokens (its co-activation share, weighted by its degree) between the
+student's and the teacher's graphs. It needs no shared vocabulary, so here a student with
+a 300-token vocabulary learns from a teacher with a 500-token one, through the teacher's
+cached top-k entries, alongside an ordinary cross-entropy loss.
 """
 
 import matplotlib.pyplot as plt
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 import fusion
-from fusion.coactivation import degree_features, degrees, teacher_topk_values, topk_values
+from fusion.coactivation import degrees, share_profile, teacher_topk_values, topk_values
 
 torch.manual_seed(0)
 B, T, V_student, V_teacher, K_CACHE = 8, 24, 300, 500, 16
@@ -36,7 +37,7 @@ teacher = fusion.TopK(logprobs, indices)
 inputs = torch.randint(0, V_student, (B, T))
 labels = torch.randint(0, V_student, (B, T))
 student = nn.Sequential(nn.Embedding(V_student, 64), nn.Tanh(), nn.Linear(64, V_student))
-gld = fusion.GLDLoss(k=10, m=64)
+gld = fusion.GLDLoss(k=10)
 opt = torch.optim.Adam(student.parameters(), lr=3e-3)
 
 history = {"ce": [], "gld": []}
@@ -44,7 +45,9 @@ for _ in range(200):
     logits = student(inputs)
     ce = nn.functional.cross_entropy(logits.reshape(-1, V_student), labels.reshape(-1))
     structure = gld(logits, teacher)
-    loss = ce + 0.5 * structure
+    # the labels alone would make the student confident at every position, while this
+    # teacher hesitates between a few tokens: the weight of GLD trades the two off
+    loss = ce + 2.0 * structure
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -55,24 +58,41 @@ print(f"GLD {history['gld'][0]:.4f} -> {history['gld'][-1]:.4f}")
 # %%
 # What GLD compares
 # -----------------
-# The sorted top-``m`` weighted degrees of each sequence's co-activation graph; the
-# loss is their L1 distance, which is ``m`` times the 1-D Wasserstein distance computed
-# by :func:`gwlite.wasserstein_1d` (a truncated, scaled sorted closed form of GW).
+# Per node :math:`i` of a sequence's graph, the co-activation share
+# :math:`c_i = 1 - A_{ii} / f_i` (0 for a token that is only ever predicted alone, near
+# :math:`1 - 1/k` for a flat top-k) with weight :math:`\nu_i \propto f_i`, its degree. GLD is
+# the 1-D Wasserstein distance between the two weighted distributions of shares,
+# computed by :func:`gwlite.wasserstein_1d`: the area between the two quantile functions
+# plotted below. Shares do not depend on how many tokens a tokenizer cuts a text into.
+
+
+def quantiles(z_or_topk, teacher=False):
+    vals, idx = teacher_topk_values(z_or_topk, k=10) if teacher else topk_values(z_or_topk, k=10)
+    shares, weights = share_profile(degrees(vals, idx))
+    order = torch.argsort(shares[0])
+    return torch.cumsum(weights[0][order], 0).numpy(), shares[0][order].numpy()
+
+
 with torch.no_grad():
-    s_vals, s_idx = topk_values(student(inputs), k=10)
-    t_vals, t_idx = teacher_topk_values(teacher, k=10)
-    f_student = degree_features(degrees(s_vals, s_idx).degrees, 64)[0]
-    f_teacher = degree_features(degrees(t_vals, t_idx).degrees, 64)[0]
+    start = quantiles(
+        nn.Sequential(nn.Embedding(V_student, 64), nn.Tanh(), nn.Linear(64, V_student))(inputs)
+    )
+    trained = quantiles(student(inputs))
+    target = quantiles(teacher, teacher=True)
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
 ax1.plot(history["ce"], label="cross-entropy")
 ax1.plot(history["gld"], label="GLD")
 ax1.set_xlabel("step")
 ax1.legend()
-ax2.plot(f_teacher.numpy(), label="teacher")
-ax2.plot(f_student.numpy(), label="student (trained)")
-ax2.set_xlabel("rank of the channel")
-ax2.set_ylabel("weighted degree")
-ax2.set_title("sorted degree features, sequence 0")
+for (levels, values), label in (
+    (target, "teacher"),
+    (start, "student (untrained)"),
+    (trained, "student (trained)"),
+):
+    ax2.step(levels, values, where="post", label=label)
+ax2.set_xlabel("cumulative degree weight")
+ax2.set_ylabel("co-activation share")
+ax2.set_title("quantile functions, sequence 0")
 ax2.legend()
 fig.tight_layout()

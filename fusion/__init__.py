@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from fusion.types import TopK
+from fusion.types import StudentTopK, TopK
 
 __version__ = "0.1.0"
 
@@ -20,9 +20,11 @@ _LAZY = {
     "gld_loss": "fusion.functional",
     "uld_loss": "fusion.functional",
     "FusionTrainer": "fusion.training",
+    "OnlineTeacher": "fusion.teachers",
+    "FusionSFTTrainer": "fusion.trl",
 }
 
-__all__ = ["TopK", *_LAZY]
+__all__ = ["StudentTopK", "TopK", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -51,9 +51,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from fusion.types import TopK
+from fusion.types import StudentTopK, TopK
 
 __all__ = [
+    "FEATURES",
     "GRAPHS",
     "NODES",
     "VALUES",
@@ -62,11 +63,15 @@ __all__ = [
     "degree_features",
     "degrees",
     "normalize_mask",
+    "share_profile",
+    "student_topk",
     "teacher_topk_values",
     "topk_values",
 ]
 
 VALUES = ("prob", "logit", "zscore")
+#: what GLD compares per graph: co-activation shares (default) or the m largest degrees
+FEATURES = ("shares", "degrees")
 NODES = ("vocab", "rank")
 GRAPHS = ("sequence", "batch")
 
@@ -295,17 +300,24 @@ def _prob_forward(z, top, tau, work):
     return torch.exp((top.to(work.dtype) - shift) / tau), shift[:, 0]
 
 
-def _prob_backward(z, stat, idx, vals, g, tau, work, out):
-    r""":math:`\partial z_j = \frac1\tau \big(\sum_r g_r x_r [j = i_r] - x_j \sum_r g_r x_r\big)`."""
+def _prob_backward(z, stat, idx, vals, g, tau, work, out, g_ce=None):
+    r""":math:`\partial z_j = \frac1\tau \big(\sum_r g_r x_r [j = i_r] - x_j \sum_r g_r x_r\big)`.
+
+    ``g_ce`` (only at :math:`\tau = 1`, where the kept values and the cross-entropy share
+    one softmax) adds :math:`g_{ce}\, x_j` to every entry in the same dense pass; the
+    target's :math:`-g_{ce}` is added by the caller.
+    """
     c = (g * vals).sum(dim=-1, keepdim=True)
     shift = stat[:, None]
-    if not _fused(z) or _run_fused("grad", z, shift, -c / tau, tau, out) is _FAILED:
+    scale = -c / tau if g_ce is None else g_ce[:, None] - c
+    if not _fused(z) or _run_fused("grad", z, shift, scale, tau, out) is _FAILED:
         buf = _shifted(work.take(z.shape[0]), z, shift)
         if tau != 1.0:
             buf.mul_(1.0 / tau)
-        _store(out, buf.exp_(), -c / tau)
-    # the kept entries in full precision: (x_r / tau) (g_r - c)
-    _put(out, idx, vals * (g - c) / tau)
+        _store(out, buf.exp_(), scale)
+    # the kept entries in full precision: (x_r / tau) (g_r - c) [+ g_ce x_r]
+    kept = vals * (g - c) / tau
+    _put(out, idx, kept if g_ce is None else kept + vals * g_ce[:, None])
 
 
 def _logit_forward(z, top, tau, work):
@@ -349,48 +361,97 @@ _FORWARD = {"prob": _prob_forward, "logit": _logit_forward, "zscore": _zscore_fo
 _BACKWARD = {"prob": _prob_backward, "logit": _logit_backward, "zscore": _zscore_backward}
 
 
+def _logsumexp(z, work):
+    """Row-wise log-sum-exp at temperature 1 through the fp32 work buffer."""
+    zmax = z.amax(dim=-1, keepdim=True).to(work.dtype)
+    buf = _shifted(work.take(z.shape[0]), z, zmax)
+    return zmax[:, 0] + torch.log(buf.exp_().sum(dim=-1))
+
+
+def _shares_softmax(values: str, tau: float) -> bool:
+    """Whether the kept values' normaliser is the cross-entropy's (one dense pass for both)."""
+    return values == "prob" and tau == 1.0
+
+
 class _TopKValues(torch.autograd.Function):
-    """Top-k values of each position, block by block, with a recomputing backward."""
+    """Top-k values (and optionally the cross-entropy) of each position, block by block.
+
+    One pass over the logits selects the top-k, computes the normaliser and, when targets
+    are given, the per-position cross-entropy; backward recomputes each block once and
+    writes the gradient of everything that was computed from it.
+    """
 
     @staticmethod
-    def forward(ctx, logits, k, tau, values, rows_per_block):
+    def forward(ctx, logits, k, tau, values, rows_per_block, targets):
         batch, length, vocab = logits.shape
         cdtype = _compute_dtype(logits.dtype)
         device = logits.device
-        vals = torch.empty(batch * length, k, dtype=cdtype, device=device)
-        idx = torch.empty(batch * length, k, dtype=torch.long, device=device)
+        n = batch * length
+        vals = torch.empty(n, k, dtype=cdtype, device=device)
+        idx = torch.empty(n, k, dtype=torch.long, device=device)
         stat_width = 2 if values == "zscore" else 1
-        stats = torch.empty(batch * length, stat_width, dtype=cdtype, device=device)
-        work = _Work(min(rows_per_block, batch * length), vocab, cdtype, device)
+        stats = torch.empty(n, stat_width, dtype=cdtype, device=device)
+        with_ce = targets is not None
+        nll = torch.zeros(n if with_ce else 0, dtype=cdtype, device=device)
+        lse = torch.empty(n if with_ce else 0, dtype=cdtype, device=device)
+        valid = targets >= 0 if with_ce else None
+        safe_targets = torch.where(valid, targets, 0) if with_ce else None
+        work = _Work(min(rows_per_block, n), vocab, cdtype, device)
         for block in _blocks(logits, rows_per_block):
             z = _rows(logits, block)
             rows = slice(block.out_start, block.out_start + z.shape[0])
             top, top_idx = _topk(z, k)
             v, s = _FORWARD[values](z, top, tau, work)
             vals[rows], idx[rows], stats[rows] = v, top_idx, s.reshape(z.shape[0], -1)
-        ctx.save_for_backward(logits, idx, stats, vals)
-        ctx.config = (tau, values, rows_per_block)
+            if with_ce:
+                lse[rows] = s if _shares_softmax(values, tau) else _logsumexp(z, work)
+                picked = torch.gather(z, 1, safe_targets[rows, None])[:, 0].to(cdtype)
+                nll[rows] = torch.where(valid[rows], lse[rows] - picked, 0.0)
+        ctx.save_for_backward(logits, idx, stats, vals, safe_targets, valid, lse)
+        ctx.config = (tau, values, rows_per_block, with_ce)
         ctx.mark_non_differentiable(idx)
-        return vals.view(batch, length, k), idx.view(batch, length, k)
+        ctx.set_materialize_grads(False)  # an unused output (e.g. nll) costs no dense pass
+        return vals.view(batch, length, k), idx.view(batch, length, k), nll.view(-1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_vals, grad_idx):
-        logits, idx, stats, vals = ctx.saved_tensors
-        tau, values, rows_per_block = ctx.config
+    def backward(ctx, grad_vals, grad_idx, grad_nll):
+        logits, idx, stats, vals, targets, valid, lse = ctx.saved_tensors
+        tau, values, rows_per_block, with_ce = ctx.config
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        g_all = grad_vals.reshape(-1, vals.shape[-1]).to(vals.dtype)
+        if grad_vals is None:
+            g_all = torch.zeros_like(vals)
+        else:
+            g_all = grad_vals.reshape(-1, vals.shape[-1]).to(vals.dtype)
+        g_ce_all = None
+        if with_ce and grad_nll is not None:
+            g_ce_all = torch.where(valid, grad_nll.to(vals.dtype), 0.0)
         width = min(rows_per_block, vals.shape[0])
         work = _Work(width, logits.shape[-1], vals.dtype, logits.device)
         backward = _BACKWARD[values]
+        fold = g_ce_all is not None and _shares_softmax(values, tau)
         for block in _blocks(logits, rows_per_block):
             z = _rows(logits, block)
             rows = slice(block.out_start, block.out_start + z.shape[0])
             stat = stats[rows].squeeze(-1) if values == "prob" else stats[rows]
             # grad is contiguous, so the block's rows are a view of it
             out = _rows(grad, block)
-            backward(z, stat, idx[rows], vals[rows], g_all[rows], tau, work, out)
-        return grad, None, None, None, None
+            if fold:
+                backward(
+                    z, stat, idx[rows], vals[rows], g_all[rows], tau, work, out, g_ce_all[rows]
+                )
+            else:
+                backward(z, stat, idx[rows], vals[rows], g_all[rows], tau, work, out)
+            if g_ce_all is not None:
+                g_ce = g_ce_all[rows]
+                if not fold:  # softmax(z) at temperature 1, added to the gradient
+                    buf = _shifted(work.take(z.shape[0]), z, lse[rows, None]).exp_()
+                    out.add_(buf.mul_(g_ce[:, None]))
+                # the target's -g_ce, in full precision on top of what is there
+                where = targets[rows, None]
+                target = torch.gather(out, 1, where).to(g_ce.dtype)
+                _put(out, where, target - g_ce[:, None])
+        return grad, None, None, None, None, None
 
 
 def _as_3d(logits: torch.Tensor) -> torch.Tensor:
@@ -399,6 +460,97 @@ def _as_3d(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim == 2:
         return logits[None]
     return logits.reshape(-1, logits.shape[-2], logits.shape[-1])
+
+
+def _check_topk_options(logits: torch.Tensor, k: int, temperature: float, values: str) -> None:
+    check_choice("values", values, VALUES)
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be in [1, {logits.shape[-1]}] (the vocabulary), got {k}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def student_topk(
+    logits: torch.Tensor,
+    k: int,
+    *,
+    temperature: float = 1.0,
+    values: str = "prob",
+    targets: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    chunk_size: int | None = None,
+) -> StudentTopK:
+    r"""The student's top-``k`` entries (and cross-entropy), in one pass, for every loss.
+
+    :func:`topk_values` plus, when ``targets`` are given, the per-position cross-entropy
+    :math:`\mathrm{nll}_t = \log\sum_j e^{z_{t,j}} - z_{t,y_t}` computed in the same
+    blockwise pass (the normaliser is shared when ``values="prob"`` and :math:`\tau = 1`),
+    with one recomputing backward for all of them: the only full-size tensor created is
+    the gradient, in the logits' dtype. Pass the result to :func:`fusion.gld_loss` and
+    :func:`fusion.uld_loss` (top-k variant) in place of the logits; any ``k`` up to
+    ``k_top`` uses its first entries.
+
+    Parameters
+    ----------
+    logits : tensor ``(B, T, V)``
+        Any floating dtype; bf16/fp16 are computed in fp32.
+    k : int
+        Entries kept per position (the largest ``k`` any consumer needs).
+    temperature : float
+        :math:`\tau` of the kept values (the cross-entropy is always at temperature 1).
+    values : {"prob", "logit", "zscore"}
+        See :func:`topk_values`.
+    targets : long tensor ``(B, T)``, optional
+        Next-token targets aligned with the logits, ``ignore_index`` where there is none.
+    ignore_index : int
+        Target value without a loss.
+    chunk_size : int, optional
+        Positions per block (default: a 512 MiB fp32 buffer).
+
+    Returns
+    -------
+    fusion.types.StudentTopK
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fusion.coactivation import student_topk
+    >>> z = torch.randn(2, 5, 30, requires_grad=True)
+    >>> y = torch.randint(0, 30, (2, 5))
+    >>> st = student_topk(z, 4, targets=y)
+    >>> ce = torch.nn.functional.cross_entropy(z.flatten(0, 1), y.flatten(), reduction="none")
+    >>> bool(torch.allclose(st.nll.flatten(), ce))
+    True
+    """
+    _check_topk_options(logits, k, temperature, values)
+    x = _as_3d(logits)
+    flat_targets = None
+    if targets is not None:
+        if tuple(targets.shape) != tuple(logits.shape[:-1]):
+            raise ValueError(
+                f"targets must have shape {tuple(logits.shape[:-1])}, got {tuple(targets.shape)}"
+            )
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise ValueError(f"targets must be integer token ids, got {targets.dtype}")
+        flat_targets = targets.reshape(-1).to(device=logits.device, dtype=torch.long)
+        flat_targets = torch.where(flat_targets == ignore_index, -1, flat_targets)
+        if flat_targets.numel() and int(flat_targets.max()) >= logits.shape[-1]:
+            raise ValueError(f"targets must lie in [0, {logits.shape[-1]}) or be {ignore_index}")
+        if flat_targets.numel() and int(flat_targets.min()) < -1:
+            raise ValueError(f"targets must lie in [0, {logits.shape[-1]}) or be {ignore_index}")
+    rows = _rows_per_block(x.shape[-1], chunk_size)
+    vals, idx, nll = _TopKValues.apply(x, k, float(temperature), values, rows, flat_targets)
+    shape = logits.shape[:-1] + (k,)
+    return StudentTopK(
+        vals.reshape(shape),
+        idx.reshape(shape),
+        nll.reshape(logits.shape[:-1]) if targets is not None else None,
+        int(logits.shape[-1]),
+        float(temperature),
+        values,
+    )
 
 
 def topk_values(
@@ -441,18 +593,8 @@ def topk_values(
         In fp32 (fp64 for fp64 logits), sorted in descending order.
     indices : long tensor ``(..., k)``
     """
-    check_choice("values", values, VALUES)
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be in [1, {logits.shape[-1]}] (the vocabulary), got {k}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not logits.is_floating_point():
-        raise ValueError(f"logits must be floating point, got {logits.dtype}")
-    x = _as_3d(logits)
-    rows = _rows_per_block(x.shape[-1], chunk_size)
-    vals, idx = _TopKValues.apply(x, k, float(temperature), values, rows)
-    shape = logits.shape[:-1] + (k,)
-    return vals.reshape(shape), idx.reshape(shape)
+    st = student_topk(logits, k, temperature=temperature, values=values, chunk_size=chunk_size)
+    return st.values, st.indices
 
 
 def teacher_topk_values(
@@ -498,16 +640,26 @@ def teacher_topk_values(
 
 
 def normalize_mask(mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
-    """A ``(B, T)`` bool mask (all positions when ``None``), shape-checked."""
+    """A ``(B, T)`` bool mask (all positions when ``None``), shape- and dtype-checked.
+
+    Only bool masks are accepted: casting a float or integer mask would silently turn
+    0.5 (or 2) into True.
+    """
     if mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        kind = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(
+            f"masks must be bool tensors, got {kind}: pass e.g. mask > 0.5 or mask.bool() "
+            "to say which positions count"
+        )
     if tuple(mask.shape) != (batch, length):
         raise ValueError(f"mask must have shape {(batch, length)}, got {tuple(mask.shape)}")
-    return mask.to(device=device, dtype=torch.bool)
+    return mask.to(device=device)
 
 
 class Degrees(NamedTuple):
-    """Weighted degrees of one graph per row and the number of positions behind each.
+    r"""Weighted degrees and self-loops of one graph per row, and the positions behind each.
 
     Attributes
     ----------
@@ -515,10 +667,13 @@ class Degrees(NamedTuple):
         :math:`f` of each graph (``G = B`` per-sequence graphs, or 1 for the batch graph).
     counts : tensor ``(G,)``
         Unmasked positions :math:`T'` of each graph (summed over ranks for a batch graph).
+    self_loops : tensor ``(G, n)``
+        The diagonal :math:`A_{ii} = \frac{1}{T'} \sum_t \tilde x_{t,i}^2`.
     """
 
     degrees: torch.Tensor
     counts: torch.Tensor
+    self_loops: torch.Tensor
 
 
 def _dist_world(process_group: Any) -> int:
@@ -593,7 +748,9 @@ def degrees(
     Returns
     -------
     Degrees
-        A graph with no unmasked position has zero degrees and ``counts == 0``.
+        Degrees, position counts and the self-loops
+        :math:`A_{ii} = \frac{1}{T'}\sum_t \tilde x_{t,i}^2` (the same scatter-add). A graph
+        with no unmasked position has zero degrees and ``counts == 0``.
     """
     check_choice("nodes", nodes, NODES)
     check_choice("graph", graph, GRAPHS)
@@ -601,29 +758,31 @@ def degrees(
     mask = normalize_mask(mask, batch, length, vals.device)
     # where(), not a product: a masked position holding inf/NaN must not leak in
     kept = torch.where(mask[..., None], vals, torch.zeros((), dtype=vals.dtype, device=vals.device))
-    weighted = kept * kept.sum(dim=-1, keepdim=True)  # x~_{t,r} S_t
+    # per kept entry: its share of the row sums of A (x~_{t,r} S_t) and of the diagonal (x~^2)
+    parts = torch.stack([kept * kept.sum(dim=-1, keepdim=True), kept * kept])
     counts = mask.sum(dim=-1).to(vals.dtype)
     if nodes == "rank":
         if vals.shape[-1] > 1:  # cached teachers are sorted, but the graph must not rely on it
             order = torch.argsort(kept, dim=-1, descending=True, stable=True)
-            weighted = torch.gather(weighted, -1, order)
-        sums = weighted.sum(dim=1)
+            parts = torch.gather(parts, -1, order.expand_as(parts))
+        sums = parts.sum(dim=2)
     else:
-        sums = _vocab_sums(weighted, indices, num_nodes)
+        sums = _vocab_sums(parts, indices, num_nodes)
     world = _dist_world(process_group) if graph == "batch" else 1
     if graph == "batch":
-        sums, counts = sums.sum(dim=0, keepdim=True), counts.sum().reshape(1)
+        sums, counts = sums.sum(dim=1, keepdim=True), counts.sum().reshape(1)
         if world > 1:
             sums = _all_reduce_sum(
                 _pad_nodes(sums, nodes, vals.device, process_group), process_group, world
             )
             counts = _all_reduce_sum(counts, process_group, 1)
-    f = sums / counts.clamp_min(1)[:, None]
-    return Degrees(f, counts)
+    scaled = sums / counts.clamp_min(1)[:, None]
+    return Degrees(scaled[0], counts, scaled[1])
 
 
-def _vocab_sums(weighted: torch.Tensor, indices: torch.Tensor, num_nodes: int | None):
-    batch = weighted.shape[0]
+def _vocab_sums(parts: torch.Tensor, indices: torch.Tensor, num_nodes: int | None):
+    """Scatter-add ``parts`` ``(P, B, T, k)`` into ``(P, B, num_nodes)`` by vocabulary id."""
+    n_parts, batch = parts.shape[0], parts.shape[1]
     flat = indices.reshape(batch, -1)
     if flat.numel():  # one host sync: a bad id would be a device-side assert on CUDA
         low, high = (int(v) for v in torch.aminmax(flat))
@@ -631,8 +790,9 @@ def _vocab_sums(weighted: torch.Tensor, indices: torch.Tensor, num_nodes: int | 
         if low < 0 or high >= num_nodes:
             raise ValueError(f"indices must lie in [0, {num_nodes}) (the vocabulary)")
     num_nodes = 1 if num_nodes is None else num_nodes
-    out = torch.zeros(batch, num_nodes, dtype=weighted.dtype, device=weighted.device)
-    return out.scatter_add(1, flat, weighted.reshape(batch, -1))
+    out = torch.zeros(n_parts, batch, num_nodes, dtype=parts.dtype, device=parts.device)
+    index = flat.to(parts.device).expand(n_parts, -1, -1)
+    return out.scatter_add(2, index, parts.reshape(n_parts, batch, -1))
 
 
 def _pad_nodes(sums: torch.Tensor, nodes: str, device, process_group: Any) -> torch.Tensor:
@@ -652,3 +812,38 @@ def degree_features(f: torch.Tensor, m: int) -> torch.Tensor:
         raise ValueError(f"m must be >= 1, got {m}")
     top = torch.topk(f, min(m, f.shape[-1]), dim=-1, sorted=True).values
     return torch.nn.functional.pad(top, (0, m - top.shape[-1]))
+
+
+def share_profile(d: Degrees) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Each node's co-activation share and its degree weight: a granularity-free profile.
+
+    .. math::
+
+        c_i = 1 - \frac{A_{ii}}{f_i} = \frac{\sum_{j \ne i} A_{ij}}{\sum_j A_{ij}}, \qquad
+        \nu_i = \frac{f_i}{\sum_l f_l},
+
+    the fraction of node :math:`i`'s co-activation that goes to *other* tokens, weighted
+    by the node's share of the graph's degree mass. Both are ratios of sums over
+    positions, so they do not depend on how many positions a tokenizer cuts the text
+    into, nor on how often a token repeats: a confident model (one token per position)
+    has :math:`c \equiv 0` whatever its vocabulary and sequence length, a flat top-``k``
+    has :math:`c \equiv 1 - 1/k`. Nodes of zero degree get zero weight.
+
+    Parameters
+    ----------
+    d : Degrees
+        From :func:`degrees` (``values="prob"``: non-negative kept values).
+
+    Returns
+    -------
+    shares, weights : tensors ``(G, n)``
+        :math:`c` in ``[0, 1]`` and :math:`\nu` (summing to 1 per non-empty graph).
+    """
+    f, a = d.degrees, d.self_loops
+    active = f > 0
+    safe = torch.where(active, f, torch.ones((), dtype=f.dtype, device=f.device))
+    shares = torch.where(active, 1 - a / safe, torch.zeros((), dtype=f.dtype, device=f.device))
+    mass = torch.where(active, f, torch.zeros((), dtype=f.dtype, device=f.device))
+    total = mass.sum(dim=-1, keepdim=True)
+    weights = mass / torch.where(total > 0, total, torch.ones_like(total))
+    return shares.clamp(0.0, 1.0), weights

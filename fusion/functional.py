@@ -23,11 +23,13 @@ LLM Fusion. arXiv 2501.02795 (2025).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
 
 from fusion.coactivation import (
+    FEATURES,
     GRAPHS,
     NODES,
     VALUES,
@@ -35,10 +37,11 @@ from fusion.coactivation import (
     degree_features,
     degrees,
     normalize_mask,
+    share_profile,
     teacher_topk_values,
     topk_values,
 )
-from fusion.types import TopK
+from fusion.types import StudentTopK, TopK
 from gwlite import wasserstein_1d
 
 __all__ = ["REDUCTIONS", "AlignedSpans", "align_spans", "gld_loss", "uld_loss"]
@@ -46,6 +49,41 @@ __all__ = ["REDUCTIONS", "AlignedSpans", "align_spans", "gld_loss", "uld_loss"]
 REDUCTIONS = ("mean", "sum", "none")
 
 Teacher = torch.Tensor | TopK
+Student = torch.Tensor | StudentTopK
+
+
+def _student_shape(student: Student) -> tuple[int, ...]:
+    """``(B, T_s, width)`` of the student logits or of a precomputed StudentTopK."""
+    x = student.values if isinstance(student, StudentTopK) else student
+    if x.ndim != 3:
+        raise ValueError(f"student_logits must be (B, T_s, V_s), got {tuple(x.shape)}")
+    return tuple(x.shape)
+
+
+def _student_values(
+    student: Student, k: int, *, temperature: float, values: str, chunk_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The student's kept values and ids for ``k``, and its vocabulary size.
+
+    Logits go through :func:`fusion.coactivation.topk_values`; a precomputed
+    :class:`fusion.types.StudentTopK` is used as it is (its first ``k`` entries), after
+    checking it was computed with the same options.
+    """
+    if not isinstance(student, StudentTopK):
+        vals, idx = topk_values(
+            student, k, temperature=temperature, values=values, chunk_size=chunk_size
+        )
+        return vals, idx, student.shape[-1]
+    if student.values_kind != values or not math.isclose(student.temperature, temperature):
+        raise ValueError(
+            f"the precomputed StudentTopK holds values={student.values_kind!r} at temperature "
+            f"{student.temperature}, the loss needs values={values!r} at {temperature}"
+        )
+    if student.values.shape[-1] < k:
+        raise ValueError(
+            f"the precomputed StudentTopK holds {student.values.shape[-1]} entries, fewer than k={k}"
+        )
+    return student.values[..., :k], student.indices[..., :k], student.vocab_size
 
 
 def _teacher_shape(teacher: Teacher) -> tuple[int, int]:
@@ -58,12 +96,11 @@ def _teacher_shape(teacher: Teacher) -> tuple[int, int]:
     return x.shape[0], x.shape[1]
 
 
-def _check_student(student_logits: torch.Tensor, teacher: Teacher) -> None:
-    if student_logits.ndim != 3:
-        raise ValueError(f"student_logits must be (B, T_s, V_s), got {tuple(student_logits.shape)}")
+def _check_student(student: Student, teacher: Teacher) -> None:
+    s_batch = _student_shape(student)[0]
     batch, _ = _teacher_shape(teacher)
-    if batch != student_logits.shape[0]:
-        raise ValueError(f"student batch {student_logits.shape[0]} != teacher batch {batch}")
+    if batch != s_batch:
+        raise ValueError(f"student batch {s_batch} != teacher batch {batch}")
 
 
 def _reduce(per_item: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -84,7 +121,7 @@ def sorted_l1(f_student: torch.Tensor, f_teacher: torch.Tensor) -> torch.Tensor:
 
 
 def gld_loss(
-    student_logits: torch.Tensor,
+    student_logits: Student,
     teacher: Teacher,
     student_mask: torch.Tensor | None = None,
     teacher_mask: torch.Tensor | None = None,
@@ -95,6 +132,7 @@ def gld_loss(
     values: str = "prob",
     nodes: str = "vocab",
     graph: str = "sequence",
+    features: str = "shares",
     reduction: str = "mean",
     chunk_size: int | None = None,
     process_group: Any = None,
@@ -105,48 +143,75 @@ def gld_loss(
     entries, not renormalised (:math:`\tilde x_t`). Per sequence, over its :math:`T'`
     unmasked positions, the co-activation graph
     :math:`A = \frac{1}{T'}\sum_t \tilde x_t \tilde x_t^\top` has weighted degrees
-    :math:`f_i = \frac{1}{T'}\sum_t \tilde x_{t,i} \sum_j \tilde x_{t,j}` (by scatter-add,
-    :math:`O(Tk)`). With :math:`\hat f` the ``m`` largest degrees sorted in descending
-    order and zero-padded to ``m``,
+    :math:`f_i = \frac{1}{T'}\sum_t \tilde x_{t,i} \sum_j \tilde x_{t,j}` and self-loops
+    :math:`A_{ii} = \frac{1}{T'}\sum_t \tilde x_{t,i}^2` (by scatter-add, :math:`O(Tk)`).
+    Two ways of comparing the student's graph with the teacher's (``features``):
 
-    .. math::
+    ``"shares"`` (default)
+        Each node's co-activation share :math:`c_i = 1 - A_{ii}/f_i`, weighted by its
+        degree :math:`\nu_i = f_i / \sum_l f_l` (:func:`fusion.coactivation.share_profile`),
+        and the 1-D Wasserstein distance between the two weighted distributions,
 
-        \mathrm{GLD} = \sum_{i=1}^{m} |\hat f_{\mathrm{student}}(i) - \hat f_{\mathrm{teacher}}(i)|.
+        .. math::
 
-    Padding both graphs with isolated nodes to a common size :math:`N`, uniform node
-    weights, this is a truncation of the sorted closed form of GW (gwlite's
-    ``method="sorted"``, :math:`W_1` between degree distributions):
-    :math:`\mathrm{GLD} \le N^2 W_1 \le N^2 \mathrm{GW}_1(A_s, A_t)`, with equality in the
-    first step when :math:`m = N`.
+            \mathrm{GLD} = W_1\Big(\sum_i \nu^s_i \delta_{c^s_i},\
+            \sum_j \nu^t_j \delta_{c^t_j}\Big) \in [0, 1].
+
+        Invariant to the tokenizers' granularity: sequence lengths, vocabulary sizes and
+        token repetition do not enter, so two confident models score (close to) 0 and a
+        uniform student :math:`1 - 1/k` (see docs/guide/gld.md, "Tokenizer granularity").
+    ``"degrees"`` (InfiGFusion's graph feature compression)
+        With :math:`\hat f` the ``m`` largest degrees sorted in descending order and
+        zero-padded to ``m``,
+
+        .. math::
+
+            \mathrm{GLD} = \sum_{i=1}^{m} |\hat f_{\mathrm{student}}(i) - \hat f_{\mathrm{teacher}}(i)|.
+
+        Padding both graphs with isolated nodes to a common size :math:`N`, uniform node
+        weights, this is a truncation of the sorted closed form of GW (gwlite's
+        ``method="sorted"``, :math:`W_1` between degree distributions):
+        :math:`\mathrm{GLD} \le N^2 W_1 \le N^2 \mathrm{GW}_1(A_s, A_t)`, with equality in
+        the first step when :math:`m = N`. Degrees scale with token frequencies, so this
+        form is biased by tokenizer granularity.
+
+    Both 1-D distances are computed by :func:`gwlite.wasserstein_1d`.
 
     Parameters
     ----------
-    student_logits : tensor ``(B, T_s, V_s)``
-        Any floating dtype (bf16/fp16 computed in fp32). Never copied as a whole.
+    student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
+        Any floating dtype (bf16/fp16 computed in fp32). Never copied as a whole. A
+        :class:`~fusion.types.StudentTopK` from :func:`fusion.coactivation.student_topk`
+        (same ``values`` and ``temperature``, at least ``k`` entries) reuses a top-k
+        already computed for another loss or teacher.
     teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
         Teacher logits, or cached ``TopK(logprobs, indices)`` of shape ``(B, T_t, k')``
         with ``k' >= k`` and ``logprobs = log_softmax(teacher_logits / temperature)``
         (the cache's temperature; it is not applied again).
     student_mask, teacher_mask : bool tensors ``(B, T_s)``, ``(B, T_t)``, optional
         Positions that count (answer span, no padding); all positions when omitted.
+        Other dtypes are refused.
     k : int
         Entries kept per position (default 10).
     m : int
-        Degrees kept per graph (default 64).
+        Degrees kept per graph by ``features="degrees"`` (default 64).
     temperature : float
         :math:`\tau` of the softmax (default 1).
     values : {"prob", "logit", "zscore"}
         What the kept entries hold: probabilities (default), logits divided by
         :math:`\tau`, or z-scored logits (InfiFusion's standardisation). The kept ids
-        are the same in all cases. ``"logit"``/``"zscore"`` need teacher logits.
+        are the same in all cases. ``"logit"``/``"zscore"`` need teacher logits and
+        ``features="degrees"`` (signed values have no co-activation share).
     nodes : {"vocab", "rank"}
         Graph nodes: vocabulary ids (default), or the ``k`` ranks of the sorted kept
         vectors (a ``k x k`` graph).
     graph : {"sequence", "batch"}
         One graph per sequence (default), or one graph over all unmasked positions of
-        the batch and, under :mod:`torch.distributed`, of all ranks (degree vectors and
+        the batch and, under :mod:`torch.distributed`, of all ranks (node sums and
         position counts are all-reduced; see :func:`fusion.coactivation.degrees` for the
         gradient convention).
+    features : {"shares", "degrees"}
+        What is compared per graph (above).
     reduction : {"mean", "sum", "none"}
         Over the ``B`` sequences (``"none"``: shape ``(B,)``). With ``graph="batch"``
         there is one graph: ``"mean"`` and ``"sum"`` give it as a 0-d tensor and
@@ -167,7 +232,7 @@ def gld_loss(
     >>> import torch, fusion
     >>> s = torch.randn(2, 7, 50, requires_grad=True)
     >>> t = torch.randn(2, 9, 80)
-    >>> loss = fusion.gld_loss(s, t, k=4, m=16)
+    >>> loss = fusion.gld_loss(s, t, k=4)
     >>> loss.backward()
     >>> bool(torch.isfinite(s.grad).all())
     True
@@ -177,17 +242,29 @@ def gld_loss(
         ("values", values, VALUES),
         ("nodes", nodes, NODES),
         ("graph", graph, GRAPHS),
+        ("features", features, FEATURES),
         ("reduction", reduction, REDUCTIONS),
     ):
         check_choice(name, value, choices)
+    if features == "shares" and values != "prob":
+        raise ValueError(
+            f"values={values!r} gives signed kept values, which have no co-activation share: "
+            "use features='degrees' with it, or values='prob'"
+        )
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}")
     opts = {"temperature": temperature, "values": values, "chunk_size": chunk_size}
-    s_vals, s_idx = topk_values(student_logits, k, **opts)
+    s_vals, s_idx, s_nodes = _student_values(student_logits, k, **opts)
     t_vals, t_idx = teacher_topk_values(teacher, k, **opts)
     common = {"nodes": nodes, "graph": graph, "process_group": process_group}
     t_nodes = None if isinstance(teacher, TopK) else teacher.shape[-1]
-    f_s = degrees(s_vals, s_idx, student_mask, num_nodes=student_logits.shape[-1], **common)
+    f_s = degrees(s_vals, s_idx, student_mask, num_nodes=s_nodes, **common)
     f_t = degrees(t_vals, t_idx, teacher_mask, num_nodes=t_nodes, **common)
-    per_graph = sorted_l1(degree_features(f_s.degrees, m), degree_features(f_t.degrees, m))
+    if features == "degrees":
+        per_graph = sorted_l1(degree_features(f_s.degrees, m), degree_features(f_t.degrees, m))
+    else:
+        (c_s, w_s), (c_t, w_t) = share_profile(f_s), share_profile(f_t)
+        per_graph = wasserstein_1d(c_s, c_t.to(c_s.dtype), w_s, w_t.to(c_s.dtype), p=1)
     empty = (f_s.counts == 0) | (f_t.counts == 0)
     per_graph = torch.where(empty, torch.zeros_like(per_graph), per_graph)
     if graph == "batch" and reduction != "none":
@@ -318,7 +395,7 @@ def _uld_block(vocab: int, chunk_size: int | None) -> int:
 
 
 def uld_loss(
-    student_logits: torch.Tensor,
+    student_logits: Student,
     teacher: Teacher,
     student_mask: torch.Tensor | None = None,
     teacher_mask: torch.Tensor | None = None,
@@ -349,7 +426,10 @@ def uld_loss(
 
     Parameters
     ----------
-    student_logits : tensor ``(B, T_s, V_s)``
+    student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
+        A :class:`~fusion.types.StudentTopK` (probabilities at ``student_temperature``,
+        at least ``top_k`` entries) only with ``top_k``: it reuses a top-k computed once
+        for several losses or teachers.
     teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
         ``TopK`` only with ``top_k`` (the full sorted distribution is not cached).
     student_mask, teacher_mask : bool tensors, optional
@@ -372,10 +452,22 @@ def uld_loss(
     for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
         if tau <= 0:
             raise ValueError(f"{name}_temperature must be > 0, got {tau}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     batch, t_len = _teacher_shape(teacher)
-    device = student_logits.device
-    s_mask = normalize_mask(student_mask, batch, student_logits.shape[1], device)
+    s_len = _student_shape(student_logits)[1]
+    device = (
+        student_logits.values.device
+        if isinstance(student_logits, StudentTopK)
+        else (student_logits.device)
+    )
+    s_mask = normalize_mask(student_mask, batch, s_len, device)
     spans = align_spans(s_mask, normalize_mask(teacher_mask, batch, t_len, device))
+    if top_k is None and isinstance(student_logits, StudentTopK):
+        raise ValueError(
+            "the full ULD sorts the student's whole distribution; a StudentTopK holds its top "
+            "entries only: use the top-k variant (top_k=K) or pass the logits"
+        )
     if top_k is not None:
         dist = _topk_uld(
             student_logits, teacher, spans, top_k, student_temperature, teacher_temperature
@@ -397,7 +489,8 @@ def uld_loss(
 
 
 def _topk_uld(student_logits, teacher, spans: AlignedSpans, k: int, tau_s: float, tau_t: float):
-    s_vals, _ = topk_values(student_logits, k, temperature=tau_s)
+    opts = {"temperature": tau_s, "values": "prob", "chunk_size": None}
+    s_vals, _, _ = _student_values(student_logits, k, **opts)
     t_vals, _ = teacher_topk_values(teacher, k, temperature=tau_t)
     # a cache is sorted by construction, but the comparison must not depend on it
     t_vals = torch.sort(t_vals, dim=-1, descending=True).values.to(s_vals.dtype)

@@ -13,17 +13,22 @@ Distillation Loss for LLMs. arXiv 2402.12030 (2024).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from fusion.coactivation import GRAPHS, NODES, VALUES, check_choice
-from fusion.functional import REDUCTIONS, Teacher, gld_loss, uld_loss
+from fusion.coactivation import FEATURES, GRAPHS, NODES, VALUES, check_choice, student_topk
+from fusion.functional import REDUCTIONS, Student, Teacher, gld_loss, uld_loss
 from fusion.types import TopK
 
-__all__ = ["FusionLoss", "FusionLossOutput", "GLDLoss", "ULDLoss"]
+__all__ = ["FusionLoss", "FusionLossOutput", "GLDLoss", "ULDLoss", "check_teacher_weights"]
+
+#: logits up to this many entries take torch's fused cross-entropy in
+#: :meth:`FusionLoss.cross_entropy` (4 Mi entries: a 16 MiB fp32 copy)
+SMALL_CE_ELEMENTS = 1 << 22
 
 
 class GLDLoss(nn.Module):
@@ -34,12 +39,16 @@ class GLDLoss(nn.Module):
     k : int
         Entries of each position's distribution kept (default 10).
     m : int
-        Largest degrees compared per graph (default 64).
+        Largest degrees compared per graph with ``features="degrees"`` (default 64).
     temperature : float
         Softmax temperature :math:`\tau` (default 1).
     values : {"prob", "logit", "zscore"}
+        ``"logit"`` and ``"zscore"`` need ``features="degrees"``.
     nodes : {"vocab", "rank"}
     graph : {"sequence", "batch"}
+    features : {"shares", "degrees"}
+        Degree-weighted co-activation shares, free of tokenizer granularity (default),
+        or InfiGFusion's ``m`` largest degrees.
     reduction : {"mean", "sum", "none"}
     chunk_size : int, optional
         Positions per block of the top-k pass.
@@ -65,6 +74,7 @@ class GLDLoss(nn.Module):
         graph: str = "sequence",
         reduction: str = "mean",
         *,
+        features: str = "shares",
         chunk_size: int | None = None,
         process_group: Any = None,
     ) -> None:
@@ -73,18 +83,25 @@ class GLDLoss(nn.Module):
             ("values", values, VALUES),
             ("nodes", nodes, NODES),
             ("graph", graph, GRAPHS),
+            ("features", features, FEATURES),
             ("reduction", reduction, REDUCTIONS),
         ):
             check_choice(name, value, choices)
-        if k < 1 or m < 1 or temperature <= 0:
+        if features == "shares" and values != "prob":
+            raise ValueError(
+                f"values={values!r} gives signed kept values, which have no co-activation share: "
+                "use features='degrees' with it, or values='prob'"
+            )
+        if k < 1 or m < 1 or not temperature > 0:
             raise ValueError(f"need k >= 1, m >= 1, temperature > 0; got {k}, {m}, {temperature}")
         self.k, self.m, self.temperature = k, m, temperature
         self.values, self.nodes, self.graph, self.reduction = values, nodes, graph, reduction
+        self.features = features
         self.chunk_size, self.process_group = chunk_size, process_group
 
     def forward(
         self,
-        student_logits: torch.Tensor,
+        student_logits: Student,
         teacher: Teacher,
         student_mask: torch.Tensor | None = None,
         teacher_mask: torch.Tensor | None = None,
@@ -93,8 +110,9 @@ class GLDLoss(nn.Module):
 
         Parameters
         ----------
-        student_logits : tensor ``(B, T_s, V_s)``
-            The student's logits (any float dtype; computed in fp32).
+        student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
+            The student's logits (any float dtype; computed in fp32), or its top entries
+            computed once for several losses (:func:`fusion.coactivation.student_topk`).
         teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
             The teacher's logits, or its cached top-k log-probabilities.
         student_mask, teacher_mask : bool tensor ``(B, T_s)`` / ``(B, T_t)``, optional
@@ -117,6 +135,7 @@ class GLDLoss(nn.Module):
             values=self.values,
             nodes=self.nodes,
             graph=self.graph,
+            features=self.features,
             reduction=self.reduction,
             chunk_size=self.chunk_size,
             process_group=self.process_group,
@@ -126,7 +145,8 @@ class GLDLoss(nn.Module):
         """The options shown by ``repr(module)``."""
         return (
             f"k={self.k}, m={self.m}, temperature={self.temperature}, values={self.values!r}, "
-            f"nodes={self.nodes!r}, graph={self.graph!r}, reduction={self.reduction!r}"
+            f"nodes={self.nodes!r}, graph={self.graph!r}, features={self.features!r}, "
+            f"reduction={self.reduction!r}"
         )
 
 
@@ -157,13 +177,16 @@ class ULDLoss(nn.Module):
         check_choice("reduction", reduction, REDUCTIONS)
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
+            if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 0):
+                raise ValueError(f"{name}_temperature must be a finite number > 0, got {tau}")
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.top_k, self.reduction, self.chunk_size = top_k, reduction, chunk_size
 
     def forward(
         self,
-        student_logits: torch.Tensor,
+        student_logits: Student,
         teacher: Teacher,
         student_mask: torch.Tensor | None = None,
         teacher_mask: torch.Tensor | None = None,
@@ -172,8 +195,8 @@ class ULDLoss(nn.Module):
 
         Parameters
         ----------
-        student_logits : tensor ``(B, T_s, V_s)``
-            The student's logits.
+        student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
+            The student's logits, or (``top_k`` only) its precomputed top entries.
         teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
             The teacher's logits, or its cached top-k log-probabilities (``top_k`` only).
         student_mask, teacher_mask : bool tensor ``(B, T_s)`` / ``(B, T_t)``, optional
@@ -206,18 +229,47 @@ class ULDLoss(nn.Module):
         )
 
 
+def check_teacher_weights(weights: Sequence[Any]) -> tuple[float, ...]:
+    """Validate teacher weights :math:`w_j`: finite numbers >= 0, not all zero.
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad weight (``None``, a bool, a negative or non-finite number).
+    """
+    out = []
+    for j, w in enumerate(weights):
+        if w is None or isinstance(w, bool) or not isinstance(w, int | float):
+            raise ValueError(
+                f"teacher weight {j} is {w!r}: weights must be numbers (give every teacher one, "
+                "or none at all for uniform weights 1/n)"
+            )
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"teacher weight {j} is {w}: weights must be finite and >= 0")
+        out.append(float(w))
+    if out and not any(out):
+        raise ValueError("every teacher weight is 0: use lambda_=0 for training without teachers")
+    return tuple(out)
+
+
 class FusionLossOutput(NamedTuple):
     r"""The total fusion loss and its components, for the optimiser and for logging.
+
+    Every field is normalised by the counts :class:`FusionLoss` was given (by default
+    this batch's target tokens and sequences), so that
+    ``total == (1 - lambda_) * ce + lambda_ * (uld + beta * gld)`` holds exactly and,
+    when each micro-batch is normalised by the counts of the whole accumulation window,
+    the fields of the micro-batches add up to the window's values.
 
     Attributes
     ----------
     total : tensor
         :math:`(1-\lambda)\,\mathrm{CE} + \lambda \sum_j w_j (\mathrm{ULD}_j + \beta\,\mathrm{GLD}_j)`.
     ce : tensor
-        The cross-entropy term (unweighted).
+        The cross-entropy term (unweighted): summed token CE over ``num_tokens``.
     uld, gld : tensor
         :math:`\sum_j w_j \mathrm{ULD}_j` and :math:`\sum_j w_j \mathrm{GLD}_j` (unscaled by
-        :math:`\lambda, \beta`).
+        :math:`\lambda, \beta`): summed per-sequence values over ``num_sequences``.
     uld_per_teacher, gld_per_teacher : tuple of tensors
         One entry per teacher, unweighted.
     """
@@ -231,10 +283,14 @@ class FusionLossOutput(NamedTuple):
 
     def as_dict(self) -> dict[str, float]:
         """Python floats of the scalar components, keyed for a logger."""
+        return {key: float(value.detach()) for key, value in self.components().items()}
+
+    def components(self) -> dict[str, torch.Tensor]:
+        """The fields as tensors keyed ``loss, ce, uld, gld, uld/j, gld/j`` (not detached)."""
         out = {"loss": self.total, "ce": self.ce, "uld": self.uld, "gld": self.gld}
         for j, (u, g) in enumerate(zip(self.uld_per_teacher, self.gld_per_teacher)):
             out[f"uld/{j}"], out[f"gld/{j}"] = u, g
-        return {key: float(value.detach()) for key, value in out.items()}
+        return out
 
 
 class FusionLoss(nn.Module):
@@ -242,8 +298,16 @@ class FusionLoss(nn.Module):
 
     .. math::
 
-        \mathcal L = (1 - \lambda)\,\mathrm{CE} + \lambda \sum_j w_j
-        \big(\mathrm{ULD}_j + \beta\,\mathrm{GLD}_j\big).
+        \mathcal L = (1 - \lambda)\,\frac{\sum_t \mathrm{CE}_t}{N_{\mathrm{tok}}} + \lambda
+        \sum_j w_j \, \frac{\sum_b \big(\mathrm{ULD}_{jb} + \beta\,\mathrm{GLD}_{jb}\big)}
+        {N_{\mathrm{seq}}}.
+
+    The student's logits are read once: one blockwise pass selects the top entries that
+    every loss and every teacher needs (the largest of GLD's ``k`` and ULD's ``top_k``)
+    and computes the per-token cross-entropy along the way
+    (:func:`fusion.coactivation.student_topk`); one backward pass writes the gradient
+    of all of them. ULD and GLD are computed per sequence and normalised here, so the
+    sub-losses' ``reduction`` must be ``"mean"`` (their default).
 
     Parameters
     ----------
@@ -252,15 +316,26 @@ class FusionLoss(nn.Module):
     beta : float
         Weight of GLD relative to ULD (``0`` skips GLD).
     teacher_weights : sequence of float, optional
-        :math:`w_j`, one per teacher; uniform :math:`1/n` by default, so one teacher has
-        weight 1. Used as given (not renormalised).
+        :math:`w_j \ge 0`, one per teacher; uniform :math:`1/n` by default, so one teacher
+        has weight 1. Used as given (not renormalised).
     gld : GLDLoss, optional
         GLD options (default :class:`GLDLoss()`).
     uld : ULDLoss, optional
         ULD options (default :class:`ULDLoss()`, the full ULD; cached TopK teachers need
-        ``ULDLoss(top_k=K)``).
+        ``ULDLoss(top_k=K)``, which also lets GLD and ULD share the student's top-k).
     ignore_index : int
         Label value ignored by the cross-entropy (and outside the default student mask).
+
+    Examples
+    --------
+    >>> import torch, fusion
+    >>> loss_fn = fusion.FusionLoss(0.5, 1.0, gld=fusion.GLDLoss(k=4), uld=fusion.ULDLoss(top_k=4))
+    >>> student = torch.randn(2, 6, 40, requires_grad=True)
+    >>> labels = torch.randint(0, 40, (2, 6))
+    >>> out = loss_fn(student, [torch.randn(2, 7, 30), torch.randn(2, 5, 50)], labels)
+    >>> out.total.backward()
+    >>> sorted(out.as_dict())
+    ['ce', 'gld', 'gld/0', 'gld/1', 'loss', 'uld', 'uld/0', 'uld/1']
     """
 
     def __init__(
@@ -276,14 +351,20 @@ class FusionLoss(nn.Module):
         super().__init__()
         if not 0.0 <= lambda_ <= 1.0:
             raise ValueError(f"lambda_ must lie in [0, 1], got {lambda_}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta}")
         self.lambda_, self.beta = float(lambda_), float(beta)
         self.teacher_weights = (
-            None if teacher_weights is None else tuple(map(float, teacher_weights))
+            None if teacher_weights is None else check_teacher_weights(teacher_weights)
         )
         self.gld = gld if gld is not None else GLDLoss()
         self.uld = uld if uld is not None else ULDLoss()
+        for name, sub in (("gld", self.gld), ("uld", self.uld)):
+            if sub.reduction != "mean":
+                raise ValueError(
+                    f"FusionLoss normalises the {name} term itself (num_sequences=); build the "
+                    f"{type(sub).__name__} with reduction='mean', not {sub.reduction!r}"
+                )
         self.ignore_index = ignore_index
 
     def _weights(self, n: int) -> tuple[float, ...]:
@@ -293,16 +374,59 @@ class FusionLoss(nn.Module):
             raise ValueError(f"{len(self.teacher_weights)} teacher_weights for {n} teachers")
         return self.teacher_weights
 
-    def _cross_entropy(self, logits, labels, ce) -> torch.Tensor:
-        if ce is not None:
-            return ce
-        if labels is None:
-            if self.lambda_ < 1.0:
-                raise ValueError("lambda_ < 1 needs labels= or a precomputed ce=")
-            return logits.new_zeros((), dtype=torch.float32)
-        return nn.functional.cross_entropy(
-            logits.flatten(0, 1), labels.flatten(), ignore_index=self.ignore_index
+    def _student_passes(
+        self, logits: torch.Tensor, targets: torch.Tensor | None, use_uld: bool, use_gld: bool
+    ) -> tuple[Student, Student, torch.Tensor | None]:
+        """The student inputs of ULD and GLD, sharing one top-k pass where they can."""
+        gld, uld = self.gld, self.uld
+        uld_topk = use_uld and uld.top_k is not None
+        share = (
+            uld_topk
+            and use_gld
+            and gld.values == "prob"
+            and math.isclose(gld.temperature, uld.student_temperature)
         )
+        chunk = gld.chunk_size
+        ce_targets = targets
+        if share:
+            st = student_topk(
+                logits,
+                min(max(gld.k, uld.top_k), logits.shape[-1]),
+                temperature=gld.temperature,
+                targets=ce_targets,
+                ignore_index=self.ignore_index,
+                chunk_size=chunk,
+            )
+            return st, st, st.nll
+        nll = None
+        for_gld: Student = logits
+        for_uld: Student = logits
+        if use_gld:
+            for_gld = student_topk(
+                logits,
+                gld.k,
+                temperature=gld.temperature,
+                values=gld.values,
+                targets=ce_targets,
+                ignore_index=self.ignore_index,
+                chunk_size=chunk,
+            )
+            nll, ce_targets = for_gld.nll, None
+        if uld_topk:
+            for_uld = student_topk(
+                logits,
+                min(uld.top_k, logits.shape[-1]),
+                temperature=uld.student_temperature,
+                targets=ce_targets,
+                ignore_index=self.ignore_index,
+                chunk_size=chunk,
+            )
+            nll, ce_targets = (for_uld.nll, None) if ce_targets is not None else (nll, None)
+        if ce_targets is not None:  # CE alone: a top-1 pass keeps it blockwise
+            nll = student_topk(
+                logits, 1, targets=ce_targets, ignore_index=self.ignore_index, chunk_size=chunk
+            ).nll
+        return for_uld, for_gld, nll
 
     def forward(
         self,
@@ -312,13 +436,17 @@ class FusionLoss(nn.Module):
         *,
         student_mask: torch.Tensor | None = None,
         teacher_masks: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
-        ce: torch.Tensor | None = None,
+        ce_sum: torch.Tensor | None = None,
+        num_tokens: float | torch.Tensor | None = None,
+        num_sequences: float | torch.Tensor | None = None,
     ) -> FusionLossOutput:
         r"""Total loss and components.
 
         Parameters
         ----------
         student_logits : tensor ``(B, T_s, V_s)``
+            Any floating dtype; bf16 logits are read in bf16 (computed in fp32 block by
+            block, never copied).
         teachers : teacher or sequence of teachers
             Each as logits ``(B, T_j, V_j)`` or a cached :class:`fusion.TopK`.
         labels : long tensor ``(B, T_s)``, optional
@@ -328,11 +456,23 @@ class FusionLoss(nn.Module):
             Positions distilled; by default ``labels != ignore_index`` when labels are
             given, else all positions.
         teacher_masks : mask or sequence of masks, optional
-            One ``(B, T_j)`` mask per teacher (``None`` entries: all positions).
-        ce : tensor, optional
-            A precomputed cross-entropy (e.g. a model's own ``outputs.loss``).
+            One bool ``(B, T_j)`` mask per teacher (``None`` entries: all positions).
+        ce_sum : tensor, optional
+            A precomputed *sum* of the per-token cross-entropy (e.g. from a fused LM
+            head), used instead of the one computed from ``labels``.
+        num_tokens : number or tensor, optional
+            Denominator of the CE: by default this batch's target tokens (the positions
+            with a label). Pass the target tokens of the whole accumulation window (and of
+            all ranks) to get this micro-batch's share of the window's token mean.
+        num_sequences : number or tensor, optional
+            Denominator of ULD and GLD, which are summed over sequences (a batch graph
+            counts for its ``B`` sequences): by default ``B``.
+
+        Returns
+        -------
+        FusionLossOutput
         """
-        if isinstance(teachers, (torch.Tensor, TopK)):
+        if isinstance(teachers, torch.Tensor | TopK):
             teachers = [teachers]
         teachers = list(teachers)
         if not teachers:
@@ -341,25 +481,122 @@ class FusionLoss(nn.Module):
             teacher_masks = [teacher_masks] * len(teachers)
         if len(teacher_masks) != len(teachers):
             raise ValueError(f"{len(teacher_masks)} teacher masks for {len(teachers)} teachers")
+        if student_logits.ndim != 3:
+            raise ValueError(
+                f"student_logits must be (B, T_s, V_s), got {tuple(student_logits.shape)}"
+            )
+        if labels is not None and tuple(labels.shape) != tuple(student_logits.shape[:2]):
+            raise ValueError(
+                f"labels must have shape {tuple(student_logits.shape[:2])} (aligned with the "
+                f"logits), got {tuple(labels.shape)}"
+            )
+        weights = self._weights(len(teachers))
+        use_uld = self.lambda_ > 0
+        use_gld = use_uld and self.beta > 0
+        if labels is None and ce_sum is None and self.lambda_ < 1.0:
+            raise ValueError("lambda_ < 1 needs labels= or a precomputed ce_sum=")
         if student_mask is None and labels is not None:
             student_mask = labels != self.ignore_index
-        weights = self._weights(len(teachers))
-        ce_value = self._cross_entropy(student_logits, labels, ce)
-        zero = ce_value.new_zeros(()).float()
+        targets = labels if ce_sum is None else None
+        for_uld, for_gld, nll = self._student_passes(student_logits, targets, use_uld, use_gld)
+        work = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+        zero = torch.zeros((), dtype=work, device=student_logits.device)
+        if ce_sum is None:
+            ce_sum = nll.sum() if nll is not None else zero
+        if num_tokens is None:
+            if labels is None:
+                raise ValueError("ce_sum= needs num_tokens= (or labels= to count them)")
+            num_tokens = (labels != self.ignore_index).sum()
+        batch = student_logits.shape[0]
+        seqs = batch if num_sequences is None else num_sequences
+        ce = ce_sum.to(work) / torch.as_tensor(num_tokens, dtype=work).clamp_min(1)
+        per_seq = 1.0 / torch.as_tensor(seqs, dtype=work, device=ce.device)
         uld_each, gld_each = [], []
         for teacher, mask in zip(teachers, teacher_masks):
-            distil = self.lambda_ > 0
             uld_each.append(
-                self.uld(student_logits, teacher, student_mask, mask) if distil else zero
+                self._uld_sum(for_uld, teacher, student_mask, mask) * per_seq if use_uld else zero
             )
-            use_gld = distil and self.beta > 0
             gld_each.append(
-                self.gld(student_logits, teacher, student_mask, mask) if use_gld else zero
+                self._gld_sum(for_gld, teacher, student_mask, mask, batch) * per_seq
+                if use_gld
+                else zero
             )
         uld = sum(w * u for w, u in zip(weights, uld_each))
         gld = sum(w * g for w, g in zip(weights, gld_each))
-        total = (1.0 - self.lambda_) * ce_value + self.lambda_ * (uld + self.beta * gld)
-        return FusionLossOutput(total, ce_value, uld, gld, tuple(uld_each), tuple(gld_each))
+        total = (1.0 - self.lambda_) * ce + self.lambda_ * (uld + self.beta * gld)
+        return FusionLossOutput(total, ce, uld, gld, tuple(uld_each), tuple(gld_each))
+
+    def cross_entropy(
+        self,
+        student_logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        num_tokens: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The CE term alone (no teacher), normalised like :meth:`forward`'s ``ce``.
+
+        Summed token cross-entropy over ``num_tokens`` (default: the labelled positions).
+        Large logits are read block by block without an fp32 copy
+        (:func:`fusion.coactivation.student_topk`); logits of at most
+        ``SMALL_CE_ELEMENTS`` entries go through torch's fused cross-entropy in fp32,
+        which is faster there and whose copy is then smaller than one block buffer.
+        """
+        if labels.shape != student_logits.shape[:-1]:
+            raise ValueError(
+                f"labels must have shape {tuple(student_logits.shape[:-1])}, got {tuple(labels.shape)}"
+            )
+        if student_logits.numel() <= SMALL_CE_ELEMENTS:
+            total = nn.functional.cross_entropy(
+                student_logits.flatten(0, -2).float(),
+                labels.flatten(),
+                ignore_index=self.ignore_index,
+                reduction="sum",
+            )
+        else:
+            total = student_topk(
+                student_logits,
+                1,
+                targets=labels,
+                ignore_index=self.ignore_index,
+                chunk_size=self.gld.chunk_size,
+            ).nll.sum()
+        if num_tokens is None:
+            num_tokens = (labels != self.ignore_index).sum()
+        return total / torch.as_tensor(num_tokens, dtype=total.dtype).clamp_min(1)
+
+    def _uld_sum(self, student: Student, teacher, student_mask, teacher_mask) -> torch.Tensor:
+        u = self.uld
+        return uld_loss(
+            student,
+            teacher,
+            student_mask,
+            teacher_mask,
+            student_temperature=u.student_temperature,
+            teacher_temperature=u.teacher_temperature,
+            top_k=u.top_k,
+            reduction="sum",
+            chunk_size=u.chunk_size,
+        )
+
+    def _gld_sum(self, student: Student, teacher, student_mask, teacher_mask, batch: int):
+        g = self.gld
+        per_graph = gld_loss(
+            student,
+            teacher,
+            student_mask,
+            teacher_mask,
+            k=g.k,
+            m=g.m,
+            temperature=g.temperature,
+            values=g.values,
+            nodes=g.nodes,
+            graph=g.graph,
+            features=g.features,
+            reduction="none",
+            process_group=g.process_group,
+        )
+        # a batch graph stands for all B sequences of the micro-batch
+        return per_graph[0] * batch if g.graph == "batch" else per_graph.sum()
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""

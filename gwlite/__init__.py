@@ -9,6 +9,7 @@ from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upp
 from gwlite.coupling import gw_cost
 from gwlite.errors import GWInputError, GWSolverError
 from gwlite.graphs import from_networkx
+from gwlite.pairs import Neighbours, PairwiseResult, pairwise
 from gwlite.psd import permutation_certificate, rank_one_bounds
 from gwlite.result import GWResult
 from gwlite.univariate import wasserstein_1d
@@ -21,10 +22,13 @@ __all__ = [
     "GWSolverError",
     "LOWER_BOUNDS",
     "METHODS",
+    "Neighbours",
+    "PairwiseResult",
     "from_networkx",
     "gromov_wasserstein",
     "gw_cost",
     "lower_bound",
+    "pairwise",
     "permutation_certificate",
     "rank_one_bounds",
     "sorted_coupling",

@@ -15,6 +15,7 @@ from gwlite import graphs
 from gwlite.api import METHODS, gromov_wasserstein
 from gwlite.bounds import LOWER_BOUNDS
 from gwlite.errors import GWInputError, GWSolverError
+from gwlite.pairs.cli import register_cli as register_pairwise
 from gwlite.problem import LOSS_EXPONENTS
 from gwlite.verify import register_cli as register_verify
 
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_distance(sub)
     register_verify(sub)
+    register_pairwise(sub)
     return parser
 
 

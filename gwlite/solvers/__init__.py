@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gwlite.solvers import exact, pot, sorting
+from gwlite.solvers import exact, pot, sdp, sorting
 
 SOLVERS: dict[str, Callable] = {
     "sorted": sorting.solve,
     "cg": pot.solve_cg,
     "entropic": pot.solve_entropic,
     "exact": exact.solve,
+    "sdp": sdp.solve,
 }
 
 __all__ = ["SOLVERS"]

@@ -41,7 +41,8 @@ class InstanceVerdict:
     """Checks of one instance and the reference GW the tightness ratios divide by.
 
     ``reference`` is the certified exact value when there is one (``reference_kind =
-    "exact (certified)"``), else the best upper bound found (``"best upper (METHOD)"``);
+    "exact (certified)"``), else the value the relaxation certified (``"sdp
+    (certified)"``), else the best upper bound found (``"best upper (METHOD)"``);
     ``gw_lower`` is the best lower bound, so ``gw_lower <= GW <= reference``.
     """
 
@@ -108,11 +109,18 @@ class _Checker:
         self.tol = INEQ_RTOL * self.scale
         self.expect_certified = expect_certified
         self.out: list[Check] = []
+        self._perm_opt: float | None = None
         ok = [run for run in runs.values() if run.error is None]
         self.uppers = {run.method: run.upper for run in ok if np.isfinite(run.upper)}
         self.lowers = {run.method: run.lower for run in ok if np.isfinite(run.lower)}
         self.min_upper = min(self.uppers.values(), default=math.inf)
         self.max_lower = max(self.lowers.values(), default=-math.inf)
+
+    def permutation_optimum_value(self) -> float:
+        """Brute force over all permutations, computed once per instance."""
+        if self._perm_opt is None:
+            self._perm_opt = brute_permutation_optimum(self.C1, self.C2, self.r)
+        return self._perm_opt
 
     def add(self, name: str, method: str, passed: bool, detail: str = "") -> None:
         self.out.append(Check(name, method, bool(passed), detail))
@@ -241,7 +249,7 @@ class _Checker:
             return
         self.add("exact lower <= upper", "exact", run.lower <= run.upper + self.tol)
         if run.converged and self.n <= BRUTE_MAX_N:
-            best = brute_permutation_optimum(self.C1, self.C2, self.r)
+            best = self.permutation_optimum_value()
             self.add(
                 "exact = brute force over permutations",
                 "exact",
@@ -286,11 +294,70 @@ class _Checker:
             f"known [{self.max_lower:.12g}, {self.min_upper:.12g}]",
         )
 
+    def sdp(self) -> None:
+        """The relaxation's bound against every coupling, TLB and its own certificate."""
+        run = self.runs.get("sdp")
+        if run is None or run.error is not None:
+            return
+        d = run.diagnostics
+        costs = {
+            other.method: brute_cost(self.C1, self.C2, np.asarray(other.coupling, float), self.r)
+            for other in self.runs.values()
+            if other.error is None and other.coupling is not None
+        }
+        if self.n <= BRUTE_MAX_N:
+            costs["all permutations"] = self.permutation_optimum_value()
+        cheapest = min(costs, key=costs.get)
+        self.add(
+            "sdp lower <= every coupling",
+            "sdp",
+            run.lower <= costs[cheapest] + self.tol,
+            f"sdp lower {run.lower:.12g} vs {cheapest} {costs[cheapest]:.12g}",
+        )
+        tol = d["tol"] * self.scale
+        if "tlb" in self.lowers and d.get("stop_reason") in _SDP_FINISHED:
+            self.add(
+                "sdp lower >= TLB",
+                "sdp",
+                d["sdp_bound"] >= self.lowers["tlb"] - tol,
+                f"relaxation bound {d['sdp_bound']:.12g} vs tlb {self.lowers['tlb']:.12g}",
+            )
+        gap = run.upper - run.lower
+        self.add(
+            "certified only when gap <= tol",
+            "sdp",
+            not run.certified or gap <= tol * (1 + 1e-12),
+            f"certified={run.certified}, gap {gap:.3g}, tol x max|C|^r {tol:.3g}",
+        )
+        exact = self.runs.get("exact")
+        if run.certified and exact is not None and exact.error is None and exact.certified:
+            self.add(
+                "sdp = exact where both certify",
+                "sdp",
+                abs(run.value - exact.value) <= tol,
+                f"sdp {run.value:.12g} vs exact {exact.value:.12g}",
+            )
+        if run.certified:
+            for method, up in self.uppers.items():
+                self.add(
+                    "no coupling beats a certified optimum",
+                    method,
+                    up >= run.lower - self.tol,
+                    f"{method} {up:.12g} vs sdp lower {run.lower:.12g}",
+                )
+
+
+# stop reasons after which the relaxation's bound is as good as the solver makes it
+_SDP_FINISHED = ("certified", "solver converged", "stalled", "trivial")
+
 
 def _reference(runs: dict[str, MethodRun], uppers: dict[str, float]) -> tuple[float, str]:
     exact = runs.get("exact")
     if exact is not None and exact.error is None and exact.certified:
         return exact.value, "exact (certified)"
+    relaxed = runs.get("sdp")
+    if relaxed is not None and relaxed.error is None and relaxed.certified:
+        return relaxed.value, "sdp (certified)"
     if not uppers:
         return math.nan, "none"
     method = min(uppers, key=uppers.get)
@@ -329,6 +396,7 @@ def check_instance(
     checker.gap_identities()
     checker.permutation_optimum()
     checker.rank_one()
+    checker.sdp()
     reference, kind = _reference(runs, checker.uppers)
     positive = non_isomorphic or checker.max_lower > checker.tol
     return InstanceVerdict(checker.out, reference, kind, checker.max_lower, positive)

@@ -12,6 +12,7 @@ from gwlite.api import gromov_wasserstein
 from gwlite.bounds import lower_bound
 from gwlite.errors import GWInputError, GWSolverError
 from gwlite.psd import rank_one_bounds
+from gwlite.solvers import sdp
 
 __all__ = ["MethodRun", "run_methods", "LOWER_ONLY", "SQUARE_ONLY"]
 
@@ -43,11 +44,17 @@ class MethodRun:
 
 @dataclass(frozen=True)
 class Settings:
-    """What to run: exact up to ``exact_max_n`` nodes, within ``exact_time_limit`` s."""
+    """What to run: exact up to ``exact_max_n`` nodes, within ``exact_time_limit`` s;
+    the semidefinite relaxation up to ``sdp_max_n`` nodes (when its solver is
+    installed), within ``sdp_time_limit`` s, skipped where the exact solver already
+    certified GW when ``sdp_only_uncertified``."""
 
     exact_max_n: int = 8
     exact_time_limit: float = 30.0
     entropic_max_iter: int = 200
+    sdp_max_n: int = 0
+    sdp_time_limit: float = 60.0
+    sdp_only_uncertified: bool = False
 
 
 def _from_result(method: str, res) -> MethodRun:
@@ -118,12 +125,47 @@ def _jobs(C1, C2, loss: str, settings: Settings) -> dict:
     return jobs
 
 
+def _best_plan(runs: dict[str, MethodRun]):
+    """The coupling of the cheapest upper bound found so far (None if none)."""
+    with_plan = [r for r in runs.values() if r.error is None and r.coupling is not None]
+    return min(with_plan, key=lambda r: r.upper).coupling if with_plan else None
+
+
+def _sdp_job(C1, C2, loss: str, settings: Settings, runs: dict[str, MethodRun]):
+    """``method="sdp"`` started from the best coupling the other methods found."""
+    n = C1.shape[0]
+    if n > settings.sdp_max_n or n * n > sdp.DEFAULT_MAX_SIZE or not sdp.available():
+        return None
+    exact = runs.get("exact")
+    if settings.sdp_only_uncertified and exact is not None and exact.certified:
+        return None
+    return lambda: _from_result(
+        "sdp",
+        gromov_wasserstein(
+            C1,
+            C2,
+            method="sdp",
+            loss_fun=loss,
+            G0=_best_plan(runs),
+            time_limit=settings.sdp_time_limit,
+        ),
+    )
+
+
+def _attempt(name: str, job) -> MethodRun:
+    try:
+        return job()
+    except (GWInputError, GWSolverError, ValueError, np.linalg.LinAlgError) as err:
+        return MethodRun(name, error=f"{type(err).__name__}: {err}")
+
+
 def run_methods(C1, C2, loss: str, settings: Settings) -> dict[str, MethodRun]:
-    """Every applicable method on ``(C1, C2)``; exceptions are recorded, not raised."""
-    runs = {}
-    for name, job in _jobs(C1, C2, loss, settings).items():
-        try:
-            runs[name] = job()
-        except (GWInputError, GWSolverError, ValueError, np.linalg.LinAlgError) as err:
-            runs[name] = MethodRun(name, error=f"{type(err).__name__}: {err}")
+    """Every applicable method on ``(C1, C2)``; exceptions are recorded, not raised.
+
+    ``sdp`` runs last: it starts from the best coupling of the others.
+    """
+    runs = {name: _attempt(name, job) for name, job in _jobs(C1, C2, loss, settings).items()}
+    job = _sdp_job(C1, C2, loss, settings, runs)
+    if job is not None:
+        runs["sdp"] = _attempt("sdp", job)
     return runs

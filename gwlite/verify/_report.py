@@ -25,8 +25,8 @@ SHORT = {
     "euclidean": "euclid",
     "coactivation": "coact",
 }
-LOWER_METHODS = ("sorted", "flb", "slb", "tlb", "rank_one", "exact")
-UPPER_METHODS = ("sorted", "cg", "entropic", "rank_one", "exact")
+LOWER_METHODS = ("sorted", "flb", "slb", "tlb", "rank_one", "exact", "sdp")
+UPPER_METHODS = ("sorted", "cg", "entropic", "rank_one", "exact", "sdp")
 ROW_FIELDS = (
     "family",
     "n",
@@ -91,7 +91,7 @@ def _ratio_table(rows, loss: str, which: str, methods, families) -> str | None:
     return _table(f"{loss}: {what}, mean over instances with GW > 0", header, body)
 
 
-def _reference_line(rows, loss: str, families, exact_max_n: int) -> str:
+def _reference_line(rows, loss: str, families, settings: dict) -> str:
     inst = {}
     for row in rows:
         if row["loss"] == loss:
@@ -99,12 +99,25 @@ def _reference_line(rows, loss: str, families, exact_max_n: int) -> str:
     cells = []
     for f in families:
         kinds = [k for (fam, _, _), k in inst.items() if fam == f]
-        cells.append(f"{SHORT.get(f, f)} {sum(k.startswith('exact') for k in kinds)}/{len(kinds)}")
+        exact = sum(k.startswith("exact") for k in kinds)
+        relaxed = sum(k.startswith("sdp") for k in kinds)
+        split = f" ({exact} exact + {relaxed} sdp)" if relaxed else ""
+        cells.append(f"{SHORT.get(f, f)} {exact + relaxed}/{len(kinds)}{split}")
+    if not settings.get("sdp_installed", True):
+        sdp_note = "sdp not run: its solver is missing (pip install 'gwlite[certify]')"
+    elif settings.get("sdp_max_n", 0) <= 0:
+        sdp_note = "sdp not run (sdp_max_n = 0)"
+    else:
+        where = ", where exact did not certify" if settings.get("sdp_only_uncertified") else ""
+        sdp_note = f"sdp runs for n <= {settings['sdp_max_n']}{where}"
     return (
-        f"{loss}: GW = certified exact optimum in " + ", ".join(cells) + " instances;\n"
+        f"{loss}: GW certified (exact optimum or sdp relaxation) in "
+        + ", ".join(cells)
+        + " instances;\n"
         "  elsewhere GW is unknown and the ratios divide by the best upper bound found\n"
         "  (so lower/GW understates the lower bounds and upper/GW is relative to the best).\n"
-        f"  exact runs for n <= {exact_max_n} only: its rows average those instances only."
+        f"  exact runs for n <= {settings['exact_max_n']}, {sdp_note}: their rows average "
+        "those instances only."
     )
 
 
@@ -153,7 +166,7 @@ def render(report) -> str:
         f"{s['exact_max_n']}, {report.elapsed_s:.1f} s"
     ]
     for loss in _present(rows, "loss"):
-        parts.append(_reference_line(rows, loss, families, s["exact_max_n"]))
+        parts.append(_reference_line(rows, loss, families, s))
         for which, methods in (("lower_ratio", LOWER_METHODS), ("upper_ratio", UPPER_METHODS)):
             table = _ratio_table(rows, loss, which, methods, families)
             if table:

@@ -191,7 +191,11 @@ def test_errors_are_clear():
     with pytest.raises(ValueError, match="temperature"):
         topk_values(z, 2, temperature=0.0)
     with pytest.raises(ValueError, match="mask must have shape"):
-        degrees(torch.ones(1, 2, 3), torch.zeros(1, 2, 3, dtype=torch.long), torch.ones(1, 3))
+        degrees(
+            torch.ones(1, 2, 3),
+            torch.zeros(1, 2, 3, dtype=torch.long),
+            torch.ones(1, 3, dtype=torch.bool),
+        )
     with pytest.raises(ValueError, match="indices must lie"):
         degrees(torch.ones(1, 2, 1), torch.full((1, 2, 1), 9), num_nodes=5)
 
@@ -263,6 +267,7 @@ def test_gpu_elementwise_branch_gives_the_same_numbers(monkeypatch, values):
     z = (2 * torch.randn(2, 6, 500, generator=g)).bfloat16()
     t = torch.randn(2, 5, 300, generator=g)
     opts = {"k": 5, "m": 16, "values": values, "temperature": 0.8, "chunk_size": 5}
+    opts["features"] = "shares" if values == "prob" else "degrees"
     monkeypatch.setattr(coactivation, "FUSED", "off")
     ref = _loss_and_grad(z, t, **opts)
     monkeypatch.setattr(coactivation, "_casts_in_kernel", lambda x: True)

@@ -45,7 +45,33 @@ def _features(A: np.ndarray, m: int) -> np.ndarray:
     return np.pad(f, (0, m - len(f)))
 
 
-def _reference(zs, zt, ms, mt, *, k, m, tau=1.0, values="prob", nodes="vocab", graph="sequence"):
+def _share_distance(As: np.ndarray, At: np.ndarray) -> float:
+    """W_1 between the degree-weighted distributions of 1 - A_ii / f_i (scipy, independent)."""
+    from scipy.stats import wasserstein_distance
+
+    sides = []
+    for A in (As, At):
+        f = A.sum(1)
+        keep = f > 0
+        sides.append((1 - np.diag(A)[keep] / f[keep], f[keep] / f[keep].sum()))
+    (cs, ws), (ct, wt) = sides
+    return wasserstein_distance(cs, ct, ws, wt)
+
+
+def _reference(
+    zs,
+    zt,
+    ms,
+    mt,
+    *,
+    k,
+    m,
+    tau=1.0,
+    values="prob",
+    nodes="vocab",
+    graph="sequence",
+    features="shares",
+):
     """Per-graph GLD values from explicit matrices, float64."""
     if graph == "batch":
         zs, zt = zs[ms][None], zt[mt][None]
@@ -55,8 +81,12 @@ def _reference(zs, zt, ms, mt, *, k, m, tau=1.0, values="prob", nodes="vocab", g
         if not ms[b].any() or not mt[b].any():
             out.append(0.0)
             continue
-        fs = _features(_dense_graph(zs[b][ms[b]], k, tau, values, nodes), m)
-        ft = _features(_dense_graph(zt[b][mt[b]], k, tau, values, nodes), m)
+        As = _dense_graph(zs[b][ms[b]], k, tau, values, nodes)
+        At = _dense_graph(zt[b][mt[b]], k, tau, values, nodes)
+        if features == "shares":
+            out.append(_share_distance(As, At))
+            continue
+        fs, ft = _features(As, m), _features(At, m)
         out.append(np.abs(np.sort(fs) - np.sort(ft)).sum())
     return np.array(out)
 
@@ -83,13 +113,22 @@ def _gld(zs, zt, ms=None, mt=None, **kw):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", ["prob", "logit", "zscore"])
+@pytest.mark.parametrize(
+    "features,values,m",
+    [
+        ("shares", "prob", 64),
+        ("degrees", "prob", 5),
+        ("degrees", "prob", 40),
+        ("degrees", "logit", 5),
+        ("degrees", "zscore", 40),
+    ],
+)
 @pytest.mark.parametrize("nodes", ["vocab", "rank"])
 @pytest.mark.parametrize("graph", ["sequence", "batch"])
-@pytest.mark.parametrize("m", [5, 40])
-def test_matches_dense_float64_reference(values, nodes, graph, m):
+def test_matches_dense_float64_reference(features, values, m, nodes, graph):
     zs, zt, ms, mt = _inputs(10)
     opts = {"k": 4, "m": m, "tau": 0.7, "values": values, "nodes": nodes, "graph": graph}
+    opts["features"] = features
     ref = _reference(zs, zt, ms, mt, **opts)
     opts["temperature"] = opts.pop("tau")
     got = _gld(zs, zt, ms, mt, reduction="none", **opts)
@@ -100,17 +139,22 @@ def test_matches_dense_float64_reference(values, nodes, graph, m):
     )
 
 
-def test_defaults_are_k10_m64_tau1():
+def test_defaults_are_shares_k10_tau1():
     zs, zt, ms, mt = _inputs(11, Vs=90, Vt=120)
-    ref = _reference(zs, zt, ms, mt, k=10, m=64)
+    ref = _reference(zs, zt, ms, mt, k=10, m=64, features="shares")
     np.testing.assert_allclose(float(_gld(zs, zt, ms, mt)), ref.mean(), rtol=1e-6)
     module = fusion.GLDLoss()
     t = torch.tensor
     np.testing.assert_allclose(float(module(t(zs), t(zt), t(ms), t(mt))), ref.mean(), rtol=1e-6)
+    ref = _reference(zs, zt, ms, mt, k=10, m=64, features="degrees")
+    np.testing.assert_allclose(
+        float(_gld(zs, zt, ms, mt, features="degrees")), ref.mean(), rtol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # GW: GLD(m = N) = N^2 W_1 (gwlite's closed form), GLD <= N^2 W_1 <= N^2 GW_1
+# (features="degrees", the form that is a truncated closed form of GW)
 # ---------------------------------------------------------------------------------------
 
 
@@ -136,9 +180,9 @@ def test_gld_below_scaled_gw_bounds(seed, vs, vt, ts, tt, k, m):
     zs, zt = rng.normal(size=(1, ts, vs)) * 3, rng.normal(size=(1, tt, vt)) * 3
     As, At, N = _padded_graphs(zs[0], zt[0], k)
     res = gwlite.gromov_wasserstein(As, At, method="sorted", loss_fun="abs_loss")
-    full = float(_gld(zs, zt, k=k, m=N))
+    full = float(_gld(zs, zt, k=k, m=N, features="degrees"))
     assert full == pytest.approx(N**2 * res.value, rel=1e-9, abs=1e-14)  # m = N: equality
-    gld = float(_gld(zs, zt, k=k, m=m))
+    gld = float(_gld(zs, zt, k=k, m=m, features="degrees"))
     tol = 1e-12 + 1e-9 * N**2 * res.upper
     assert gld <= N**2 * res.value + tol  # a truncated sum of the same terms
     assert N**2 * res.value <= N**2 * res.upper + tol
@@ -154,7 +198,7 @@ def test_gld_below_scaled_exact_gw(seed):
     exact = gwlite.gromov_wasserstein(As, At, method="exact", loss_fun="abs_loss")
     tlb = gwlite.lower_bound(As, At, loss_fun="abs_loss", lower="tlb")
     for m in (2, N):
-        gld = float(_gld(zs, zt, k=3, m=m))
+        gld = float(_gld(zs, zt, k=3, m=m, features="degrees"))
         assert gld <= N**2 * tlb * (1 + 1e-9) + 1e-12  # TLB dominates the closed form
         assert gld <= N**2 * exact.lower * (1 + 1e-9) + 1e-12
         assert gld <= N**2 * exact.upper * (1 + 1e-9) + 1e-12
@@ -165,16 +209,16 @@ def test_gld_below_scaled_exact_gw(seed):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("features", ["shares", "degrees"])
 @pytest.mark.parametrize("nodes", ["vocab", "rank"])
-def test_invariant_to_permuting_either_vocabulary(nodes):
+def test_invariant_to_permuting_either_vocabulary(nodes, features):
     zs, zt, ms, mt = _inputs(12)
     rng = np.random.default_rng(0)
-    base = _gld(zs, zt, ms, mt, k=4, m=9, nodes=nodes, reduction="none")
+    opts = {"k": 4, "m": 9, "nodes": nodes, "features": features, "reduction": "none"}
+    base = _gld(zs, zt, ms, mt, **opts)
     ps, pt = rng.permutation(zs.shape[-1]), rng.permutation(zt.shape[-1])
     for a, b in ((zs[..., ps], zt), (zs, zt[..., pt]), (zs[..., ps], zt[..., pt])):
-        torch.testing.assert_close(
-            _gld(a, b, ms, mt, k=4, m=9, nodes=nodes, reduction="none"), base
-        )
+        torch.testing.assert_close(_gld(a, b, ms, mt, **opts), base)
 
 
 def test_not_invariant_to_changing_the_distribution():
@@ -189,9 +233,10 @@ def test_teacher_topk_cache_equals_teacher_logits(tau):
     zs, zt, ms, mt = _inputs(14)
     lp = torch.log_softmax(torch.tensor(zt) / tau, -1).topk(7)  # k' = 7 >= k = 4
     cache = TopK(lp.values, lp.indices)
-    for nodes in ("vocab", "rank"):
+    for nodes, features in (("vocab", "shares"), ("rank", "shares"), ("vocab", "degrees")):
         for graph in ("sequence", "batch"):
             opts = {"k": 4, "m": 10, "temperature": tau, "nodes": nodes, "graph": graph}
+            opts["features"] = features
             ref = _gld(zs, zt, ms, mt, reduction="none", **opts)
             got = fusion.gld_loss(
                 torch.tensor(zs),
@@ -289,16 +334,20 @@ def test_half_precision_logits(dtype):
     torch.testing.assert_close(s_half.grad.float(), s32.grad, rtol=2e-2, atol=1e-5)
 
 
-@pytest.mark.parametrize("values", ["prob", "logit", "zscore"])
+@pytest.mark.parametrize(
+    "features,values",
+    [("shares", "prob"), ("degrees", "prob"), ("degrees", "logit"), ("degrees", "zscore")],
+)
 @pytest.mark.parametrize("nodes", ["vocab", "rank"])
 @pytest.mark.parametrize("graph", ["sequence", "batch"])
-def test_gradcheck_float64(values, nodes, graph):
+def test_gradcheck_float64(features, values, nodes, graph):
     zs, zt, ms, mt = _inputs(21, B=2, Ts=4, Tt=5, Vs=9, Vt=11)
     s = torch.tensor(zs, requires_grad=True)
     t = torch.tensor(zt, requires_grad=True)
 
     def fn(a, b):
         opts = {"values": values, "nodes": nodes, "graph": graph, "chunk_size": 3}
+        opts["features"] = features
         return fusion.gld_loss(a, b, torch.tensor(ms), torch.tensor(mt), k=3, m=6, **opts)
 
     assert torch.autograd.gradcheck(fn, (s, t), eps=1e-6, atol=1e-6)
@@ -309,9 +358,10 @@ def test_ties_never_give_nan_gradients():
     zs[0, :, :12] = 1.0  # ties inside and across the top-k boundary, and tied degrees
     zs = zs.requires_grad_()
     zt = torch.zeros(2, 4, 25, dtype=torch.float64)
-    for values in ("prob", "logit", "zscore"):
+    for values, features in (("prob", "shares"), ("prob", "degrees"), ("logit", "degrees")):
         for nodes in ("vocab", "rank"):
-            loss = fusion.gld_loss(zs, zt, k=4, m=8, values=values, nodes=nodes)
+            opts = {"values": values, "nodes": nodes, "features": features}
+            loss = fusion.gld_loss(zs, zt, k=4, m=8, **opts)
             (grad,) = torch.autograd.grad(loss, zs)
             assert torch.isfinite(loss) and torch.isfinite(grad).all()
 
@@ -353,6 +403,8 @@ def test_batch_graph_reduction_shapes():
         ({"nodes": "token"}, "nodes must be one of"),
         ({"graph": "global"}, "graph must be one of"),
         ({"reduction": "avg"}, "reduction must be one of"),
+        ({"features": "top"}, "features must be one of"),
+        ({"values": "logit"}, "features='degrees'"),
         ({"m": 0}, "m must be"),
         ({"k": 50}, "k must be in"),
     ],
@@ -361,7 +413,7 @@ def test_bad_options_raise(kwargs, match):
     zs, zt, ms, mt = _inputs(24)
     with pytest.raises(ValueError, match=match):
         _gld(zs, zt, ms, mt, **kwargs)
-    if "m" not in kwargs and "k" not in kwargs:
+    if "m" not in kwargs and "k" not in kwargs and "logit" not in kwargs.values():
         with pytest.raises(ValueError, match=match):
             fusion.GLDLoss(**kwargs)
 
@@ -374,3 +426,77 @@ def test_bad_shapes_raise():
         _gld(zs, zt, ms[:, :-1], mt)
     with pytest.raises(ValueError, match=r"\(B, T_s, V_s\)"):
         fusion.gld_loss(torch.tensor(zs[0]), torch.tensor(zt))
+
+
+# ---------------------------------------------------------------------------------------
+# tokenizer granularity: confident models must beat a uniform student, whatever the
+# sequence lengths, vocabulary sizes and token repetition of the two tokenizations
+# ---------------------------------------------------------------------------------------
+
+CONFIDENT = 14.0  # logit margin of the token a confident model predicts
+
+
+def _confident(tokens, vocab, margin=CONFIDENT):
+    z = torch.zeros(1, len(tokens), vocab, dtype=torch.float64)
+    z[0, torch.arange(len(tokens)), torch.as_tensor(tokens)] = margin
+    return z
+
+
+def _cached(z, k_cache):
+    top = torch.log_softmax(z, -1).topk(k_cache, dim=-1)
+    return TopK(top.values, top.indices)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    ts=st.integers(1, 80),
+    tt=st.integers(1, 140),
+    vs=st.integers(2, 300),
+    vt=st.integers(2, 300),
+    k=st.integers(2, 12),
+    noise=st.sampled_from([0.0, 1e-3, 0.3]),
+)
+def test_confident_models_score_below_a_uniform_student_at_any_granularity(
+    data, ts, tt, vs, vt, k, noise
+):
+    k = min(k, vs, vt)
+    # arbitrary token sequences: a character-level text repeats few tokens, a BPE one many
+    s_tokens = data.draw(st.lists(st.integers(0, vs - 1), min_size=ts, max_size=ts))
+    t_tokens = data.draw(st.lists(st.integers(0, vt - 1), min_size=tt, max_size=tt))
+    teacher = _cached(_confident(t_tokens, vt), min(vt, k + 2))
+    confident = _confident(s_tokens, vs)
+    g = torch.Generator().manual_seed(ts * 1000 + vs)
+    uniform = noise * torch.randn(1, ts, vs, generator=g, dtype=torch.float64)
+    for nodes in ("vocab", "rank"):
+        sharp = float(fusion.gld_loss(confident, teacher, k=k, nodes=nodes))
+        flat = float(fusion.gld_loss(uniform, teacher, k=k, nodes=nodes))
+        assert sharp < flat, (nodes, sharp, flat)
+        assert sharp < 1e-3  # two confident models look alike, whatever their tokenizers
+        assert 0.0 <= flat <= 1.0
+
+
+def test_confident_teacher_and_student_of_the_same_text_agree_when_lengths_differ():
+    # one text, cut into 113 characters by the teacher and 30 sub-words by the student
+    text = " ".join(f"{a}+{a + 3}={2 * a + 3}." for a in range(11, 23))[:113]
+    chars = sorted(set(text))
+    t_tokens = [chars.index(c) for c in text]
+    s_tokens = list(range(30))  # a BPE student: (almost) every piece distinct
+    teacher = _cached(_confident(t_tokens, len(chars) + 4), 12)
+    confident, uniform = _confident(s_tokens, 320), torch.zeros(1, 30, 320, dtype=torch.float64)
+    shares = [float(fusion.gld_loss(z, teacher)) for z in (confident, uniform)]
+    degrees = [float(fusion.gld_loss(z, teacher, features="degrees")) for z in (confident, uniform)]
+    assert shares[0] < 1e-3 < 0.85 < shares[1]
+    # the paper's raw degrees are token frequencies: the peaked character histogram is
+    # farther from the flat sub-word one than from the near-zero degrees of a uniform
+    # student, so raw GLD rewards the uniform student (the bias "shares" removes)
+    assert degrees[0] > degrees[1]
+
+
+def test_shares_ignore_repeating_the_sequence():
+    zs, zt, ms, mt = _inputs(26, masked=False)
+    twice = np.concatenate([zs, zs], axis=1)
+    for features in ("shares", "degrees"):
+        a = _gld(zs, zt, k=4, features=features, reduction="none")
+        b = _gld(twice, zt, k=4, features=features, reduction="none")
+        torch.testing.assert_close(a, b)

@@ -10,9 +10,13 @@ import pytest
 
 from gwlite import cli
 from gwlite.errors import GWInputError
+from gwlite.families import generate
+from gwlite.solvers import sdp
 from gwlite.verify import QUICK, run_study
 from gwlite.verify import _methods as methods
 from gwlite.verify._checks import brute_cost, brute_permutation_optimum, check_instance
+
+needs_sdp = pytest.mark.skipif(not sdp.available(), reason="needs gwlite[certify] (SCS)")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,8 @@ def test_quick_study_has_zero_violations(quick_study):
 def test_quick_study_covers_every_method_family_and_claim(quick_study):
     report, _ = quick_study
     methods_seen = {row["method"] for row in report.rows}
-    assert methods_seen == {"sorted", "flb", "slb", "tlb", "exact", "cg", "entropic", "rank_one"}
+    expected = {"sorted", "flb", "slb", "tlb", "exact", "cg", "entropic", "rank_one"}
+    assert methods_seen == expected | ({"sdp"} if sdp.available() else set())
     assert len({row["family"] for row in report.rows}) == 10
     assert {row["n"] for row in report.rows} == set(QUICK["sizes"])
     names = set(report.check_summary())
@@ -46,8 +51,30 @@ def test_quick_study_covers_every_method_family_and_claim(quick_study):
         "PSD/PSD and CND/CND pairs are certified",
         "no coupling beats a certified optimum",
         "rank-one pair contains GW",
-    ]:
+    ] + (
+        ["sdp lower <= every coupling", "sdp lower >= TLB", "certified only when gap <= tol"]
+        if sdp.available()
+        else []
+    ):
         assert claim in names
+
+
+@needs_sdp
+def test_quick_study_certifies_gw_on_the_graph_families_with_sdp(quick_study):
+    report, _ = quick_study
+    runs = [r for r in report.rows if r["method"] == "sdp"]
+    # --quick runs the relaxation at n = 6 only where the exact solver did not certify
+    assert runs and {r["n"] for r in runs} == {6}
+    assert all(
+        r["reference_kind"] in ("exact (certified)", "sdp (certified)") or not r["certified"]
+        for r in runs
+    )
+    certified = [r for r in runs if r["certified"]]
+    assert len(certified) >= len(runs) // 2
+    assert (
+        "sdp)" in report.render()
+        and "GW certified (exact optimum or sdp relaxation)" in report.render()
+    )
 
 
 def test_quick_study_reports_regular_graphs_honestly(quick_study):
@@ -96,6 +123,31 @@ def test_a_violation_makes_the_command_fail(tmp_path, monkeypatch, capsys):
     )
     assert code == 1
     assert "VIOLATION lower <= GW [slb]" in capsys.readouterr().out
+
+
+@needs_sdp
+def test_checks_catch_a_wrong_sdp_bound_and_a_false_certificate():
+    C1, C2 = (generate("erdos_renyi", 5, s)[0] for s in (0, 1))
+    settings = methods.Settings(exact_max_n=5, entropic_max_iter=10, sdp_max_n=5)
+    runs = methods.run_methods(C1, C2, "square_loss", settings)
+    assert "sdp" in runs and runs["sdp"].error is None
+    assert all(c.passed for c in check_instance(C1, C2, "square_loss", runs).checks)
+    runs["sdp"].lower = runs["sdp"].upper + 0.05  # above a coupling's cost
+    runs["sdp"].diagnostics.update(sdp_bound=-1.0, stop_reason="certified")  # below TLB
+    runs["sdp"].certified = True
+    runs["sdp"].upper += 0.1  # and a gap wider than tol
+    failed = {c.name for c in check_instance(C1, C2, "square_loss", runs).checks if not c.passed}
+    assert {"sdp lower <= every coupling", "sdp lower >= TLB"} <= failed
+    runs = methods.run_methods(C1, C2, "square_loss", settings)
+    runs["sdp"].certified, runs["sdp"].lower = True, runs["sdp"].upper - 0.05
+    failed = {c.name for c in check_instance(C1, C2, "square_loss", runs).checks if not c.passed}
+    assert "certified only when gap <= tol" in failed
+
+
+def test_sdp_can_be_turned_off(tmp_path):
+    report = run_study(["tree"], [4], [0], ["square_loss"], sdp_max_n=0, progress=False)
+    assert "sdp" not in {row["method"] for row in report.rows}
+    assert "sdp not run" in report.render()
 
 
 def test_checks_catch_a_wrong_exact_value():

@@ -1,0 +1,504 @@
+r"""``method="sdp"``: certified global GW for small general inputs, by a semidefinite relaxation.
+
+The lifted relaxation of Chen, Nguyen, Koh & Soh (2024) replaces :math:`x x^\top`,
+:math:`x = \operatorname{vec}(\pi)`, by a matrix :math:`P` with
+
+.. math::
+
+    \begin{pmatrix} 1 & x^\top \\ x & P \end{pmatrix} \succeq 0,\quad P \ge 0,\quad
+    \sum_j x_{ij} = p_i,\ \sum_i x_{ij} = q_j,\quad
+    \sum_l P_{(ij),(kl)} = p_k x_{ij},\ \sum_k P_{(ij),(kl)} = q_l x_{ij},
+
+and minimises :math:`\sum L(C^1_{ik}, C^2_{jl}) P_{(ij),(kl)}`, for any loss, weights and
+sizes. Every coupling is feasible (with :math:`P = xx^\top`), so the optimum is at most
+GW, and each block :math:`P_{(ij),\cdot}` is a coupling of :math:`x_{ij}p` and
+:math:`x_{ij}q`, so it is at least Memoli's TLB.
+
+What gwlite adds to the relaxation:
+
+* **a rigorous lower bound**, never the solver's printed objective: from the solver's
+  multipliers, made feasible (clipped at 0) and completed by the multipliers of the
+  lifted constraints, the bound is the dual objective minus :math:`T \max(0,
+  -\lambda_{\min}(S))` with :math:`T = 1 + \min(\|p\|^2, \|q\|^2) \ge \operatorname{tr} Z`
+  and :math:`\lambda_{\min}` bounded below with a proven margin for round-off. It is a
+  lower bound whatever the solver's status (early stop, loose tolerance, time limit);
+* **structure**: the lifted marginal constraints confine the range of :math:`Z` to a
+  subspace of dimension :math:`(n-1)(m-1)+1`; the solver works there (facial
+  reduction), with sparse constraint matrices and the redundant constraints dropped;
+* **the upper side**: the first moment :math:`x` rounded onto the polytope and snapped to
+  the nearest vertex, polished by conditional gradient (square loss), the permutation
+  optimum of ``method="exact"`` (uniform weights, :math:`n = m`) and an optional start
+  ``G0``; ``upper`` is the cheapest, ``certified`` when
+  ``upper - lower <= tol * max|C|^r``.
+
+Proofs: ``docs/theory_sdp.md``.
+
+References
+----------
+J. Chen, B. T. Nguyen, S. H. Koh, Y. S. Soh. Semidefinite relaxations of the
+Gromov-Wasserstein distance. NeurIPS 2024.
+B. O'Donoghue, E. Chu, N. Parikh, S. Boyd. Conic optimization via operator splitting and
+homogeneous self-dual embedding. J. Optim. Theory Appl. 169 (2016) (SCS).
+P. J. Goulart, Y. Chen. Clarabel: an interior-point solver for conic programs with
+quadratic objectives. arXiv:2405.12762 (2024).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gwlite import _xp
+from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope
+from gwlite.errors import GWInputError
+from gwlite.problem import GWProblem
+from gwlite.result import GWResult
+from gwlite.solvers import _sdp_conic
+from gwlite.solvers import _sdp_model as model_lib
+from gwlite.solvers._common import clamp_lower, is_certified, lower_value
+
+__all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TOL", "SOLVERS", "available", "solve"]
+
+#: largest ``n * m`` (nodes with positive weight) solved without ``max_size=``: about a
+#: minute on two cores; the cost grows like :math:`(nm)^3`-:math:`(nm)^{4.5}`
+DEFAULT_MAX_SIZE = 100
+#: default certification tolerance: ``upper - lower <= tol * max|C|^r``
+DEFAULT_TOL = 1e-6
+#: conic solvers, each with the module that provides it
+SOLVERS = {"scs": "scs", "clarabel": "clarabel"}
+# the conic solver is asked for this fraction of ``tol`` (its residuals enter the bound)
+_SOLVER_TOL_FACTOR = 1e-3
+# total SCS iterations (about a minute and a half at n * m = 100 on two cores)
+_MAX_ITER = 25_000
+# "stalled" (see _stop_reason): the certified bound gains less than _STALL_RTOL of the
+# remaining gap in each of the last two chunks and the eigenvalue correction is below
+# _STALL_CORRECTION of it: the relaxation, not the solver's accuracy, sets the interval
+_STALL_RTOL = 1e-2
+_STALL_CORRECTION = 0.05
+# seconds given to the permutation search of method="exact" on the upper side
+_EXACT_BUDGET_S = 5.0
+# progress bar from this n * m on (runs of several seconds)
+_PROGRESS_MIN_SIZE = 81
+
+
+def available(solver: str = "scs") -> bool:
+    """True when the conic solver ``solver`` (``"scs"`` or ``"clarabel"``) is importable."""
+    return solver in SOLVERS and importlib.util.find_spec(SOLVERS[solver]) is not None
+
+
+# ---------------------------------------------------------------- checks
+def _check_options(problem: GWProblem, solver, time_limit, max_size, tol) -> int:
+    """Refuse bad options before any work; returns the size limit."""
+    if solver not in SOLVERS:
+        raise GWInputError(
+            f"unknown solver {solver!r} for method='sdp'; choose one of {list(SOLVERS)}"
+        )
+    if not available(solver):
+        raise GWInputError(
+            f"method='sdp' with solver={solver!r} needs the conic solver "
+            f"{SOLVERS[solver]!r}: pip install 'gwlite[certify]'. Without it, "
+            "method='exact' (uniform weights, n == m) or method='sorted' with lower='tlb' "
+            "give proven bounds"
+        )
+    if problem.batch_shape:
+        raise GWInputError("method='sdp' takes one pair of matrices, not a batch")
+    if time_limit is not None and not (_is_number(time_limit) and time_limit > 0):
+        raise GWInputError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
+    if not (_is_number(tol) and 0 < tol < 1):
+        raise GWInputError(f"tol must be a number in (0, 1), got {tol!r}")
+    if max_size is None:
+        return DEFAULT_MAX_SIZE
+    if not (_is_number(max_size) and float(max_size).is_integer() and max_size >= 1):
+        raise GWInputError(f"max_size must be a positive integer, got {max_size!r}")
+    return int(max_size)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise GWInputError(
+            f"method='sdp' builds a semidefinite program over n * m = {size} coupling "
+            f"entries, above max_size={limit} (the default, {DEFAULT_MAX_SIZE}, takes about a "
+            "minute; the cost grows like (n m)^3 or faster). Pass max_size=N to run it "
+            "anyway (with time_limit=SECONDS to stop early with a valid bound), or use "
+            "method='exact' (uniform weights, n == m), method='cg' (an upper bound) or "
+            "method='sorted' with lower='tlb' (a proven interval)"
+        )
+
+
+def _support(problem: GWProblem):
+    """Host float64 inputs restricted to the nodes with positive weight."""
+    host = [
+        np.asarray(_xp.to_numpy(_xp.detach(a)), dtype=np.float64)
+        for a in (problem.C1, problem.C2, problem.p, problem.q)
+    ]
+    C1, C2, p, q = host
+    rows, cols = np.nonzero(p > 0)[0], np.nonzero(q > 0)[0]
+    return C1[np.ix_(rows, rows)], C2[np.ix_(cols, cols)], p[rows], q[cols], rows, cols
+
+
+def _power_of_two_scale(C1: np.ndarray, C2: np.ndarray) -> float:
+    """A power of two >= max|C| (scaling by it is exact in floating point)."""
+    top = max(float(np.abs(C1).max()), float(np.abs(C2).max()))
+    return 1.0 if top == 0 else float(2.0 ** math.ceil(math.log2(top)))
+
+
+# ---------------------------------------------------------------- upper side
+class _Incumbent:
+    """The cheapest coupling offered so far, and the cost of every offer (host, full size)."""
+
+    def __init__(self, problem: GWProblem):
+        self.problem = problem
+        self.p, self.q = (
+            np.asarray(_xp.to_numpy(_xp.detach(w)), dtype=np.float64)
+            for w in (problem.p, problem.q)
+        )
+        self.costs: dict[str, float] = {}
+        self.plans: dict[str, np.ndarray] = {}
+        self.name, self.cost, self.plan = None, math.inf, None
+
+    def offer(self, name: str, plan: np.ndarray, round_first: bool = True) -> None:
+        if round_first:
+            plan = np.asarray(round_to_polytope(np.maximum(plan, 0.0), self.p, self.q))
+        C1, C2 = _xp.detach(self.problem.C1), _xp.detach(self.problem.C2)
+        cost = float(gw_cost(C1, C2, _support_of(plan, C1), self.problem.loss_fun))
+        # a name offered again (the moment, once per chunk) keeps its cheapest plan
+        if cost < self.costs.get(name, math.inf):
+            self.costs[name], self.plans[name] = cost, plan
+        if cost < self.cost:
+            self.name, self.cost, self.plan = name, cost, plan
+
+    def offer_vertex(self, name: str, x: np.ndarray) -> None:
+        """The vertex of the transport polytope most aligned with ``x`` (an exact LP):
+        when the relaxation is tight at a vertex, this is the optimal coupling itself."""
+        import ot
+
+        self.offer(name, ot.emd(self.p, self.q, -np.maximum(x, 0.0)), round_first=False)
+
+    def polish(self, names, remaining) -> None:
+        """Conditional gradient (POT, square loss) from the named plans."""
+        if self.problem.loss_fun != "square_loss":
+            return
+        from gwlite.solvers import pot
+
+        for name in names:
+            if name in self.plans and remaining() > 0:
+                start = _xp.from_numpy(self.plans[name].copy(), self.problem.C1)
+                res = pot.solve_cg(self.problem, G0=start, lower="mean_row")
+                self.offer(f"cg({name})", np.asarray(_xp.to_numpy(res.coupling)), False)
+
+
+def _first_candidates(incumbent: _Incumbent, G0, remaining) -> float:
+    """Upper bounds available before the relaxation: G0, the permutation optimum, CG.
+
+    Returns the lower bound ``method="exact"`` proved on the way (its certified optimum
+    under the PSD/NSD theorem, else TLB or its spectral bound; -inf if it did not run).
+    """
+    problem = incumbent.problem
+    exact_lower = -math.inf
+    if G0 is not None:
+        incumbent.offer("G0", G0)
+    if problem.uniform and problem.n == problem.m and problem.n > 1:
+        from gwlite.solvers import exact
+
+        budget = min(_EXACT_BUDGET_S, max(remaining(), 0.05))
+        res = exact.solve(problem, time_limit=budget)
+        incumbent.offer("exact_permutation", np.asarray(_xp.to_numpy(res.coupling)), False)
+        exact_lower = _xp.as_float(res.lower)
+    if problem.loss_fun == "square_loss":
+        from gwlite.solvers import pot
+
+        start = None if G0 is None else _xp.from_numpy(G0.copy(), problem.C1)
+        plan = pot.solve_cg(problem, G0=start)
+        incumbent.offer("cg", np.asarray(_xp.to_numpy(plan.coupling)), False)
+    return exact_lower
+
+
+# ---------------------------------------------------------------- the relaxation
+@dataclass
+class _Run:
+    """The relaxation's outcome: the last iterate and its certificate."""
+
+    iterate: _sdp_conic.Iterate | None = None
+    certificate: model_lib.DualCertificate | None = None
+    bound: float = -math.inf  # certified, in the problem's units
+    stop: str = "not run"
+    best_iteration: int = 0  # the iterate whose multipliers gave ``bound``
+    times: dict = field(default_factory=dict)
+    x: np.ndarray | None = None  # the last first moment, full size
+    model: model_lib.SDPModel | None = None
+    factor: float = 1.0  # the relaxation is solved on C / s: bounds scale by s^r
+
+
+def _relax(problem, incumbent, data_in, solver, tol, remaining, other_lower: float) -> _Run:
+    """Solve the relaxation until certified, converged, stalled or out of time.
+
+    ``other_lower`` is the best bound proved without it (TLB, exact's): once it meets
+    the incumbent, the answer is certified and the relaxation stops too.
+    """
+    C1, C2, p, q, rows, cols = data_in
+    r = problem.exponent
+    scale = _power_of_two_scale(C1, C2)
+    factor = scale**r  # exact: a power of two
+    t0 = time.perf_counter()
+    model = model_lib.build_model(C1 / scale, C2 / scale, p, q, r)
+    data = model_lib.conic_data(model, solver)
+    t1 = time.perf_counter()
+    nonneg = data[3][1]
+    budget = None if remaining() == math.inf else max(remaining(), 1e-3)
+    iterates = _sdp_conic.ITERATES[solver](data, tol * _SOLVER_TOL_FACTOR, budget)
+    target = tol * max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** r
+    run, bounds, certify_s = _Run(model=model, factor=factor), [], 0.0
+    bar = _progress(model.n * model.m)
+    for iterate in iterates:
+        t = time.perf_counter()
+        run.iterate = iterate
+        cert = model_lib.certify(model, -iterate.z[0], iterate.z[1 : 1 + nonneg])
+        if run.certificate is None or cert.bound * factor > run.bound:
+            run.certificate, run.bound = cert, cert.bound * factor
+            run.best_iteration = iterate.iterations
+        x = np.zeros((problem.n, problem.m))
+        x[np.ix_(rows, cols)] = model_lib.moment(model, iterate.x)
+        incumbent.offer_vertex("moment_vertex", x)
+        certify_s += time.perf_counter() - t
+        gap = incumbent.cost - run.bound
+        if bar is not None:
+            bar.update(iterate.iterations - bar.n)
+            bar.set_postfix(gap=f"{gap:.2e}")
+        bounds.append(run.bound)
+        stop = _stop_reason(bounds, gap, target, iterate, remaining(), cert.correction * factor)
+        if stop is None and incumbent.cost - other_lower <= target:
+            stop = "certified by another bound"
+        if stop:
+            run.stop = stop
+            break
+    if bar is not None:
+        bar.close()
+    run.x = x
+    run.times = dict(
+        build_time_s=t1 - t0,
+        solve_time_s=time.perf_counter() - t1 - certify_s,
+        certify_time_s=certify_s,
+    )
+    return run
+
+
+def _stop_reason(
+    bounds: list[float], gap: float, target: float, iterate, remaining: float, correction: float
+):
+    """Why to stop after this chunk (None: go on).
+
+    Besides certification, the solver's own convergence and the limits: *stalled* when
+    the certified bound rose by less than ``_STALL_RTOL`` of the remaining gap in each
+    of the last two chunks while the last iterate's eigenvalue correction is below
+    ``_STALL_CORRECTION`` of the gap: the multipliers are accurate enough that the
+    relaxation itself, not the solver, limits the answer.
+    """
+    if gap <= target:
+        return "certified"
+    if iterate.converged:
+        return "solver converged"
+    if remaining <= 0:
+        return "time limit"
+    if iterate.iterations >= _MAX_ITER:
+        return "max_iter"
+    flat = len(bounds) >= 3 and all(
+        bounds[-k] - bounds[-k - 1] <= _STALL_RTOL * gap for k in (1, 2)
+    )
+    if flat and correction <= _STALL_CORRECTION * gap:
+        return "stalled"
+    return None
+
+
+def _progress(size: int):
+    """A progress bar for the long runs (shown on terminals only)."""
+    if size < _PROGRESS_MIN_SIZE:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc="gwlite sdp", unit="it", leave=False, disable=None)
+
+
+# ---------------------------------------------------------------- public solver
+def solve(
+    problem: GWProblem,
+    *,
+    lower: str = "tlb",
+    G0=None,
+    time_limit: float | None = None,
+    max_size: int | None = None,
+    tol: float = DEFAULT_TOL,
+    solver: str = "scs",
+    return_coupling: bool = True,
+) -> GWResult:
+    r"""Global GW with a certificate, from the lifted semidefinite relaxation.
+
+    Parameters
+    ----------
+    problem : GWProblem
+        Any loss, weights and sizes (``n * m <= max_size``).
+    lower : {"tlb", "mean_row", "flb", "slb", "rank_one"}
+        A sorting bound computed alongside. ``lower`` reports the largest of it, the
+        relaxation's certified bound (which dominates TLB in exact arithmetic) and the
+        bound ``method="exact"`` proves on the way (uniform weights, ``n == m``: the
+        optimum itself on PSD/PSD and CND/CND pairs).
+    G0 : array ``(n, m)``, optional
+        A coupling to try on the upper side (e.g. the best plan of another method);
+        rounded onto the transport polytope first.
+    time_limit : float, optional
+        Seconds for the whole call. When the conic solver is stopped by it, the bound
+        built from its last iterate is still a valid lower bound (often weaker).
+    max_size : int, optional
+        Largest ``n * m`` accepted (nodes with positive weight); default
+        :data:`DEFAULT_MAX_SIZE` (100, about a minute on two cores).
+    tol : float
+        ``certified`` when ``upper - lower <= tol * max(max|C1|, max|C2|)^r``; the conic
+        solver is asked for ``tol / 1000`` and stopped as soon as the result is certified.
+    solver : {"scs", "clarabel"}
+        The conic solver: SCS (operator splitting, the default: cheap iterations, run in
+        warm-started chunks with the certificate checked after each) or Clarabel
+        (interior point: fewer, much costlier iterations; on these degenerate programs
+        its multipliers stall near :math:`10^{-6}` accuracy).
+    return_coupling : bool
+        Return the best coupling found (in the input's array type).
+
+    Returns
+    -------
+    GWResult
+        ``value = upper``: the GW cost of the best coupling found; ``lower``: the
+        largest proven bound (``diagnostics["lower_kind"]``: ``"sdp"``, ``"exact"`` or
+        the ``lower=`` name); ``converged``: certified, or the conic solver met
+        its tolerance. ``diagnostics``: ``solver``, ``status``, ``stop_reason``,
+        ``iterations``, ``primal_objective`` and ``dual_objective`` (the solver's own
+        numbers, not bounds), ``sdp_bound`` (the certified bound), ``dual_value``,
+        ``lambda_min`` (proven lower bound on the dual slack's smallest eigenvalue),
+        ``eigenvalue_correction`` (:math:`T \max(0, -\lambda_{\min})`),
+        ``trace_bound``, ``upper_kind`` and ``candidates`` (cost of each coupling
+        tried), ``sdp_order``, ``nonneg_constraints`` and the time of each stage.
+
+    Raises
+    ------
+    GWInputError
+        ``n * m > max_size``, a missing conic solver (install ``gwlite[certify]``), or
+        bad options.
+    """
+    start = time.perf_counter()
+    deadline = math.inf if time_limit is None else start + time_limit
+
+    def remaining() -> float:
+        return deadline - time.perf_counter()
+
+    limit = _check_options(problem, solver, time_limit, max_size, tol)
+    C1, C2, p, q, rows, cols = _support(problem)
+    _check_size(len(p) * len(q), limit)
+    G0_host = _check_G0(G0, problem)
+    # the searches run without autograd; only the final price keeps the graph
+    plain = dataclasses.replace(
+        problem, **{k: _xp.detach(getattr(problem, k)) for k in ("C1", "C2", "p", "q")}
+    )
+    incumbent = _Incumbent(plain)
+    exact_lower = _first_candidates(incumbent, G0_host, remaining)
+    named = _xp.as_float(lower_value(plain, lower))
+    diagnostics: dict = {"solver": solver}
+    if len(p) == 1 or len(q) == 1:
+        # one coupling, p q^T: its cost is GW and no solver is needed
+        incumbent.offer("only_coupling", np.outer(_host(problem.p), _host(problem.q)), False)
+        sdp_bound, converged = incumbent.cost, True
+        diagnostics.update(status="trivial (one coupling)", stop_reason="trivial", iterations=0)
+    else:
+        host = (C1, C2, p, q, rows, cols)
+        run = _relax(problem, incumbent, host, solver, tol, remaining, max(exact_lower, named))
+        incumbent.offer("moment_rounded", run.x)
+        incumbent.polish(["moment_rounded", "moment_vertex"], remaining)
+        sdp_bound, converged = run.bound, run.stop in ("certified", "solver converged")
+        diagnostics.update(_run_diagnostics(run))
+    plan = incumbent.plan
+    coupling = _xp.from_numpy(plan, problem.C1)
+    support = _support_of(plan, problem.C1)
+    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, support, problem.loss_fun), True)
+    # every candidate is a proven bound; "exact" is its theorem-certified optimum on
+    # PSD/PSD and CND/CND pairs (else its TLB or spectral bound)
+    bounds = {"sdp": sdp_bound, lower: named, "exact": exact_lower}
+    lower_kind = max(bounds, key=bounds.get)
+    low = bounds[lower_kind]
+    low = clamp_lower(low, upper)
+    gap = _xp.as_float(upper) - _xp.as_float(low)
+    data_scale = max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** problem.exponent
+    certified = gap <= tol * data_scale or is_certified(problem, low, upper)
+    diagnostics.update(
+        sdp_bound=float(sdp_bound),
+        lower_kind=lower_kind,
+        named_lower=named,
+        exact_lower=exact_lower,
+        upper_kind=incumbent.name,
+        candidates=dict(incumbent.costs),
+        tol=tol,
+    )
+    return GWResult(
+        value=upper,
+        lower=low,
+        upper=upper,
+        coupling=coupling if return_coupling else None,
+        method="sdp",
+        loss_fun=problem.loss_fun,
+        converged=bool(converged or certified),
+        n_iter=int(diagnostics["iterations"]),
+        marginal_error=marginal_error(plan, _xp.to_numpy(problem.p), _xp.to_numpy(problem.q)),
+        certified=bool(certified),
+        time_s=0.0,
+        diagnostics=diagnostics,
+    )
+
+
+def _support_of(plan: np.ndarray, like) -> SparseCoupling:
+    """``plan`` by its non-zeros: a permutation is then priced by differences of
+    entries (no cancellation: isomorphic graphs cost exactly 0), a dense plan as usual."""
+    rows, cols = np.nonzero(plan)
+    return SparseCoupling(rows, cols, _xp.from_numpy(plan[rows, cols], like), plan.shape)
+
+
+def _host(a) -> np.ndarray:
+    return np.asarray(_xp.to_numpy(_xp.detach(a)), dtype=np.float64)
+
+
+def _run_diagnostics(run: _Run) -> dict:
+    it, cert, f = run.iterate, run.certificate, run.factor
+    return dict(
+        status=it.status,
+        stop_reason=run.stop,
+        iterations=it.iterations,
+        primal_objective=it.primal_objective * f,
+        dual_objective=it.dual_objective * f,
+        certificate_iteration=run.best_iteration,
+        dual_value=cert.dual_value * f,
+        lambda_min=cert.lambda_min * f,
+        eigenvalue_correction=cert.correction * f,
+        eigen_error=cert.eig_error * f,
+        slack_error=cert.slack_error * f,
+        trace_bound=cert.trace_bound,
+        clipped_multipliers=cert.clipped * f,
+        sdp_order=run.model.r,
+        nonneg_constraints=run.model.nonneg.shape[0],
+        **run.times,
+    )
+
+
+def _check_G0(G0, problem: GWProblem):
+    if G0 is None:
+        return None
+    plan = _host(G0)
+    if plan.shape != (problem.n, problem.m):
+        raise GWInputError(f"G0 must have shape ({problem.n}, {problem.m}), got {plan.shape}")
+    if not np.all(np.isfinite(plan)) or plan.min() < 0:
+        raise GWInputError(
+            "G0 must be a non-negative finite (n, m) plan, e.g. another method's coupling"
+        )
+    return plan
