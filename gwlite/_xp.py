@@ -29,6 +29,7 @@ __all__ = [
     "scalar",
     "to_numpy",
     "from_numpy",
+    "load_namespaces",
 ]
 
 
@@ -59,6 +60,14 @@ def array_namespace(*arrays: Any):
     return aac.array_namespace(*present)
 
 
+def load_namespaces(*arrays: Any) -> None:
+    """Import the array-api-compat wrapper of each supported array's library (done on
+    first use otherwise, inside whatever is being timed)."""
+    for x in arrays:
+        if backend_name(x) in ("numpy", "torch", "cupy"):
+            aac.array_namespace(x)
+
+
 def device(x: Any):
     """The device ``x`` lives on, in the form its library's ``asarray(..., device=)`` takes."""
     return aac.device(x)
@@ -70,11 +79,14 @@ def detach(x: Any) -> Any:
 
 
 def compute_dtype(xp, dtype):
-    """Floating dtype to compute in: float64 for integers/bools, float32 for half types."""
+    """Floating dtype to compute in: float64 for integers, bools and long doubles, float32 for
+    half types, the dtype itself otherwise."""
     if xp.isdtype(dtype, ("integral", "bool")):
         return xp.float64
     if dtype in (xp.float32, xp.float64):
         return dtype
+    if xp.finfo(dtype).bits > 64:
+        return xp.float64  # long double: the widest dtype every backend computes in
     # float16 / bfloat16 (torch) have too little precision for sums of n^2 terms
     return xp.float32
 

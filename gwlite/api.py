@@ -3,32 +3,49 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import time
 
-from gwlite.bounds import LOWER_BOUNDS
+from gwlite import _xp
 from gwlite.errors import GWInputError
 from gwlite.problem import make_problem
 from gwlite.result import GWResult
 from gwlite.solvers import SOLVERS
+from gwlite.solvers._common import check_options
 
 __all__ = ["gromov_wasserstein", "METHODS"]
 
 METHODS = tuple(SOLVERS)
 
 
-def _check_options(method: str, solver, options: dict) -> None:
-    accepted = [name for name in inspect.signature(solver).parameters if name != "problem"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise GWInputError(
-            f"unknown option(s) {unknown} for method={method!r}; it accepts {accepted}"
-        )
-    # checked before any work: a bad name must not surface after a long solve
-    if "lower" in options and options["lower"] not in LOWER_BOUNDS:
-        raise GWInputError(
-            f"unknown lower bound {options['lower']!r}; choose one of {list(LOWER_BOUNDS)}"
-        )
+def _solver(method: str):
+    if not isinstance(method, str) or method not in SOLVERS:
+        raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
+    return SOLVERS[method]
+
+
+def method_options(method: str) -> dict:
+    """The options ``method`` accepts, with their defaults (``{name: default}``).
+
+    >>> from gwlite.api import method_options
+    >>> sorted(method_options("sorted"))
+    ['diagnostics', 'lower', 'return_coupling']
+    """
+    params = inspect.signature(_solver(method)).parameters
+    return {name: par.default for name, par in params.items() if name != "problem"}
+
+
+def _preload(method: str, options: dict, *arrays) -> None:
+    """Import what the call will import on use (a solver's ``imports``, POT for TLB, the
+    array-api-compat wrapper of the inputs' library) before the clock starts: POT's
+    first import takes about a second and is not part of the computation."""
+    _xp.load_namespaces(*arrays)
+    modules = set(getattr(SOLVERS[method], "imports", ()))
+    if options.get("lower", method_options(method).get("lower")) == "tlb":
+        modules.add("ot")
+    for name in sorted(modules):
+        importlib.import_module(name)
 
 
 def gromov_wasserstein(
@@ -66,7 +83,13 @@ def gromov_wasserstein(
         ``"exact"``: branch and bound over permutations (small problems).
     loss_fun : {"square_loss", "abs_loss"}
     **options
-        Method-specific options (see :mod:`gwlite.solvers`); unknown names raise.
+        Method-specific options, each checked before any work (unknown names and bad
+        values raise; ``gwlite.api.method_options(method)`` lists a method's options). Among them,
+        ``lower`` picks the proven lower bound reported as ``lower``: ``"mean_row"``
+        (the closed form, default of the sorted and POT methods), ``"flb"``, ``"slb"``,
+        ``"tlb"`` (Memoli's bounds; TLB dominates the others, default of ``"exact"``)
+        or ``"rank_one"`` (:func:`gwlite.rank_one_bounds`). ``return_coupling=False``
+        skips the coupling.
 
     Returns
     -------
@@ -76,7 +99,11 @@ def gromov_wasserstein(
     Raises
     ------
     GWInputError
-        Invalid inputs or options (a ``ValueError``).
+        Invalid inputs or options (a ``ValueError``), always before any work; see the
+        input contract in the user guide.
+    GWSolverError
+        A solver failed numerically (e.g. an entropic ``epsilon`` too small for POT's
+        Sinkhorn iterations).
 
     Examples
     --------
@@ -89,12 +116,10 @@ def gromov_wasserstein(
     >>> gwlite.gromov_wasserstein(K2, np.eye(2), method="cg").upper  # beats both permutations (1.0)
     0.5
     """
-    if method not in SOLVERS:
-        raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
-    solver = SOLVERS[method]
-    _check_options(method, solver, options)
-    if method in ("cg", "entropic"):
-        import ot  # noqa: F401  (POT's first import takes ~1 s: keep it off the clock)
+    solver = _solver(method)
+    # every option is checked before any work: a bad value must not surface after a solve
+    options = check_options(method, solver, options, method_options(method))
+    _preload(method, options, C1, C2)
     start = time.perf_counter()
     problem = make_problem(C1, C2, p, q, loss_fun, symmetric=options.get("symmetric"))
     result = solver(problem, **options)

@@ -36,6 +36,7 @@ Gromov-Wasserstein for Model Fusion. arXiv 2505.13893 (2025).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -43,7 +44,7 @@ import numpy as np
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, coupling_inner, gw_cost, to_dense
 from gwlite.errors import GWInputError
-from gwlite.problem import GWProblem, check_features, make_problem
+from gwlite.problem import GWProblem, checked_features, make_problem
 from gwlite.psd import rank_one_lower
 from gwlite.univariate import monotone_coupling, quantile_merge, wasserstein_1d
 
@@ -88,16 +89,16 @@ def _mean_row_bound(problem: GWProblem, check: bool = False):
         s1 = mean_row_features(problem.C1, problem.p)
         s2 = mean_row_features(problem.C2, problem.q)
     if check:
-        check_features(s1, "C1")
-        check_features(s2, "C2")
-    return wasserstein_1d(s1, s2, *_weights_or_none(problem), p=problem.exponent)
+        s1, s2 = checked_features(problem, s1, s2)
+    # validated inputs: the 1-D solver's own checks would only repeat them
+    return wasserstein_1d(s1, s2, *_weights_or_none(problem), p=problem.exponent, check=False)
 
 
 def _flb(problem: GWProblem):
     xp, r = problem.xp, problem.exponent
     e1 = _eccentricities(xp, problem.C1, problem.p, r)
     e2 = _eccentricities(xp, problem.C2, problem.q, r)
-    return wasserstein_1d(e1, e2, *_weights_or_none(problem), p=r)
+    return wasserstein_1d(e1, e2, *_weights_or_none(problem), p=r, check=False)
 
 
 def _slb(problem: GWProblem):
@@ -106,10 +107,10 @@ def _slb(problem: GWProblem):
     u = xp.reshape(problem.C1, batch + (-1,))
     v = xp.reshape(problem.C2, batch + (-1,))
     if problem.uniform and problem.n == problem.m:
-        return wasserstein_1d(u, v, p=problem.exponent)
+        return wasserstein_1d(u, v, p=problem.exponent, check=False)
     pp = xp.reshape(problem.p[..., :, None] * problem.p[..., None, :], batch + (-1,))
     qq = xp.reshape(problem.q[..., :, None] * problem.q[..., None, :], batch + (-1,))
-    return wasserstein_1d(u, v, pp, qq, p=problem.exponent)
+    return wasserstein_1d(u, v, pp, qq, p=problem.exponent, check=False)
 
 
 def row_distribution_costs(problem: GWProblem):
@@ -119,7 +120,9 @@ def row_distribution_costs(problem: GWProblem):
     if not problem.uniform:
         # each row has its own order, hence its own cumulative weights: one batch per row
         rows = [
-            wasserstein_1d(xp.broadcast_to(C1[i, :], (problem.m, problem.n)), C2, p, q, p=r)
+            wasserstein_1d(
+                xp.broadcast_to(C1[i, :], (problem.m, problem.n)), C2, p, q, p=r, check=False
+            )
             for i in range(problem.n)
         ]
         return xp.stack(rows, axis=0)
@@ -163,8 +166,13 @@ def _certified_lp_lower(M, p, q):
     M64 = _xp.to_numpy(M).astype(np.float64)
     p64 = _xp.to_numpy(p).astype(np.float64)
     q64 = _xp.to_numpy(q).astype(np.float64)
-    plan, log = ot.emd(p64, q64, M64, numItermax=10_000_000, log=True, check_marginals=False)
-    u, v = log["u"], log["v"]
+    # the network simplex compares reduced costs with absolute tolerances: solve it on
+    # M divided by a power of two at its scale (exact), so the bound is the same in every
+    # unit, and scale the duals back
+    top = float(np.max(np.abs(M64))) if M64.size else 0.0
+    unit = 1.0 if top == 0 else math.ldexp(1.0, math.frexp(top)[1])
+    plan, log = ot.emd(p64, q64, M64 / unit, numItermax=10_000_000, log=True, check_marginals=False)
+    u, v = log["u"] * unit, log["v"] * unit
     # only rows and columns with mass constrain the dual: a zero-mass row's potential
     # can always be lowered until it is feasible without changing the objective
     rows, cols = p64 > 0, q64 > 0
@@ -201,16 +209,24 @@ def compute_lower(problem: GWProblem, lower: str, check: bool = False):
     """The lower bound named ``lower`` (one of :data:`LOWER_BOUNDS`) of a validated problem.
 
     Returns an array of shape ``problem.batch_shape`` in the problem's namespace (0-d for
-    a single problem), differentiable where the bound is. ``check=True`` makes the
+    a single problem), differentiable where the bound is, never negative. ``check=True`` makes the
     mean-row bound refuse non-finite row sums (its cheap form of the entry check).
     """
     if lower not in _LOWER:
         raise GWInputError(f"unknown lower bound {lower!r}; choose one of {list(_LOWER)}")
     if lower == "mean_row":
-        return _mean_row_bound(problem, check)
-    if lower == "tlb" and problem.batch_shape:
-        return _batched(problem, _tlb)
-    return _LOWER[lower](problem)
+        value = _mean_row_bound(problem, check)
+    elif lower == "tlb" and problem.batch_shape:
+        value = _batched(problem, _tlb)
+    else:
+        value = _LOWER[lower](problem)
+    # GW >= 0: a bound that round-off (TLB's dual) puts below 0 is replaced by 0
+    return _nonnegative(value)
+
+
+def _nonnegative(value):
+    xp = _xp.array_namespace(value)
+    return xp.where(value < 0, xp.zeros_like(value), value)
 
 
 def _batched(problem: GWProblem, fn):
@@ -316,9 +332,13 @@ def _refinement_keys(problem: GWProblem, s1, s2) -> tuple:
     """
     xp = problem.xp
     C1, C2, p, q = (_xp.detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
-    s1, s2 = _xp.detach(s1), _xp.detach(s2)
+    # each product by C multiplies the scale by max|C|: dividing the O(n) vectors by the
+    # power of two `unit` keeps every key at the entries' scale (no overflow at 1e100, no
+    # underflow at 1e-100) and changes no order and no relative tolerance
+    unit = problem.unit
+    s1, s2 = _xp.detach(s1) / unit, _xp.detach(s2) / unit
     k1 = (C1 @ (p * s1), C2 @ (q * s2))
-    k2 = (C1 @ (p * k1[0]), C2 @ (q * k1[1]))
+    k2 = (C1 @ (p * k1[0] / unit), C2 @ (q * k1[1] / unit))
     k3 = ((C1 * C1) @ p, (C2 * C2) @ q)
     keys = []
     for u, v in (k1, k2, k3):
@@ -371,7 +391,8 @@ def sorted_upper_bound(C1, C2, p=None, q=None, *, loss_fun: str = "square_loss")
 
 
 def _sorted_upper(problem: GWProblem):
-    return gw_cost(problem.C1, problem.C2, sorted_sparse_coupling(problem), problem.loss_fun)
+    coupling = sorted_sparse_coupling(problem)
+    return gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun, check=False)
 
 
 def gap_diagnostics(problem: GWProblem, coupling: SparseCoupling, value, upper) -> dict:

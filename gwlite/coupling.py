@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from gwlite import _xp
-from gwlite.problem import check_loss
+from gwlite.errors import GWInputError
+from gwlite.problem import as_input_array, check_loss, make_problem
 
 __all__ = [
     "SparseCoupling",
@@ -166,31 +167,56 @@ def round_to_polytope(F, p, q):
     one = xp.ones_like(col)
     y = xp.where(col > q, q / xp.where(col > q, col, one), one)
     F = F * y[None, :]
-    err_r = p - xp.sum(F, axis=1)
-    err_c = q - xp.sum(F, axis=0)
+    # deficits are >= 0 in exact arithmetic; round-off (-1e-19) must not make the
+    # rank-one correction, hence the plan, negative
+    zero = xp.zeros_like(p)
+    err_r = xp.maximum(p - xp.sum(F, axis=1), zero)
+    err_c = xp.maximum(q - xp.sum(F, axis=0), xp.zeros_like(q))
     total = xp.sum(err_r)
-    if float(total) <= 0:
+    if _xp.as_float(total) <= 0:
         return F
     return F + err_r[:, None] * err_c[None, :] / total
 
 
-def gw_cost(C1, C2, coupling, loss_fun: str = "square_loss"):
+def gw_cost(C1, C2, coupling, loss_fun: str = "square_loss", *, p=None, q=None, check=True):
     r"""The GW cost :math:`\sum_{ijkl} L(C^1_{ik}, C^2_{jl}) \pi_{ij}\pi_{kl}` of a coupling.
 
     Parameters
     ----------
     C1, C2 : array ``(n, n)``, ``(m, m)``
     coupling : array ``(n, m)`` or SparseCoupling
-        Any non-negative matrix; the cost is exact for it even if it is slightly
-        infeasible (its own marginals are used).
+        A coupling: non-negative, of total mass 1 (within round-off of its dtype).
     loss_fun : {"square_loss", "abs_loss"}
+    p, q : array, optional
+        When given, the coupling's marginals must also match them (within round-off).
+    check : bool
+        Validate the inputs (default). Solvers that price couplings they built
+        themselves from validated inputs pass False: the checks read every entry.
 
     Returns
     -------
     0-d array
         In the namespace of the inputs (differentiable in torch).
+
+    Raises
+    ------
+    GWInputError
+        With ``check``: invalid matrices (as :func:`gwlite.gromov_wasserstein` refuses
+        them), a coupling of the wrong shape, with negative or non-finite entries, or
+        whose mass (or marginals) is off.
+
+    Examples
+    --------
+    >>> import numpy as np, gwlite
+    >>> C = np.array([[0., 1.], [1., 0.]])
+    >>> float(gwlite.gw_cost(C, C, np.eye(2) / 2))  # the identity matching
+    0.0
+    >>> float(gwlite.gw_cost(C, C, np.full((2, 2), 0.25)))  # the product coupling
+    0.5
     """
     check_loss(loss_fun)
+    if check:
+        C1, C2, coupling = _checked_inputs(C1, C2, coupling, loss_fun, p, q)
     square = loss_fun == "square_loss"
     if _use_sparse(C1, C2, coupling):
         return _sparse_pair_sum(C1, C2, coupling, _square_diff if square else _abs_diff)
@@ -198,6 +224,67 @@ def gw_cost(C1, C2, coupling, loss_fun: str = "square_loss"):
     if square:
         return _dense_square_cost(C1, C2, coupling)
     return _dense_abs_cost(C1, C2, coupling)
+
+
+def _checked_inputs(C1, C2, coupling, loss_fun, p, q):
+    """Validated ``(C1, C2, coupling)`` of :func:`gw_cost`, cast to one dtype."""
+    problem = make_problem(C1, C2, p, q, loss_fun)
+    C1, C2, xp = problem.C1, problem.C2, problem.xp
+    n, m = problem.n, problem.m
+    if isinstance(coupling, SparseCoupling):
+        values = xp.astype(_check_library(coupling.values, C1, "coupling values"), C1.dtype)
+        rows, cols = np.asarray(coupling.rows), np.asarray(coupling.cols)
+        if tuple(coupling.shape) != (n, m) or not (
+            rows.ndim == 1 and rows.shape == cols.shape == tuple(values.shape)
+        ):
+            raise GWInputError(
+                f"coupling has shape {tuple(coupling.shape)} with {rows.shape} rows, "
+                f"{cols.shape} columns, {tuple(values.shape)} values; expected shape {(n, m)}"
+            )
+        if rows.size and (rows.min() < 0 or rows.max() >= n or cols.min() < 0 or cols.max() >= m):
+            raise GWInputError(f"coupling has indices outside its shape {(n, m)}")
+        coupling = SparseCoupling(rows, cols, values, (n, m))
+        entries = values
+    else:
+        T = _check_library(as_input_array(coupling, "coupling"), C1, "coupling")
+        if tuple(T.shape) != (n, m):
+            raise GWInputError(
+                f"coupling must have shape (n, m) = {(n, m)} for C1 {(n, n)} and C2 "
+                f"{(m, m)}, got {tuple(T.shape)}"
+            )
+        coupling = entries = xp.astype(T, C1.dtype)
+    plain = _xp.detach(entries)
+    if not bool(xp.all(xp.isfinite(plain))):
+        raise GWInputError("coupling has non-finite entries (NaN or Inf)")
+    tol = max(1e-9, float(np.sqrt(_xp.eps(xp, C1.dtype))))
+    # entries below -tol * (largest entry) are negative; above, they are round-off
+    if float(xp.min(plain)) < -tol * max(float(xp.max(plain)), 0.0):
+        raise GWInputError("coupling has negative entries; a coupling is non-negative")
+    a, b = _marginals_host(coupling)
+    mass = float(a.sum())
+    if not abs(mass - 1) <= tol:
+        raise GWInputError(
+            f"coupling has total mass {mass:.6g}, not 1 (tolerance {tol:.1g}): it couples no "
+            "pair of probability measures; normalise it or round it onto the polytope "
+            "(round_to_polytope(coupling, p, q))"
+        )
+    if p is not None or q is not None:
+        error = marginal_error(coupling, problem.p, problem.q)
+        if not error <= tol:
+            raise GWInputError(
+                f"coupling's marginals are off p and q by {error:.3g} (l1, tolerance "
+                f"{tol:.1g}); round it onto the polytope (round_to_polytope(coupling, p, q))"
+            )
+    return C1, C2, coupling
+
+
+def _check_library(x, like, name: str):
+    if _xp.backend_name(x) != _xp.backend_name(like):
+        raise GWInputError(
+            f"{name} is a {_xp.backend_name(x)} array but C1, C2 are "
+            f"{_xp.backend_name(like)}; pass all of them in one array library"
+        )
+    return x
 
 
 def coupling_inner(A, B, coupling):
@@ -254,7 +341,13 @@ def _dense_square_cost(C1, C2, T):
     b = xp.sum(T, axis=0)
     const = a @ ((C1 * C1) @ a) + b @ ((C2 * C2) @ b)
     cross = xp.sum((C1 @ T @ xp.matrix_transpose(C2)) * T)
-    return const - 2 * cross
+    return _nonnegative(xp, const - 2 * cross)
+
+
+def _nonnegative(xp, total):
+    """A sum of non-negative losses computed as a difference: round-off (-1e-16 on
+    constant matrices) must not make it negative."""
+    return xp.where(total < 0, xp.zeros_like(total), total)
 
 
 def _dense_abs_cost(C1, C2, T):
@@ -279,7 +372,7 @@ def _level_set_abs_cost(xp, C1, C2, T, levels):
         min_part = min_part + (levels[t + 1] - levels[t]) * xp.sum(
             (A @ T @ xp.matrix_transpose(B)) * T
         )
-    return linear - 2 * min_part
+    return _nonnegative(xp, linear - 2 * min_part)
 
 
 def _brute_abs_cost(xp, C1, C2, T):

@@ -26,16 +26,58 @@ BUILTIN_GRAPHS = {
 }
 
 
+def _edge_weights(G: nx.Graph, weight: str) -> np.ndarray:
+    """The edges' ``weight`` attribute as floats (1 where absent), or a clear refusal."""
+    values = []
+    for u, v, data in G.edges(data=True):
+        raw = data.get(weight, 1.0)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise GWInputError(
+                f"edge ({u!r}, {v!r}) has {weight}={raw!r}, which is not a number; fix the "
+                "attribute or ignore edge weights (weight=None, --unweighted)"
+            ) from None
+        if not np.isfinite(value):
+            raise GWInputError(f"edge ({u!r}, {v!r}) has a non-finite {weight} ({raw!r})")
+        values.append(value)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_time(t) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
+        raise GWInputError(f"t (diffusion time) must be a number, got {t!r}")
+    if not (np.isfinite(t) and t >= 0):
+        raise GWInputError(
+            f"t (diffusion time) must be finite and >= 0, got {t}; a negative time runs the "
+            "heat equation backwards (expm(+|t| L) blows up)"
+        )
+    return float(t)
+
+
 def _structure(G: nx.Graph, nodes: list, kind: str, weight: str | None, t: float) -> np.ndarray:
+    if weight is not None:
+        weights = _edge_weights(G, weight)
+        if kind == "shortest_path" and np.any(weights < 0):
+            raise GWInputError(
+                f"shortest-path distances need non-negative edge weights, and some edges have "
+                f"negative {weight!r} (a negative cycle has no shortest path); use "
+                "kind='adjacency', or unweighted distances (weight=None)"
+            )
     A = nx.to_numpy_array(G, nodelist=nodes, weight=weight, dtype=np.float64)
     if kind == "adjacency":
         return A
     if kind == "shortest_path":
         D = nx.floyd_warshall_numpy(G, nodelist=nodes, weight=weight)
         if not np.all(np.isfinite(D)):
+            what = (
+                "the directed graph is not strongly connected"
+                if G.is_directed()
+                else "the graph is disconnected"
+            )
             raise GWInputError(
-                "the graph is disconnected, so some shortest-path distances are infinite; "
-                "use kind='adjacency' or 'heat', or compare connected components"
+                f"{what}, so some shortest-path distances are infinite; use "
+                "kind='adjacency' or 'heat', or compare connected components"
             )
         return np.asarray(D, dtype=np.float64)
     L = np.diag(A.sum(axis=1)) - A
@@ -43,7 +85,14 @@ def _structure(G: nx.Graph, nodes: list, kind: str, weight: str | None, t: float
         return L
     from scipy.linalg import expm
 
-    return expm(-t * L)
+    with np.errstate(all="ignore"):
+        H = expm(-t * L)
+    if not np.all(np.isfinite(H)):
+        raise GWInputError(
+            f"the heat kernel expm(-t L) at t={t} overflows (negative edge weights make the "
+            "Laplacian indefinite); use a smaller t or kind='laplacian'"
+        )
+    return H
 
 
 def from_networkx(
@@ -62,13 +111,15 @@ def from_networkx(
         Any graph (directed graphs give asymmetric adjacency matrices). Rows follow
         ``list(G.nodes)``.
     kind : {"adjacency", "shortest_path", "laplacian", "heat"}
-        ``"shortest_path"`` needs a connected graph; ``"heat"`` is ``expm(-t L)``.
+        ``"shortest_path"`` needs a connected (directed: strongly connected) graph and
+        non-negative edge weights; ``"heat"`` is ``expm(-t L)``.
     weight : str, optional
-        Edge attribute holding weights (``None``: every edge weighs 1).
+        Edge attribute holding weights (``None``: every edge weighs 1; edges without
+        the attribute weigh 1, as in networkx). Values must be finite numbers.
     node_weights : {"uniform", "degree"}
         ``"degree"``: proportional to the (weighted) degree.
     t : float
-        Diffusion time of the heat kernel.
+        Diffusion time of the heat kernel, finite and ``>= 0``.
 
     Returns
     -------
@@ -82,9 +133,14 @@ def from_networkx(
     >>> C.tolist(), p.tolist()
     ([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]], [0.3333333333333333, 0.3333333333333333, 0.3333333333333333])
     """
-    if kind not in KINDS:
+    if not isinstance(G, nx.Graph):
+        raise GWInputError(f"G must be a networkx graph, got {type(G).__name__}")
+    if not isinstance(kind, str) or kind not in KINDS:
         raise GWInputError(f"unknown kind {kind!r}; choose one of {list(KINDS)}")
-    if node_weights not in NODE_WEIGHTS:
+    if weight is not None and not isinstance(weight, str):
+        raise GWInputError(f"weight must be the name of an edge attribute or None, got {weight!r}")
+    t = _check_time(t)
+    if not isinstance(node_weights, str) or node_weights not in NODE_WEIGHTS:
         raise GWInputError(
             f"unknown node_weights {node_weights!r}; choose one of {list(NODE_WEIGHTS)}"
         )
@@ -149,10 +205,26 @@ def _read_edge_list(path: Path) -> nx.Graph:
     return G
 
 
+def _load_matrix(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from gwlite.problem import as_input_array
+
+    try:
+        C = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise GWInputError(f"could not read matrix file {path}: {err}") from err
+    C = as_input_array(C, str(path))
+    if C.ndim != 2 or C.shape[0] != C.shape[1]:
+        raise GWInputError(f"{path}: expected a square matrix, got shape {C.shape}")
+    if C.shape[0] == 0:
+        raise GWInputError(f"{path}: the matrix is empty (shape {C.shape}): a graph needs a node")
+    return C.astype(np.float64), np.full(C.shape[0], 1.0 / C.shape[0])
+
+
 def load(
     source: str | os.PathLike,
     kind: str = "adjacency",
     node_weights: str = "uniform",
+    weight: str | None = "weight",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Structure matrix and weights from a file or a built-in graph name.
 
@@ -164,21 +236,27 @@ def load(
         (``u v [weight]`` per line, ``#`` comments, commas allowed).
     kind, node_weights : str
         Passed to :func:`from_networkx` for graphs.
+    weight : str or None
+        Edge attribute holding the weights, the same rule for built-in graphs and files:
+        ``"weight"`` (default) uses that attribute where edges have it (graphs without
+        it are unweighted); another name must be present on some edge; ``None`` ignores
+        edge weights.
     """
     text = str(source)
     if text.startswith("builtin:"):
-        return from_networkx(builtin_graph(text.split(":", 1)[1]), kind, None, node_weights)
-    path = Path(source)
-    if not path.exists():
-        raise GWInputError(f"no such file: {path}")
-    if path.suffix.lower() == ".npy":
-        try:
-            C = np.load(path, allow_pickle=False)
-        except Exception as err:
-            raise GWInputError(f"could not read matrix file {path}: {err}") from err
-        if C.ndim != 2 or C.shape[0] != C.shape[1]:
-            raise GWInputError(f"{path}: expected a square matrix, got shape {C.shape}")
-        return C.astype(np.float64), np.full(C.shape[0], 1.0 / C.shape[0])
-    G = _read_graph_file(path)
-    weight = "weight" if any("weight" in d for _, _, d in G.edges(data=True)) else None
+        G = builtin_graph(text.split(":", 1)[1])
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise GWInputError(f"no such file: {path}")
+        if path.is_dir():
+            raise GWInputError(f"{path} is a directory, not a graph or matrix file")
+        if path.suffix.lower() == ".npy":
+            return _load_matrix(path)
+        G = _read_graph_file(path)
+    if G.number_of_nodes() == 0:
+        raise GWInputError(f"{text}: the graph has no nodes")
+    if weight is not None and weight != "weight":
+        if not any(weight in d for _, _, d in G.edges(data=True)):
+            raise GWInputError(f"{text}: no edge has the attribute {weight!r}")
     return from_networkx(G, kind, weight, node_weights)

@@ -1,26 +1,227 @@
-"""Pieces every solver shares: the reported lower bound and the certification rule."""
+"""Pieces every solver shares: the reported bounds, the certification rule and the
+checks of the options.
+
+Certification is scale-relative here and only here: a solver reports ``certified`` by
+calling :func:`is_certified`, so that multiplying both matrices by any positive factor
+never changes it (every GW value scales by the same power of it).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
 from gwlite import _xp
-from gwlite.bounds import compute_lower
+from gwlite.bounds import LOWER_BOUNDS, compute_lower
+from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 
-# upper - lower below this (relative to the loss scale) counts as a proven equality
+__all__ = [
+    "CERTIFY_RTOL",
+    "OPTION_CHECKS",
+    "certify_threshold",
+    "check_options",
+    "clamp_lower",
+    "flag",
+    "is_certified",
+    "lower_value",
+    "nonneg_int",
+    "nonneg_real",
+    "one_of",
+    "optional",
+    "positive_int",
+    "positive_real",
+    "result_scalars",
+    "with_option_checks",
+]
+
+#: ``upper - lower`` below this times the loss scale (``problem.scale()``, the largest
+#: entry to the power r) counts as a proven equality
 CERTIFY_RTOL = 1e-12
 
 
 def lower_value(problem: GWProblem, kind: str):
-    """The lower bound ``kind`` as a scalar (0-d tensor if it carries a graph)."""
+    """The lower bound ``kind`` as a scalar (0-d tensor if it carries a graph), >= 0."""
     return _xp.scalar(compute_lower(problem, kind), keep_graph=True)
 
 
-def is_certified(problem: GWProblem, lower, upper) -> bool:
-    """``lower == upper`` up to round-off: the value is then proven to be GW."""
-    return _xp.as_float(upper) - _xp.as_float(lower) <= CERTIFY_RTOL * problem.scale()
+def is_certified(problem: GWProblem, lower, upper, rtol: float = CERTIFY_RTOL) -> bool:
+    r"""``lower == upper`` up to round-off: the value is then proven to be GW.
+
+    The test is :math:`\mathrm{upper} - \mathrm{lower} \le \mathrm{rtol}\,
+    \max(|C_1|, |C_2|)^r` (``rtol`` :data:`CERTIFY_RTOL` by default; a solver whose
+    bounds carry a known, larger error, e.g. an iterative conic solver's, passes its
+    own): relative to the loss scale, with no absolute floor, so it does not depend on
+    the unit the matrices are measured in.
+    """
+    gap = _xp.as_float(upper) - _xp.as_float(lower)
+    return bool(gap <= rtol * problem.scale())
+
+
+def certify_threshold(top, exponent: int, rtol: float = CERTIFY_RTOL):
+    """The largest ``upper - lower`` :func:`is_certified` accepts, for largest absolute
+    entries ``top`` (a float, or a NumPy array of them: many pairs at once) and loss
+    exponent ``r``: ``rtol * top**r``, with no absolute floor."""
+    with np.errstate(over="ignore"):
+        return rtol * np.asarray(top, dtype=np.float64) ** exponent
 
 
 def clamp_lower(lower, upper):
-    """``min(lower, upper)``: both are bounds, so a lower bound above an upper bound is
-    round-off (e.g. 1e-32 on isomorphic inputs) and the upper bound is the valid value."""
-    return upper if _xp.as_float(lower) > _xp.as_float(upper) else lower
+    """``lower`` clamped into ``[0, upper]``.
+
+    Both are bounds, so a lower bound above the upper bound is round-off (e.g. 1e-32 on
+    isomorphic inputs) and the upper bound is the valid value; GW >= 0 makes 0 a valid
+    lower bound whenever round-off (TLB's dual, -1e-14) dips below it.
+    """
+    if _xp.as_float(lower) > _xp.as_float(upper):
+        lower = upper
+    if _xp.as_float(lower) < 0:
+        if _xp.requires_grad(lower):
+            return lower - lower  # zero, still part of the graph
+        return 0.0
+    return lower
+
+
+def result_scalars(problem: GWProblem, *values):
+    """``values`` as Python floats, or all as 0-d arrays when an input requires grad.
+
+    A result's ``value``, ``lower`` and ``upper`` are of one kind: with torch inputs that
+    require grad, a bound that does not depend on them (a float from the host) becomes a
+    0-d tensor without a graph, like its neighbours.
+    """
+    if not problem.requires_grad:
+        return tuple(_xp.as_float(v) for v in values)
+    xp, like = problem.xp, problem.C1
+    out = []
+    for v in values:
+        if _xp.backend_name(v) == _xp.backend_name(like) and getattr(v, "ndim", None) == 0:
+            out.append(v)
+        else:
+            out.append(xp.asarray(_xp.as_float(v), dtype=like.dtype, device=_xp.device(like)))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- options
+#: check(name, value) -> the value to use, or GWInputError
+OptionCheck = Callable[[str, Any], Any]
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value):
+    if not _is_int(value) or value < 1:
+        raise GWInputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def nonneg_int(name: str, value):
+    if not _is_int(value) or value < 0:
+        raise GWInputError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def positive_real(name: str, value):
+    if not _is_real(value) or not math.isfinite(value) or not value > 0:
+        raise GWInputError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def nonneg_real(name: str, value):
+    if not _is_real(value) or not math.isfinite(value) or not value >= 0:
+        raise GWInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def flag(name: str, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise GWInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def optional(check: OptionCheck) -> OptionCheck:
+    """``check``, with ``None`` also accepted (the solver's own default applies)."""
+
+    def checked(name, value):
+        return None if value is None else check(name, value)
+
+    return checked
+
+
+def one_of(choices) -> OptionCheck:
+    choices = tuple(choices)
+
+    def checked(name, value):
+        if not isinstance(value, str) or value not in choices:
+            raise GWInputError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+        return value
+
+    return checked
+
+
+def _lower_check(name, value):
+    if not isinstance(value, str) or value not in LOWER_BOUNDS:
+        raise GWInputError(f"unknown lower bound {value!r}; choose one of {list(LOWER_BOUNDS)}")
+    return value
+
+
+#: The check of every option name shared across solvers (one name, one meaning).
+#: Options that need the problem (``G0``) are checked by their solver before any work.
+OPTION_CHECKS: dict[str, OptionCheck] = {
+    "max_iter": positive_int,
+    "max_nodes": optional(nonneg_int),
+    "time_limit": optional(positive_real),
+    "tol": nonneg_real,
+    "tol_rel": nonneg_real,
+    "tol_abs": nonneg_real,
+    "marginal_tol": nonneg_real,
+    "epsilon": optional(positive_real),
+    "armijo": flag,
+    "symmetric": optional(flag),
+    "return_coupling": flag,
+    "diagnostics": flag,
+    "lower": _lower_check,
+}
+
+
+def with_option_checks(**checks: OptionCheck):
+    """Decorate a solver with checks of its own options (they override the shared ones).
+
+    >>> @with_option_checks(solver=one_of(["PGD", "PPA"]))
+    ... def solve(problem, *, solver="PGD"): ...
+    >>> sorted(solve.option_checks)
+    ['solver']
+    """
+
+    def decorate(fn):
+        fn.option_checks = dict(getattr(fn, "option_checks", {}), **checks)
+        return fn
+
+    return decorate
+
+
+def check_options(method: str, solver, options: Mapping[str, Any], accepted) -> dict:
+    """Validated options of ``solver``: unknown names refused, known ones checked.
+
+    Returns the options with their values normalised (``numpy.int64`` -> ``int``...).
+    """
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise GWInputError(
+            f"unknown option(s) {unknown} for method={method!r}; it accepts {list(accepted)}"
+        )
+    own = getattr(solver, "option_checks", {})
+    out = {}
+    for name, value in options.items():
+        check = own.get(name, OPTION_CHECKS.get(name))
+        out[name] = value if check is None else check(name, value)
+    return out

@@ -54,7 +54,13 @@ from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.psd import permutation_certificate
 from gwlite.result import GWResult
-from gwlite.solvers._common import is_certified, lower_value
+from gwlite.solvers._common import (
+    OPTION_CHECKS,
+    clamp_lower,
+    is_certified,
+    lower_value,
+    result_scalars,
+)
 
 __all__ = ["DEFAULT_MAX_N", "MAX_N", "solve"]
 
@@ -315,10 +321,9 @@ def _check(problem: GWProblem, time_limit, max_nodes) -> None:
             "couplings it searches are permutations; use method='cg' or 'sorted' for "
             "non-uniform weights"
         )
-    if time_limit is not None and not time_limit > 0:
-        raise GWInputError(f"time_limit must be > 0 seconds, got {time_limit}")
-    if max_nodes is not None and (int(max_nodes) != max_nodes or max_nodes < 0):
-        raise GWInputError(f"max_nodes must be a non-negative integer, got {max_nodes}")
+    # the shared checks again: solve() may be called without gromov_wasserstein
+    OPTION_CHECKS["time_limit"]("time_limit", time_limit)
+    OPTION_CHECKS["max_nodes"]("max_nodes", max_nodes)
     if problem.n > MAX_N:
         raise GWInputError(
             f"method='exact' accepts n <= {MAX_N} (got n={problem.n}): exhaustive search is "
@@ -337,7 +342,7 @@ def _check(problem: GWProblem, time_limit, max_nodes) -> None:
 def _lower_over_couplings(problem: GWProblem, outcome: _Outcome, certificate, n: int, lower: str):
     """A bound valid over all couplings, and the name of what gave it."""
     perm_lower = outcome.perm_lower / n**2
-    candidates = {lower: float(lower_value(problem, lower))}
+    candidates = {lower: _xp.as_float(lower_value(problem, lower))}
     if certificate is not None:
         # GW >= (permutation optimum) - slack >= perm_lower - slack, for every pair
         candidates["permutation_bound" if certificate.holds else "spectral"] = (
@@ -399,7 +404,9 @@ def solve(
     support = SparseCoupling(
         np.arange(n), outcome.perm, _xp.from_numpy(np.full(n, 1.0 / n), problem.C1), (n, n)
     )
-    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, support, problem.loss_fun), True)
+    upper = _xp.scalar(
+        gw_cost(problem.C1, problem.C2, support, problem.loss_fun, check=False), True
+    )
     certificate = None
     if r == 2 and problem.is_symmetric():
         certificate = permutation_certificate(C, D)
@@ -408,8 +415,9 @@ def solve(
         lower, lower_kind = upper, "certified"
     else:
         lower, lower_kind = _lower_over_couplings(problem, outcome, certificate, n, lower)
-        lower = min(lower, float(upper))  # round-off only: GW <= upper
+        lower = clamp_lower(lower, upper)  # round-off only: 0 <= GW <= upper
     certified = lower_kind == "certified" or is_certified(problem, lower, upper)
+    value, lower, upper = result_scalars(problem, upper, lower, upper)
     diagnostics = {
         "nodes": outcome.nodes,
         "permutation": [int(k) for k in outcome.perm],
@@ -428,7 +436,7 @@ def solve(
             spectral_slack=certificate.slack,
         )
     return GWResult(
-        value=upper,
+        value=value,
         lower=lower,
         upper=upper,
         coupling=coupling if return_coupling else None,

@@ -8,7 +8,15 @@ POT (Flamary et al. 2021) does the optimisation; gwlite adds, around it:
   report a value below the true GW (POT issue #406 shows negative values);
 * a proven lower bound (the sorted closed form by default, TLB on request);
 * truthful ``converged``, ``n_iter`` and ``marginal_error`` (measured on the plan POT
-  returned, before rounding).
+  returned, before rounding);
+* scale: POT works on ``C1 / unit`` and ``C2 / unit`` with ``unit`` a power of two at
+  the scale of the entries (:attr:`gwlite.problem.GWProblem.unit`), and the losses are
+  mapped back by ``unit**2``. Dividing by a power of two is exact, so POT's absolute
+  tolerances (``tol_abs``) act relative to the loss scale and the same input in other
+  units gives the same plan; ``epsilon`` keeps POT's absolute meaning (it is divided by
+  ``unit**2`` too) and defaults to ``0.1`` times the loss scale;
+* every option is checked, ``G0`` against the problem, before POT is called; each
+  distinct warning POT emits is kept once in ``diagnostics["pot_warnings"]``.
 
 Gradients (torch): ``value``/``upper`` are the GW cost of the returned plan, evaluated
 with the plan held fixed, so their gradient with respect to ``C1, C2`` is the
@@ -30,9 +38,21 @@ import numpy as np
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope, to_dense
 from gwlite.errors import GWInputError, GWSolverError
-from gwlite.problem import GWProblem
+from gwlite.problem import GWProblem, as_input_array
 from gwlite.result import GWResult
-from gwlite.solvers._common import clamp_lower, is_certified, lower_value
+from gwlite.solvers._common import (
+    clamp_lower,
+    is_certified,
+    lower_value,
+    one_of,
+    result_scalars,
+    with_option_checks,
+)
+
+#: the ``solver`` choices of POT's entropic GW
+ENTROPIC_SOLVERS = ("PGD", "PPA")
+#: default entropic regularisation, relative to the loss scale ``max(|C1|, |C2|)**2``
+EPSILON_REL = 0.1
 
 
 def _require_square_loss(problem: GWProblem, method: str) -> None:
@@ -43,15 +63,50 @@ def _require_square_loss(problem: GWProblem, method: str) -> None:
         )
 
 
+def _check_G0(problem: GWProblem, G0):
+    """``G0`` as a coupling of ``p`` and ``q`` in the problem's library and dtype.
+
+    A plan within round-off of the polytope is rounded onto it (POT asserts marginals
+    to 1e-8); anything else is refused before POT runs.
+    """
+    if G0 is None:
+        return None
+    G0 = as_input_array(G0, "G0")
+    if _xp.backend_name(G0) != problem.backend:
+        G0 = _xp.from_numpy(_xp.to_numpy(G0), problem.C1)
+    xp = problem.xp
+    G0 = xp.astype(_xp.detach(G0), problem.C1.dtype)
+    if tuple(G0.shape) != (problem.n, problem.m):
+        raise GWInputError(
+            f"G0 must have shape (n, m) = {(problem.n, problem.m)}, got {tuple(G0.shape)}"
+        )
+    if not bool(xp.all(xp.isfinite(G0))):
+        raise GWInputError("G0 has non-finite entries (NaN or Inf)")
+    if bool(xp.any(G0 < 0)):
+        raise GWInputError("G0 has negative entries; a coupling is non-negative")
+    p, q = _xp.detach(problem.p), _xp.detach(problem.q)
+    error = marginal_error(G0, p, q)
+    tol = max(1e-8, float(np.sqrt(_xp.eps(xp, G0.dtype))))
+    if not error <= tol:
+        raise GWInputError(
+            f"G0 is not a coupling of p and q: its marginals are off by {error:.3g} (l1, "
+            f"tolerance {tol:.1g}); pass a feasible plan, e.g. "
+            "gwlite.coupling.round_to_polytope(G0, p, q), or G0=None (the product p q^T)"
+        )
+    return round_to_polytope(G0, p, q)
+
+
 def _on_support(problem: GWProblem, G0=None):
-    """POT's inputs restricted to the nodes with positive mass, and the way back.
+    """POT's inputs: normalised by ``problem.unit``, restricted to the nodes with mass.
 
     Sinkhorn divides by the marginals, so a zero weight gives NaN plans in POT; nodes
     without mass carry no part of any coupling, and the GW problem on the support is
-    the same problem.
+    the same problem. Returns the inputs and the map from a plan back to ``(n, m)``.
     """
     xp = problem.xp
     C1, C2, p, q = (_xp.detach(x) for x in (problem.C1, problem.C2, problem.p, problem.q))
+    unit = problem.unit
+    C1, C2 = C1 / unit, C2 / unit
     rows = np.nonzero(_xp.to_numpy(p) > 0)[0]
     cols = np.nonzero(_xp.to_numpy(q) > 0)[0]
     if len(rows) == problem.n and len(cols) == problem.m:
@@ -73,6 +128,27 @@ def _on_support(problem: GWProblem, G0=None):
     return inputs, embed
 
 
+def _distinct(messages) -> list[str]:
+    """Each distinct message once, in order of first appearance."""
+    return list(dict.fromkeys(str(m) for m in messages))
+
+
+def _call_pot(method: str, fn, *args, **kwargs):
+    """Run a POT solver, keeping its warnings and turning its exceptions into ours."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with np.errstate(all="ignore"):
+                out = fn(*args, **kwargs)
+        except (GWInputError, GWSolverError):
+            raise
+        except Exception as err:  # POT raises many kinds on numerical trouble
+            raise GWSolverError(
+                f"POT's {method} solver raised {type(err).__name__}: {err}"
+            ) from err
+    return out, _distinct(w.message for w in caught)
+
+
 def _finish(
     problem, method, plan, *, lower, converged, n_iter, return_coupling, extra, marginal_tol=None
 ):
@@ -82,25 +158,38 @@ def _finish(
     plan's marginal error to be within that tolerance.
     """
     xp = problem.xp
-    mass = float(xp.sum(plan)) if bool(xp.all(xp.isfinite(plan))) else float("nan")
+    plan = _xp.detach(plan)
+    finite = bool(xp.all(xp.isfinite(plan)))
+    mass = float(xp.sum(plan)) if finite else float("nan")
     if not abs(mass - 1) <= 0.5:
         # NaN, Inf or a plan that lost its mass: numerical failure, not an answer
         notes = "; ".join(extra.get("pot_warnings", [])[:3])
         raise GWSolverError(
             f"POT's {method} solver failed numerically (plan mass {mass:.3g}"
             + (f"; POT said: {notes}" if notes else "")
-            + "); for 'entropic' increase epsilon (it is absolute: compare it with the "
-            "scale of C1 and C2)"
+            + ")"
+            + (
+                f"; increase epsilon (it is absolute: the loss scale max(|C1|, |C2|)^2 is "
+                f"{problem.scale():.3g})"
+                if method == "entropic"
+                else ""
+            )
         )
-    plan = _xp.detach(plan)
     error = marginal_error(plan, problem.p, problem.q)
     converged = bool(converged) and (marginal_tol is None or error <= marginal_tol)
-    feasible = round_to_polytope(plan, _xp.detach(problem.p), _xp.detach(problem.q))
-    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, feasible, problem.loss_fun), True)
+    # rounded with the weights as given: with torch weights that require grad, the
+    # reported upper bound follows them (the plan POT returned is held fixed)
+    feasible = round_to_polytope(plan, problem.p, problem.q)
+    upper = gw_cost(problem.C1, problem.C2, feasible, problem.loss_fun, check=False)
     low = clamp_lower(lower_value(problem, lower), upper)
-    extra = dict(extra, lower_kind=lower, rounding_l1=float(xp.sum(xp.abs(feasible - plan))))
+    value, low, upper = result_scalars(problem, upper, low, upper)
+    extra = dict(
+        extra,
+        lower_kind=lower,
+        rounding_l1=float(xp.sum(xp.abs(_xp.detach(feasible) - plan))),
+    )
     return GWResult(
-        value=upper,
+        value=value,
         lower=low,
         upper=upper,
         coupling=feasible if return_coupling else None,
@@ -131,13 +220,20 @@ def solve_cg(
 
     Parameters are POT's (``G0``, ``max_iter``, ``tol_rel``, ``tol_abs``, ``armijo``,
     ``symmetric``) plus ``lower`` (which lower bound to report) and ``return_coupling``.
-    The result is a local optimum: ``value = upper`` is the GW cost of its plan.
+    ``G0`` must be a coupling of ``p`` and ``q`` (within round-off). ``tol_abs`` is
+    measured in units of the loss scale ``max(|C1|, |C2|)^2`` (POT runs on the
+    normalised matrices, see the module docstring), so the stopping rule does not
+    depend on the unit of the inputs. The result is a local optimum: ``value = upper``
+    is the GW cost of its plan.
     """
     import ot  # imported on use: POT imports torch when present, gwlite must not
 
     _require_square_loss(problem, "cg")
+    G0 = _check_G0(problem, G0)
     (C1, C2, p, q, G0), embed = _on_support(problem, G0)
-    plan, log = ot.gromov.gromov_wasserstein(
+    (plan, log), notes = _call_pot(
+        "cg",
+        ot.gromov.gromov_wasserstein,
         C1,
         C2,
         p,
@@ -151,7 +247,7 @@ def solve_cg(
         tol_rel=tol_rel,
         tol_abs=tol_abs,
     )
-    losses = [float(v) for v in log["loss"]]
+    losses = [float(v) for v in log["loss"]]  # normalised units
     n_iter = len(losses) - 1
     change = abs(losses[-1] - losses[-2]) if n_iter else 0.0
     converged = change < tol_abs or change < tol_rel * abs(losses[-1]) or n_iter < max_iter
@@ -163,14 +259,18 @@ def solve_cg(
         converged=converged,
         n_iter=n_iter,
         return_coupling=return_coupling,
-        extra={"pot_value": float(log["gw_dist"])},
+        extra={"pot_value": float(log["gw_dist"]) * problem.unit**2, "pot_warnings": notes},
     )
 
 
+solve_cg.imports = ("ot",)
+
+
+@with_option_checks(solver=one_of(ENTROPIC_SOLVERS))
 def solve_entropic(
     problem: GWProblem,
     *,
-    epsilon: float = 0.1,
+    epsilon: float | None = None,
     G0=None,
     max_iter: int = 1000,
     tol: float = 1e-9,
@@ -182,8 +282,10 @@ def solve_entropic(
 ) -> GWResult:
     """Entropic GW through ``ot.gromov.entropic_gromov_wasserstein``.
 
-    ``epsilon``, ``G0``, ``max_iter``, ``tol``, ``solver`` and ``symmetric`` are POT's
-    (``epsilon`` is absolute, default 0.1 as in POT). The plan is rounded onto the
+    ``epsilon``, ``G0``, ``max_iter``, ``tol``, ``solver`` and ``symmetric`` are POT's.
+    ``epsilon`` is absolute, as in POT; its default (None) is ``0.1`` times the loss
+    scale ``max(|C1|, |C2|)^2`` (POT's default 0.1 for entries of magnitude 1), so that
+    the default regularises inputs in any unit alike. The plan is rounded onto the
     polytope before it is priced. ``converged`` is True only when POT's outer loop met
     ``tol`` before ``max_iter`` and the returned plan's marginals are within
     ``marginal_tol`` (l1) of ``p`` and ``q``.
@@ -191,25 +293,34 @@ def solve_entropic(
     import ot
 
     _require_square_loss(problem, "entropic")
-    if not epsilon > 0:
-        raise GWInputError(f"epsilon must be > 0, got {epsilon}")
-    (C1, C2, p, q, G0), embed = _on_support(problem, G0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        plan, log = ot.gromov.entropic_gromov_wasserstein(
-            C1,
-            C2,
-            p,
-            q,
-            loss_fun="square_loss",
-            epsilon=epsilon,
-            symmetric=symmetric,
-            G0=G0,
-            max_iter=max_iter,
-            tol=tol,
-            solver=solver,
-            log=True,
+    scale = problem.scale()
+    if epsilon is None:
+        epsilon = EPSILON_REL * scale if scale > 0 else EPSILON_REL
+    unit2 = problem.unit**2
+    pot_epsilon = epsilon / unit2
+    if not (np.isfinite(pot_epsilon) and pot_epsilon > 0):
+        raise GWInputError(
+            f"epsilon={epsilon:.3g} is out of range for entries of scale {problem.unit:.3g}; "
+            f"choose epsilon near the loss scale max(|C1|, |C2|)^2 = {scale:.3g}"
         )
+    G0 = _check_G0(problem, G0)
+    (C1, C2, p, q, G0), embed = _on_support(problem, G0)
+    (plan, log), notes = _call_pot(
+        "entropic",
+        ot.gromov.entropic_gromov_wasserstein,
+        C1,
+        C2,
+        p,
+        q,
+        loss_fun="square_loss",
+        epsilon=pot_epsilon,
+        symmetric=symmetric,
+        G0=G0,
+        max_iter=max_iter,
+        tol=tol,
+        solver=solver,
+        log=True,
+    )
     errors = [float(e) for e in log["err"]]
     # POT measures its change every 10th iteration and stops at the first one below tol
     outer_converged = bool(errors) and errors[-1] <= tol
@@ -224,8 +335,11 @@ def solve_entropic(
         n_iter=n_iter,
         return_coupling=return_coupling,
         extra={
-            "pot_value": float(log["gw_dist"]),
+            "pot_value": float(log["gw_dist"]) * unit2,
             "epsilon": epsilon,
-            "pot_warnings": [str(w.message) for w in caught],
+            "pot_warnings": notes,
         },
     )
+
+
+solve_entropic.imports = ("ot",)

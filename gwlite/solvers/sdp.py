@@ -60,7 +60,7 @@ from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers import _sdp_conic
 from gwlite.solvers import _sdp_model as model_lib
-from gwlite.solvers._common import clamp_lower, is_certified, lower_value
+from gwlite.solvers._common import clamp_lower, is_certified, lower_value, result_scalars
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TOL", "SOLVERS", "available", "solve"]
 
@@ -442,6 +442,8 @@ def solve(
         candidates=dict(incumbent.costs),
         tol=tol,
     )
+    # one kind of number for all three (0-d tensors when an input requires grad)
+    upper, low = result_scalars(problem, upper, low)
     return GWResult(
         value=upper,
         lower=low,

@@ -7,7 +7,7 @@ from gwlite.bounds import compute_lower, gap_diagnostics, sorted_sparse_coupling
 from gwlite.coupling import gw_cost, marginal_error, to_dense
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
-from gwlite.solvers._common import clamp_lower, is_certified, lower_value
+from gwlite.solvers._common import clamp_lower, is_certified, lower_value, result_scalars
 
 
 def solve(
@@ -34,8 +34,8 @@ def solve(
     value = _xp.scalar(compute_lower(problem, "mean_row"), keep_graph=True)
     low = value if lower == "mean_row" else lower_value(problem, lower)
     coupling = sorted_sparse_coupling(problem)
-    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
-    low = clamp_lower(low, upper)
+    upper = gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun, check=False)
+    value, low, upper = result_scalars(problem, value, clamp_lower(low, upper), upper)
     extra = {"lower_kind": lower}
     if diagnostics:
         extra.update(gap_diagnostics(problem, coupling, value, upper))

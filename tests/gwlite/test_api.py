@@ -214,3 +214,162 @@ def test_importing_gwlite_imports_neither_torch_nor_fusion():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- options
+C6, _ = generate("euclidean", 6, seed=1)
+C7, _ = generate("euclidean", 7, seed=2)
+
+
+@pytest.fixture
+def no_pot(monkeypatch):
+    """POT's solvers fail the test if called: options are checked before any work."""
+    import ot
+
+    def never(*args, **kwargs):
+        raise AssertionError("POT was called")
+
+    monkeypatch.setattr(ot.gromov, "gromov_wasserstein", never)
+    monkeypatch.setattr(ot.gromov, "entropic_gromov_wasserstein", never)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("cg", {"G0": np.ones((3, 3))}, "G0 must have shape"),
+        ("cg", {"G0": np.ones((6, 7))}, "G0 is not a coupling"),
+        ("cg", {"G0": np.full((6, 7), np.nan)}, "G0 has non-finite"),
+        ("cg", {"G0": -np.full((6, 7), 1 / 42)}, "G0 has negative"),
+        ("cg", {"G0": np.full((6, 7), 1 / 42) + 0j}, "G0 is complex"),
+        ("entropic", {"G0": np.ones((6, 6)) / 36}, "G0 must have shape"),
+        ("entropic", {"epsilon": "0.1"}, "epsilon must be a finite number"),
+        ("entropic", {"epsilon": -1.0}, "epsilon must be a finite number > 0"),
+        ("entropic", {"epsilon": float("nan")}, "epsilon"),
+        ("entropic", {"epsilon": float("inf")}, "epsilon"),
+        ("entropic", {"solver": "bogus"}, "unknown solver 'bogus'.*PGD.*PPA"),
+        ("entropic", {"max_iter": 0}, "max_iter must be an integer >= 1"),
+        ("cg", {"max_iter": -5}, "max_iter must be an integer >= 1"),
+        ("cg", {"max_iter": "10"}, "max_iter"),
+        ("cg", {"max_iter": 2.5}, "max_iter"),
+        ("cg", {"max_iter": True}, "max_iter"),
+        ("cg", {"tol_abs": -1e-9}, "tol_abs must be a finite number >= 0"),
+        ("cg", {"armijo": "no"}, "armijo must be True or False"),
+        ("entropic", {"marginal_tol": -1.0}, "marginal_tol"),
+        ("sorted", {"return_coupling": "yes"}, "return_coupling"),
+        ("sorted", {"lower": 3}, "unknown lower bound"),
+        ("exact", {"time_limit": "1s"}, "time_limit"),
+        ("exact", {"time_limit": float("nan")}, "time_limit"),
+        ("exact", {"max_nodes": -1}, "max_nodes"),
+        ("exact", {"max_nodes": 1.5}, "max_nodes"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(no_pot, method, options, message):
+    C2 = C6 if method == "exact" else C7
+    with pytest.raises(gwlite.GWInputError, match=message):
+        gwlite.gromov_wasserstein(C6, C2, method=method, **options)
+
+
+def test_bad_method_names_are_refused():
+    for method in (None, ["cg"], 3):
+        with pytest.raises(gwlite.GWInputError, match="unknown method"):
+            gwlite.gromov_wasserstein(C6, C7, method=method)
+
+
+def test_numpy_scalars_are_accepted_as_options():
+    res = gwlite.gromov_wasserstein(
+        C6, C7, method="cg", max_iter=np.int64(5), tol_abs=np.float32(0)
+    )
+    assert res.n_iter <= 5
+
+
+@pytest.mark.parametrize("method", POT_METHODS)
+def test_near_feasible_G0_is_rounded_onto_the_polytope(method):
+    p, q = np.full(6, 1 / 6), np.full(7, 1 / 7)
+    G0 = np.outer(p, q) * (1 + 1e-10)  # off by round-off: POT's 1e-8 assert would pass or not
+    res = gwlite.gromov_wasserstein(C6, C7, method=method, G0=G0.tolist())
+    _check_invariants(res, C6, C7, p, q)
+
+
+def test_method_options_lists_each_methods_options():
+    from gwlite.api import method_options
+
+    assert set(method_options("sorted")) == {"lower", "return_coupling", "diagnostics"}
+    assert {"epsilon", "G0", "max_iter", "solver"} <= set(method_options("entropic"))
+    assert method_options("exact")["lower"] == "tlb"
+    with pytest.raises(gwlite.GWInputError, match="unknown method"):
+        method_options("magic")
+
+
+def test_a_new_solver_gets_the_shared_option_checks(monkeypatch):
+    # a solver registered later is validated by its signature and the shared checks
+    from gwlite import api, solvers
+    from gwlite.solvers._common import one_of, with_option_checks
+
+    @with_option_checks(rule=one_of(["a", "b"]))
+    def solve(problem, *, max_iter: int = 3, rule: str = "a"):
+        return solvers.sorting.solve(problem)
+
+    monkeypatch.setitem(solvers.SOLVERS, "toy", solve)
+    monkeypatch.setitem(api.SOLVERS, "toy", solve)
+    assert gwlite.gromov_wasserstein(C6, C7, method="toy", max_iter=2).method == "sorted"
+    with pytest.raises(gwlite.GWInputError, match="max_iter must be an integer"):
+        gwlite.gromov_wasserstein(C6, C7, method="toy", max_iter=-1)
+    with pytest.raises(gwlite.GWInputError, match="unknown rule 'c'"):
+        gwlite.gromov_wasserstein(C6, C7, method="toy", rule="c")
+    with pytest.raises(gwlite.GWInputError, match="unknown option.*epsilon"):
+        gwlite.gromov_wasserstein(C6, C7, method="toy", epsilon=1.0)
+
+
+def test_pot_warnings_are_kept_once_each():
+    import warnings
+
+    import ot
+
+    C1, _ = generate("euclidean", 6, seed=1)
+    C2, _ = generate("euclidean", 6, seed=2)
+    epsilon = 0.02 * max(C1.max(), C2.max()) ** 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ot.gromov.entropic_gromov_wasserstein(C1, C2, epsilon=epsilon, max_iter=20)
+    assert len(caught) > 5  # what POT itself emits on this input, many times over
+    res = gwlite.gromov_wasserstein(C1, C2, method="entropic", epsilon=epsilon, max_iter=20)
+    notes = res.diagnostics["pot_warnings"]
+    assert notes == list(dict.fromkeys(str(w.message) for w in caught))
+
+
+def test_cg_keeps_pots_warnings_too():
+    res = gwlite.gromov_wasserstein(C6, C7, method="cg")
+    assert res.diagnostics["pot_warnings"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "imported"),
+    [
+        ("sorted", {"lower": "tlb"}, True),
+        ("exact", {}, True),
+        ("cg", {}, True),
+        ("sorted", {}, False),
+    ],
+)
+def test_pot_is_imported_before_the_clock_starts(monkeypatch, method, options, imported):
+    # POT's first import takes about a second: it must not be part of the reported time
+    import importlib
+
+    from gwlite import api
+
+    events = []
+    real_import, real_clock = importlib.import_module, api.time.perf_counter
+
+    def spy_import(name, *args):
+        events.append(f"import {name}")
+        return real_import(name, *args)
+
+    def spy_clock():
+        events.append("clock")
+        return real_clock()
+
+    monkeypatch.setattr(api.importlib, "import_module", spy_import)
+    monkeypatch.setattr(api.time, "perf_counter", spy_clock)
+    gwlite.gromov_wasserstein(C6, C6, method=method, **options)
+    assert events[-2:] == ["clock", "clock"]
+    assert (events[:1] == ["import ot"]) == imported

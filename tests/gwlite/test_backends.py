@@ -220,3 +220,51 @@ def test_torch_and_numpy_agree_on_random_instances(n, m, seed, loss_fun):
     res = gwlite.gromov_wasserstein(torch.tensor(C1), torch.tensor(C2), loss_fun=loss_fun)
     assert res.value == pytest.approx(ref.value, abs=1e-12)
     assert res.upper == pytest.approx(ref.upper, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["sorted", "cg", "entropic"])
+@pytest.mark.parametrize("which", ["p", "C1"])
+def test_with_grad_every_number_is_a_tensor(method, which):
+    # only p requiring grad used to give float value/upper next to a tensor lower
+    C1, C2, p, _ = _instance()
+    A, B = torch.tensor(C1), torch.tensor(C2)
+    w = torch.tensor(p)
+    (w if which == "p" else A).requires_grad_(True)
+    res = gwlite.gromov_wasserstein(A, B, w, None, method=method, lower="tlb")
+    for field in ("value", "lower", "upper"):
+        got = getattr(res, field)
+        assert torch.is_tensor(got) and got.ndim == 0, field
+    assert res.upper.requires_grad
+    res.upper.backward()
+    leaf = w if which == "p" else A
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    ref = gwlite.gromov_wasserstein(C1, C2, p, None, method=method, lower="tlb")
+    assert float(res.upper.detach()) == pytest.approx(ref.upper, rel=1e-9)
+
+
+def test_exact_with_grad_returns_tensors():
+    C, _ = generate("euclidean", 6, seed=1)
+    D, _ = generate("euclidean", 6, seed=2)
+    A = torch.tensor(C, requires_grad=True)
+    res = gwlite.gromov_wasserstein(A, torch.tensor(D), method="exact")
+    assert all(torch.is_tensor(getattr(res, f)) for f in ("value", "lower", "upper"))
+    res.value.backward()
+    assert torch.isfinite(A.grad).all()
+
+
+def test_complex_tensors_are_refused():
+    with pytest.raises(gwlite.GWInputError, match="complex"):
+        gwlite.gromov_wasserstein(torch.eye(3, dtype=torch.complex64), torch.eye(3))
+
+
+def test_sdp_with_grad_every_number_is_a_tensor():
+    from gwlite.solvers import sdp
+
+    if not sdp.available():
+        pytest.skip("method='sdp' needs SCS")
+    C, _ = generate("euclidean", 3, seed=1)
+    D, _ = generate("euclidean", 3, seed=2)
+    res = gwlite.gromov_wasserstein(
+        torch.tensor(C, requires_grad=True), torch.tensor(D), method="sdp"
+    )
+    assert all(torch.is_tensor(getattr(res, f)) for f in ("value", "lower", "upper"))

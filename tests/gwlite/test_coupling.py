@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import gw_cost_dense, random_coupling
@@ -15,6 +16,7 @@ from gwlite.coupling import (
     round_to_polytope,
     to_dense,
 )
+from gwlite.errors import GWInputError
 from gwlite.families import generate
 
 LOSSES = ["square_loss", "abs_loss"]
@@ -40,6 +42,8 @@ def test_sparse_cost_matches_dense(inst, loss_fun, seed):
     C1, C2, _, _ = inst
     rng = np.random.default_rng(seed)
     T = rng.random((len(C1), len(C2))) * (rng.random((len(C1), len(C2))) < 0.4)
+    T[0, 0] += 0.1  # never empty
+    T /= T.sum()  # a coupling has mass 1 (gw_cost refuses other masses)
     rows, cols = np.nonzero(T)
     sparse = SparseCoupling(rows, cols, T[rows, cols], T.shape)
     assert gw_cost(C1, C2, sparse, loss_fun) == pytest.approx(
@@ -100,3 +104,54 @@ def test_rounding_keeps_a_feasible_plan():
 def test_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="unknown loss_fun"):
         gw_cost(np.eye(2), np.eye(2), np.eye(2) / 2, "kl_loss")
+
+
+# ---------------------------------------------------------------- gw_cost's checks
+C3 = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+C2_ = np.array([[0.0, 1.0], [1.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    ("coupling", "message"),
+    [
+        (np.ones((2, 3)) / 6, "must have shape \\(n, m\\) = \\(3, 2\\)"),
+        (np.ones(6) / 6, "must have shape"),
+        (np.full((3, 2), 7.0), "total mass 42"),
+        (np.full((3, 2), np.nan), "non-finite"),
+        (np.array([[0.5, -0.1], [0.1, 0.2], [0.1, 0.2]]), "negative"),
+        (np.full((3, 2), 1 / 6) + 0j, "complex"),
+        (torch.full((3, 2), 1 / 6, dtype=torch.float64), "torch array but C1, C2 are numpy"),
+        (
+            SparseCoupling(np.array([0, 5]), np.array([0, 1]), np.array([0.5, 0.5]), (3, 2)),
+            "indices",
+        ),
+    ],
+)
+def test_gw_cost_refuses_what_is_not_a_coupling(coupling, message):
+    with pytest.raises(GWInputError, match=message):
+        gw_cost(C3, C2_, coupling)
+
+
+def test_gw_cost_checks_the_marginals_when_given():
+    T = np.array([[1 / 3, 0.0], [0.0, 1 / 3], [1 / 6, 1 / 6]])
+    p, q = np.full(3, 1 / 3), np.array([0.5, 0.5])
+    assert float(gw_cost(C3, C2_, T, p=p, q=q)) == pytest.approx(gw_cost_dense(C3, C2_, T))
+    with pytest.raises(GWInputError, match="marginals are off"):
+        gw_cost(C3, C2_, T, q=np.array([0.9, 0.1]))
+
+
+def test_gw_cost_validates_the_matrices_like_the_solvers():
+    with pytest.raises(GWInputError, match="non-finite"):
+        gw_cost(np.array([[0.0, np.nan], [1.0, 0.0]]), C2_, np.eye(2) / 2)
+    with pytest.raises(GWInputError, match="square"):
+        gw_cost(np.ones((2, 3)), C2_, np.eye(2) / 2)
+    with pytest.raises(GWInputError, match="too large"):
+        gw_cost(C2_ * 1e200, C2_, np.eye(2) / 2)
+
+
+def test_gw_cost_accepts_lists_and_unchecked_calls():
+    T = [[1 / 3, 0.0], [0.0, 1 / 3], [1 / 6, 1 / 6]]
+    expected = gw_cost_dense(C3, C2_, np.asarray(T))
+    assert float(gw_cost(C3.tolist(), C2_.tolist(), T)) == pytest.approx(expected)
+    # check=False: the solvers' own couplings, priced as they are (mass 2: cost x 4)
+    assert float(gw_cost(C3, C2_, 2 * np.asarray(T), check=False)) == pytest.approx(4 * expected)

@@ -97,3 +97,90 @@ def test_corrupt_files_are_refused(tmp_path):
         load(tmp_path / "missing.txt")
     with pytest.raises(gwlite.GWInputError, match="unknown built-in"):
         load("builtin:nope")
+
+
+# ---------------------------------------------------------------- bad graphs
+def test_negative_weights_are_refused_for_shortest_paths():
+    G = nx.path_graph(4)
+    nx.set_edge_attributes(G, 1.0, "weight")
+    G[0][1]["weight"] = -1.0
+    with pytest.raises(gwlite.GWInputError, match="non-negative edge weights"):
+        gwlite.from_networkx(G, "shortest_path", weight="weight")
+    A, _ = gwlite.from_networkx(G, "adjacency", weight="weight")  # signed adjacency is fine
+    assert A[0, 1] == -1.0
+    D, _ = gwlite.from_networkx(G, "shortest_path")  # unweighted distances ignore it
+    assert np.all(np.diag(D) == 0) and D.min() == 0
+
+
+@pytest.mark.parametrize("value", ["heavy", None, float("nan"), float("inf")])
+def test_edge_weights_must_be_finite_numbers(value):
+    G = nx.path_graph(3)
+    G[0][1]["weight"] = value
+    with pytest.raises(gwlite.GWInputError, match="edge \\(0, 1\\)"):
+        gwlite.from_networkx(G, weight="weight")
+    gwlite.from_networkx(G)  # weight=None ignores the attribute
+
+
+@pytest.mark.parametrize("t", [float("inf"), -1.0, float("nan"), "1", True])
+def test_heat_time_must_be_finite_and_non_negative(t):
+    with pytest.raises(gwlite.GWInputError, match="t \\(diffusion time\\)"):
+        gwlite.from_networkx(nx.path_graph(3), "heat", t=t)
+
+
+def test_heat_kernel_at_time_zero_is_the_identity():
+    H, _ = gwlite.from_networkx(nx.path_graph(3), "heat", t=0)
+    np.testing.assert_allclose(H, np.eye(3))
+
+
+def test_heat_kernel_overflow_is_refused():
+    G = nx.path_graph(3)
+    nx.set_edge_attributes(G, -50.0, "weight")
+    with pytest.raises(gwlite.GWInputError, match="overflows"):
+        gwlite.from_networkx(G, "heat", weight="weight", t=30.0)
+
+
+def test_directed_graph_not_strongly_connected_is_named_as_such():
+    G = nx.DiGraph([(0, 1), (1, 2)])
+    with pytest.raises(gwlite.GWInputError, match="directed graph is not strongly connected"):
+        gwlite.from_networkx(G, "shortest_path")
+    D, _ = gwlite.from_networkx(nx.DiGraph([(0, 1), (1, 2), (2, 0)]), "shortest_path")
+    assert D[0, 2] == 2 and D[2, 0] == 1
+
+
+def test_not_a_graph_is_refused():
+    with pytest.raises(gwlite.GWInputError, match="networkx graph"):
+        gwlite.from_networkx(np.eye(3))
+
+
+def test_builtin_and_file_graphs_use_the_same_weights(tmp_path):
+    # karate ships with edge weights: a built-in and its own GraphML copy are one graph
+    nx.write_graphml(nx.karate_club_graph(), tmp_path / "k.graphml")
+    for weight in ("weight", None):
+        C1, p = load("builtin:karate", weight=weight)
+        C2, q = load(tmp_path / "k.graphml", weight=weight)
+        res = gwlite.gromov_wasserstein(C1, C2, p, q, lower="tlb")
+        assert res.lower == pytest.approx(0.0, abs=1e-12)
+    weighted, _ = load("builtin:karate")
+    unweighted, _ = load("builtin:karate", weight=None)
+    assert weighted.max() > 1 and unweighted.max() == 1
+    with pytest.raises(gwlite.GWInputError, match="no edge has the attribute 'strength'"):
+        load("builtin:karate", weight="strength")
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((0, 0)), "empty"),
+        (np.array([["a", "b"], ["c", "d"]]), "not numeric"),
+        (np.eye(2) + 1j, "complex"),
+    ],
+)
+def test_bad_matrix_files_are_refused(tmp_path, array, message):
+    np.save(tmp_path / "m.npy", array)
+    with pytest.raises(gwlite.GWInputError, match=message):
+        load(tmp_path / "m.npy")
+
+
+def test_a_directory_is_not_a_graph(tmp_path):
+    with pytest.raises(gwlite.GWInputError, match="directory"):
+        load(tmp_path)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from reference import w1d_lp
 
 from gwlite.coupling import marginal_error, to_dense
+from gwlite.errors import GWInputError
 from gwlite.univariate import monotone_coupling, wasserstein_1d
 
 seeds = st.integers(0, 2**31 - 1)
@@ -68,7 +69,7 @@ def test_batched_equals_loop():
 
 
 def test_rejects_p_below_one():
-    with pytest.raises(ValueError, match="p must be >= 1"):
+    with pytest.raises(ValueError, match="p must be a finite number >= 1"):
         wasserstein_1d(np.zeros(2), np.zeros(2), p=0.5)
 
 
@@ -113,3 +114,45 @@ def test_permutation_without_ties():
     assert coupling.is_permutation()
     T = to_dense(coupling)
     np.testing.assert_allclose(T * 3, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+
+
+# ---------------------------------------------------------------- checks
+@pytest.mark.parametrize(
+    ("u", "v", "kwargs", "message"),
+    [
+        (np.array([0.0, np.nan]), np.array([0.0, 1.0]), {}, "u_values has non-finite"),
+        (np.array([0.0, 1.0]), np.array([np.inf, 1.0]), {}, "v_values has non-finite"),
+        (np.array([0.0, 1e200]), np.array([0.0, -1e200]), {"p": 2}, "too large"),
+        (np.array([0.0, 1.0]), np.zeros(0), {}, "at least one sample"),
+        (np.array([0.0, 1.0]) + 1j, np.array([0.0, 1.0]), {}, "complex"),
+        (np.zeros(2), np.zeros(2), {"p": "2"}, "p must be a number"),
+        (np.zeros(2), np.zeros(2), {"p": np.inf}, "finite number >= 1"),
+        (np.zeros(2), np.zeros(3), {"u_weights": np.array([0.5, 0.6])}, "sum to 1"),
+        (np.zeros(2), np.zeros(3), {"u_weights": np.array([1.5, -0.5])}, "negative"),
+        (np.zeros(2), np.zeros(3), {"v_weights": np.full(2, 0.5)}, "3 nodes"),
+    ],
+)
+def test_wasserstein_1d_refuses_bad_input(u, v, kwargs, message):
+    with pytest.raises(GWInputError, match=message):
+        wasserstein_1d(u, v, **kwargs)
+
+
+def test_wasserstein_1d_empty_measures_give_zero():
+    u, v = np.array([[0.0, 1.0], [2.0, 3.0]]), np.array([[5.0, 1.0], [0.0, 4.0]])
+    a = np.array([[0.0, 0.0], [0.5, 0.5]])  # the first row has no mass
+    out = wasserstein_1d(u, v, a, None, p=1)
+    assert out[0] == 0.0 and out[1] == wasserstein_1d(u[1], v[1], p=1)
+    assert wasserstein_1d(u, v, None, a[::-1], p=2)[1] == 0.0
+
+
+def test_wasserstein_1d_takes_lists_and_integers():
+    assert float(wasserstein_1d([0, 1, 2], [1, 2, 3], p=2)) == 1.0
+    assert float(wasserstein_1d(np.array([0, 1]), np.array([2, 3]), p=1)) == 2.0
+
+
+def test_wasserstein_1d_unchecked_is_the_same_number():
+    rng = np.random.default_rng(0)
+    u, v, a = rng.normal(size=5), rng.normal(size=7), rng.random(5)
+    a /= a.sum()
+    checked = wasserstein_1d(u, v, a, None, p=2)
+    assert wasserstein_1d(u, v, a, None, p=2, check=False) == checked
