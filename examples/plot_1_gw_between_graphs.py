@@ -27,7 +27,8 @@ print(C1.shape, C2.shape)
 # The sorted closed form
 # ----------------------
 # ``method="sorted"`` computes InfiGFusion's closed form (a lower bound) and the GW cost
-# of the sorted coupling (an upper bound) in one pass over each matrix.
+# of the sorted coupling (an upper bound) in one pass over each matrix. (The default
+# method, ``"auto"``, starts there and escalates: see the tutorial comparing methods.)
 res = gwlite.gromov_wasserstein(C1, C2, p, q, method="sorted")
 print(res)
 

@@ -204,7 +204,7 @@ class OnlineTeacher:
             Real rows; ``T`` is the most targets of any example of the batch.
         """
         # the cache builder's own selection and reduction: online rows are cache rows
-        from fusion.cache._build import _target_logits, _topk_rows
+        from fusion.cache._build import target_logits, topk_rows
 
         if not 1 <= k <= self.vocab_size:
             raise ValueError(f"k must be in [1, {self.vocab_size}] for teacher {self.name}")
@@ -214,10 +214,10 @@ class OnlineTeacher:
         self.model.eval()
         try:
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                rows = _target_logits(
+                rows = target_logits(
                     self.model, ids, attention, predicting, self.vocab_size, self.response_only_head
                 )
-                values, indices = _topk_rows(rows, k, float(temperature))
+                values, indices = topk_rows(rows, k, float(temperature))
         finally:
             self.model.train(was_training)
         batch, width = ids.shape[0], max(1, int(counts.max()))

@@ -54,7 +54,7 @@ def gromov_wasserstein(
     p=None,
     q=None,
     *,
-    method: str = "sorted",
+    method: str = "auto",
     loss_fun: str = "square_loss",
     **options,
 ) -> GWResult:
@@ -75,12 +75,21 @@ def gromov_wasserstein(
         sizes may differ. Integer inputs are cast to float.
     p, q : array, optional
         Node weights (non-negative, summing to 1); uniform by default.
-    method : {"sorted", "cg", "entropic", "exact"}
+    method : {"auto", "sorted", "proximal", "cg", "entropic", "exact", "sdp"}
+        ``"auto"`` (default): the tightest proven interval within ``time_limit``
+        (10 s by default), escalating from the sorted bounds to TLB, ``proximal``,
+        ``exact`` and ``sdp`` (see :mod:`gwlite.solvers.auto`); ``value`` is its best
+        plan's cost.
         ``"sorted"``: the InfiGFusion closed form, O(n^2) for the features and
         O(n log n) after, with the sorted coupling's cost as ``upper``.
+        ``"proximal"``: gwlite's own solver (KL mirror descent, batched starts,
+        NumPy/CuPy/torch), a plan and its exact cost as ``upper``.
         ``"cg"``: POT's conditional gradient (a local optimum).
         ``"entropic"``: POT's entropic GW, plan rounded onto the polytope.
         ``"exact"``: branch and bound over permutations (small problems).
+        ``"sdp"``: a semidefinite relaxation solved by a conic solver (SCS by
+        default; the ``certify`` extra), a rigorous lower bound that certifies many
+        small problems (``n * m <= 100`` without ``max_size=``).
     loss_fun : {"square_loss", "abs_loss"}
     **options
         Method-specific options, each checked before any work (unknown names and bad

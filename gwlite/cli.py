@@ -21,7 +21,7 @@ from gwlite.problem import LOSS_EXPONENTS
 from gwlite.verify import register_cli as register_verify
 
 #: the method used when --method is not given
-DEFAULT_METHOD = "sorted"
+DEFAULT_METHOD = "auto"
 
 EPILOG = """\
 inputs (A, B):

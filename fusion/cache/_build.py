@@ -198,7 +198,7 @@ def _software() -> dict[str, str]:
     return versions
 
 
-def _topk_rows(rows: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_rows(rows: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of log_softmax(rows / tau), in fp32 and in chunks of rows to bound memory."""
     step = max(1, _SOFTMAX_ELEMENTS // max(1, rows.shape[-1]))
     values, indices = [], []
@@ -210,7 +210,7 @@ def _topk_rows(rows: torch.Tensor, k: int, temperature: float) -> tuple[torch.Te
     return torch.cat(values), torch.cat(indices)
 
 
-def _target_logits(
+def target_logits(
     model: torch.nn.Module,
     ids: torch.Tensor,
     mask: torch.Tensor,
@@ -274,10 +274,10 @@ def _forward_topk(
         # Standard next-token alignment: the logits at position t - 1 predict the token at t.
         for lo, hi in e.spans:
             keep[b, lo - 1 : hi - 1] = True
-    rows = _target_logits(
+    rows = target_logits(
         model, ids.to(device), mask.to(device), keep.to(device), vocab_size, response_only_head
     )
-    values, indices = _topk_rows(rows, k, temperature)
+    values, indices = topk_rows(rows, k, temperature)
     sizes = [e.num_targets for e in batch]
     return list(zip(values.cpu().split(sizes), indices.cpu().split(sizes)))
 

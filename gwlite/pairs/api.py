@@ -305,20 +305,20 @@ class _Run:
 
     def _knn(self, upper_tri):
         from gwlite.pairs.knn import combine, needed, select_round
-        from gwlite.solvers._common import CERTIFY_RTOL
+        from gwlite.solvers._common import certify_threshold
 
         t0 = time.perf_counter()
         self._compute("cheap", upper_tri, "knn: cheap bounds")
         cheap_s = time.perf_counter() - t0
         r = 2 if self.layer.loss_fun == "square_loss" else 1
         top = self.work.buckets.maxabs
-        scale = np.maximum(np.maximum.outer(top, top), 1.0) ** r
+        threshold = certify_threshold(np.maximum.outer(top, top), r)
         cheap, main = self.state["cheap"], self.state["main"]
         ran = np.zeros((self.n, self.n), dtype=bool)
         first_need = None
         rounds = 0
         while True:
-            state = _symmetric(combine(cheap, main, ran, scale, CERTIFY_RTOL), upper_tri)
+            state = _symmetric(combine(cheap, main, ran, threshold), upper_tri)
             need = needed(state["lower"], state["upper"], state["certified"], self.k) & ~ran
             if first_need is None:
                 first_need = int(np.count_nonzero(need))

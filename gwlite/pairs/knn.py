@@ -24,12 +24,13 @@ import numpy as np
 __all__ = ["combine", "needed", "select_round"]
 
 
-def combine(cheap: dict, main: dict, ran: np.ndarray, scale: np.ndarray, rtol: float) -> dict:
-    """Intersect the cheap intervals with the method's where it ran."""
+def combine(cheap: dict, main: dict, ran: np.ndarray, threshold: np.ndarray) -> dict:
+    """Intersect the cheap intervals with the method's where it ran; a pair whose gap is
+    at most its ``threshold`` (``certify_threshold`` of its loss scale) is certified."""
     lower = np.where(ran, np.maximum(cheap["lower"], main["lower"]), cheap["lower"])
     upper = np.where(ran, np.minimum(cheap["upper"], main["upper"]), cheap["upper"])
     lower = np.minimum(lower, upper)
-    certified = cheap["certified"] | (ran & main["certified"]) | (upper - lower <= rtol * scale)
+    certified = cheap["certified"] | (ran & main["certified"]) | (upper - lower <= threshold)
     return {"lower": lower, "upper": upper, "certified": certified}
 
 

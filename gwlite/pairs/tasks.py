@@ -135,15 +135,16 @@ def tile_pairs(row_block: int, col_block: int, chunk: int, n: int):
     return ii[keep], jj[keep]
 
 
-def _scale(work: Work, ii, jj, r: int) -> np.ndarray:
-    top = np.maximum(work.buckets.maxabs[ii], work.buckets.maxabs[jj])
-    return np.maximum(top, 1.0) ** r
+def _threshold(work: Work, ii, jj, r: int) -> np.ndarray:
+    """The largest certified gap of each pair: relative to its loss scale, no floor
+    (the same rule as :func:`gwlite.gromov_wasserstein`'s ``certified``)."""
+    from gwlite.solvers._common import certify_threshold
+
+    return certify_threshold(np.maximum(work.buckets.maxabs[ii], work.buckets.maxabs[jj]), r)
 
 
-def _certified(lower, upper, scale):
-    from gwlite.solvers._common import CERTIFY_RTOL
-
-    return upper - lower <= CERTIFY_RTOL * scale
+def _certified(lower, upper, threshold):
+    return upper - lower <= threshold
 
 
 def _per_pair(work: Work, layer: Layer, ii, jj):
@@ -173,7 +174,9 @@ def _per_pair(work: Work, layer: Layer, ii, jj):
                 bound = _xp.as_float(lower_bound(C1, C2, p, q, loss_fun=layer.loss_fun, lower=kind))
                 lo[k] = max(lo[k], min(bound, up[k]))
             cert[k] = cert[k] or bool(
-                _certified(lo[k], up[k], _scale(work, np.array([i]), np.array([j]), _r(layer))[0])
+                _certified(
+                    lo[k], up[k], _threshold(work, np.array([i]), np.array([j]), _r(layer))[0]
+                )
             )
     return lo, up, cert
 
@@ -183,7 +186,7 @@ def _r(layer: Layer) -> int:
 
 
 def _batched(work: Work, layer: Layer, ii, jj):
-    from gwlite.bounds import _certified_lp_lower
+    from gwlite.bounds import certified_lp_lower
     from gwlite.pairs.kernels import sorted_pairs
 
     def lp_lower(M, p, q):
@@ -194,13 +197,13 @@ def _batched(work: Work, layer: Layer, ii, jj):
 
             rows, cols = linear_sum_assignment(M)
             return float(M[rows, cols].sum()) / len(p)
-        return _certified_lp_lower(M, p, q)[0]
+        return certified_lp_lower(M, p, q)[0]
 
     res = sorted_pairs(work.buckets, ii, jj, layer.parts(), lp_lower)
     upper = res["upper"]
     lower = np.max(np.stack([res["value" if k == "mean_row" else k] for k in layer.lowers]), axis=0)
     lower = np.minimum(lower, upper)
-    return lower, upper, _certified(lower, upper, _scale(work, ii, jj, _r(layer)))
+    return lower, upper, _certified(lower, upper, _threshold(work, ii, jj, _r(layer)))
 
 
 def compute_pairs(work: Work, layer_name: str, ii: np.ndarray, jj: np.ndarray):

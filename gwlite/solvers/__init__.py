@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gwlite.solvers import exact, pot, sdp, sorting
+from gwlite.solvers import auto, exact, pot, proximal, sdp, sorting
 
 SOLVERS: dict[str, Callable] = {
+    "auto": auto.solve,
     "sorted": sorting.solve,
     "cg": pot.solve_cg,
     "entropic": pot.solve_entropic,
     "exact": exact.solve,
+    "proximal": proximal.solve,
     "sdp": sdp.solve,
 }
 

@@ -28,6 +28,7 @@ __all__ = [
     "clamp_lower",
     "flag",
     "is_certified",
+    "lower_check",
     "lower_value",
     "nonneg_int",
     "nonneg_real",
@@ -168,7 +169,7 @@ def one_of(choices) -> OptionCheck:
     return checked
 
 
-def _lower_check(name, value):
+def lower_check(name, value):
     if not isinstance(value, str) or value not in LOWER_BOUNDS:
         raise GWInputError(f"unknown lower bound {value!r}; choose one of {list(LOWER_BOUNDS)}")
     return value
@@ -189,7 +190,7 @@ OPTION_CHECKS: dict[str, OptionCheck] = {
     "symmetric": optional(flag),
     "return_coupling": flag,
     "diagnostics": flag,
-    "lower": _lower_check,
+    "lower": lower_check,
 }
 
 

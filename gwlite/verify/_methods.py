@@ -19,7 +19,7 @@ __all__ = ["MethodRun", "run_methods", "LOWER_ONLY", "SQUARE_ONLY"]
 #: methods that only give a lower bound ("sorted" gives the mean-row one with its upper)
 LOWER_ONLY = ("flb", "slb", "tlb")
 #: methods POT or the theory restricts to the square loss
-SQUARE_ONLY = ("cg", "entropic", "rank_one")
+SQUARE_ONLY = ("cg", "entropic", "rank_one", "proximal")
 
 
 @dataclass
@@ -109,6 +109,9 @@ def _jobs(C1, C2, loss: str, settings: Settings) -> dict:
         )
     if loss == "square_loss":
         jobs["cg"] = lambda: _from_result("cg", gromov_wasserstein(C1, C2, method="cg"))
+        jobs["proximal"] = lambda: _from_result(
+            "proximal", gromov_wasserstein(C1, C2, method="proximal", n_starts=4)
+        )
         # epsilon is absolute in POT: tie it to the scale of the entries
         jobs["entropic"] = lambda: _from_result(
             "entropic",

@@ -26,7 +26,7 @@ SHORT = {
     "coactivation": "coact",
 }
 LOWER_METHODS = ("sorted", "flb", "slb", "tlb", "rank_one", "exact", "sdp")
-UPPER_METHODS = ("sorted", "cg", "entropic", "rank_one", "exact", "sdp")
+UPPER_METHODS = ("sorted", "proximal", "cg", "entropic", "rank_one", "exact", "sdp")
 ROW_FIELDS = (
     "family",
     "n",

@@ -78,7 +78,7 @@ def test_tlb_dominates_the_other_lower_bounds(inst, loss_fun):
 @given(problems(max_n=7), st.sampled_from(LOSSES))
 def test_upper_bound_is_the_cost_of_the_sorted_coupling(inst, loss_fun):
     C1, C2, p, q = inst
-    res = gwlite.gromov_wasserstein(C1, C2, p, q, loss_fun=loss_fun)
+    res = gwlite.gromov_wasserstein(C1, C2, p, q, loss_fun=loss_fun, method="sorted")
     T = res.coupling
     assert T.min() >= 0
     assert res.marginal_error <= 1e-9
@@ -101,7 +101,7 @@ def test_bounds_bracket_gw_on_definite_pairs(family, n, s1, s2):
     kinds = {centred_definiteness(C1), centred_definiteness(C2)}
     assume(kinds in ({"psd"}, {"nsd"}))
     gw, _ = best_permutation(C1, C2)
-    res = gwlite.gromov_wasserstein(C1, C2, lower="tlb")
+    res = gwlite.gromov_wasserstein(C1, C2, lower="tlb", method="sorted")
     tol = _tol(C1, C2, "square_loss")
     assert res.value - tol <= res.lower  # tlb dominates the closed form
     assert res.lower <= gw + tol
@@ -167,7 +167,7 @@ def test_regular_graphs_have_zero_mean_row_bound_but_positive_gw():
     C1, _ = generate("regular", 8, seed=0)
     C2, _ = generate("regular", 8, seed=3)
     assert gwlite.lower_bound(C1, C2) == pytest.approx(0.0, abs=1e-15)
-    res = gwlite.gromov_wasserstein(C1, C2, lower="tlb")
+    res = gwlite.gromov_wasserstein(C1, C2, lower="tlb", method="sorted")
     assert res.lower <= best_permutation(C1, C2)[0] + 1e-12
     assert res.upper > 0
 
@@ -177,7 +177,7 @@ def test_regular_graphs_have_zero_mean_row_bound_but_positive_gw():
 def test_square_loss_gap_identity(inst):
     C1, C2, p, q = inst
     p, q = _w(len(C1), p), _w(len(C2), q)
-    res = gwlite.gromov_wasserstein(C1, C2, p, q)
+    res = gwlite.gromov_wasserstein(C1, C2, p, q, method="sorted")
     d, T = res.diagnostics, res.coupling
     s1, s2 = C1 @ p, C2 @ q
     var1 = np.einsum("i,k,ik->", p, p, (C1 - s1[:, None]) ** 2)
@@ -198,7 +198,7 @@ def test_square_loss_gap_identity(inst):
 def test_abs_loss_gap_bound(inst, seed):
     C1, C2, p, q = inst
     p, q = _w(len(C1), p), _w(len(C2), q)
-    res = gwlite.gromov_wasserstein(C1, C2, p, q, loss_fun="abs_loss")
+    res = gwlite.gromov_wasserstein(C1, C2, p, q, loss_fun="abs_loss", method="sorted")
     s1, s2 = C1 @ p, C2 @ q
     delta1 = np.einsum("i,k,ik->", p, p, np.abs(C1 - s1[:, None]))
     delta2 = np.einsum("j,l,jl->", q, q, np.abs(C2 - s2[:, None]))
@@ -216,7 +216,7 @@ def test_abs_loss_permutation_gap_identity(n, seed):
     # uniform weights, n = m, tie-free features: the sorted coupling is a permutation
     rng = np.random.default_rng(seed)
     C1, C2 = rng.random((n, n)), rng.random((n, n))
-    res = gwlite.gromov_wasserstein(C1, C2, loss_fun="abs_loss")
+    res = gwlite.gromov_wasserstein(C1, C2, loss_fun="abs_loss", method="sorted")
     assert res.diagnostics["coupling_is_permutation"]
     sigma = np.argmax(res.coupling, axis=1)
     R = C1 - C2[np.ix_(sigma, sigma)]
@@ -261,7 +261,7 @@ def test_tlb_certificate_survives_an_early_stop(monkeypatch):
 def test_sorted_coupling_of_identical_graphs_is_an_isomorphism(loss_fun):
     C, _ = generate("euclidean", 10, seed=4)
     perm = np.random.default_rng(0).permutation(10)
-    res = gwlite.gromov_wasserstein(C, C[np.ix_(perm, perm)], loss_fun=loss_fun)
+    res = gwlite.gromov_wasserstein(C, C[np.ix_(perm, perm)], loss_fun=loss_fun, method="sorted")
     assert res.certified
     assert res.upper == 0.0  # the coupling found is an isomorphism
     assert res.lower == res.upper  # a closed form above upper by round-off is clamped
@@ -283,7 +283,7 @@ def test_refined_sorted_coupling_finds_isomorphisms(C, loss_fun, seed):
     # when the label-free keys separate every node, the key matching is forced to be
     # the isomorphism (any isomorphism preserves every key)
     perm = np.random.default_rng(seed).permutation(len(C))
-    res = gwlite.gromov_wasserstein(C, C[np.ix_(perm, perm)], loss_fun=loss_fun)
+    res = gwlite.gromov_wasserstein(C, C[np.ix_(perm, perm)], loss_fun=loss_fun, method="sorted")
     if res.diagnostics["coupling_is_permutation"]:
         assert res.upper <= _tol(C, C, loss_fun)
         assert res.certified
@@ -293,7 +293,7 @@ def test_tie_spreading_on_vertex_transitive_graphs():
     # K2 vs K2: every label-free coupling is the product coupling (the swap is an
     # automorphism of each side), whose cost is 1/2
     K2 = np.array([[0.0, 1.0], [1.0, 0.0]])
-    res = gwlite.gromov_wasserstein(K2, K2)
+    res = gwlite.gromov_wasserstein(K2, K2, method="sorted")
     np.testing.assert_allclose(res.coupling, np.full((2, 2), 0.25))
     assert res.upper == pytest.approx(0.5)
     assert res.lower == 0.0 and not res.certified

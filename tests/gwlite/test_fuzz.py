@@ -140,7 +140,7 @@ def make_options(rng, method: str, n: int, m: int, p, q, scale: float, clean=Fal
     maybe("return_coupling", [True, False], ["yes"])
     if method == "sorted":
         maybe("diagnostics", [True, False])
-    if method in ("cg", "entropic"):
+    if method in ("cg", "entropic", "proximal"):
         G0, reason = make_g0(rng, n, m, p, q, clean)
         if G0 is not None:
             options["G0"] = G0
@@ -162,6 +162,17 @@ def make_options(rng, method: str, n: int, m: int, p, q, scale: float, clean=Fal
     if method == "exact":
         maybe("time_limit", [0.05, 1.0], [-1.0, 0.0, "1s", float("nan")])
         maybe("max_nodes", [0, 10], [-1, 1.5])
+    if method == "proximal":
+        maybe("max_iter", [5, 50] * 3, [0, -5, "10"], default_weight=1)
+        maybe("n_starts", [1, 3], [0, 1.5])
+        maybe("epsilon", [1e-2, 5e-4], ["0.1", -1.0, float("nan")])
+        maybe("polish", [False, 2], [-1, "yes"])
+        maybe("time_limit", [1.0], [-1.0, 0.0])
+    if method == "auto":
+        options["time_limit"] = 0.3  # each stage gets a share of it
+        maybe("rtol", [0.0, 1e-3], [-1.0, "tight"])
+        maybe("n_starts", [2], [0])
+        maybe("seed", [3], [-1])
     if method == "sdp":
         options["time_limit"] = 2.0  # a conic solve is seconds at most here
         maybe("tol", [1e-4, 1e-8], [0.0, 2.0, "small"])
@@ -240,6 +251,18 @@ def test_fuzz_exact(case):
     _run_gw(case, "exact")
 
 
+@fuzz(400)
+@given(gw_cases(["proximal"], max_n=6))
+def test_fuzz_proximal(case):
+    _run_gw(case, "proximal")
+
+
+@fuzz(120)
+@given(gw_cases(["auto"], max_n=5))
+def test_fuzz_auto(case):
+    _run_gw(case, "auto")
+
+
 @pytest.mark.skipif(not sdp.available(), reason="method='sdp' needs SCS (gwlite[certify])")
 @fuzz(200)
 @given(gw_cases(["sdp"], max_n=3))
@@ -254,7 +277,7 @@ TORCH_DTYPES = [torch.float64] * 3 + [torch.float32, torch.float16, torch.bfloat
 @st.composite
 def torch_cases(draw):
     rng = np.random.default_rng(draw(seeds))
-    method = pick(rng, ["sorted", "sorted", "cg", "entropic", "exact"])
+    method = pick(rng, ["sorted", "sorted", "cg", "entropic", "exact", "proximal", "auto"])
     n = int(rng.integers(1, 6))
     m = n if method == "exact" else int(rng.integers(1, 6))
     X, Y = rng.normal(size=(n, 2)), rng.normal(size=(m, 2))
@@ -281,7 +304,12 @@ def test_fuzz_torch(case):
     if grad in ("p", "both") and tp is not None:
         tp.requires_grad_(True)
     # POT's torch backend is slow on tiny problems: a few iterations are enough here
-    options = {"cg": {"max_iter": 20}, "entropic": {"max_iter": 3}}.get(method, {})
+    options = {
+        "cg": {"max_iter": 20},
+        "entropic": {"max_iter": 3},
+        "proximal": {"max_iter": 30},
+        "auto": {"time_limit": 0.3},
+    }.get(method, {})
     out = call(gwlite.gromov_wasserstein, T1, T2, tp, None, method=method, bad=bad, **options)
     _record("torch", out)
     if out is None:

@@ -54,6 +54,17 @@ def test_equals_one_gromov_wasserstein_call_per_pair(method, options):
     )
 
 
+@pytest.mark.parametrize("method", ["sorted", "exact"])
+@pytest.mark.parametrize("factor", [1e-6, 1e6])
+def test_certified_does_not_depend_on_the_unit(method, factor):
+    # certification is relative to each pair's loss scale, as in gromov_wasserstein
+    spaces = [C for C, _ in matrices_of(small_graphs()[-5:], kind="shortest_path")]
+    ref = gwlite.pairwise(spaces, method=method, **QUIET)
+    scaled = gwlite.pairwise([factor * C for C in spaces], method=method, **QUIET)
+    assert np.array_equal(ref.certified, scaled.certified)
+    np.testing.assert_allclose(scaled.upper, factor**2 * ref.upper, rtol=1e-9, atol=0)
+
+
 def test_symmetric_with_a_zero_diagonal():
     res = gwlite.pairwise(small_graphs(), **QUIET)
     for M in (res.lower, res.upper):

@@ -35,7 +35,7 @@ def test_quick_study_has_zero_violations(quick_study):
 def test_quick_study_covers_every_method_family_and_claim(quick_study):
     report, _ = quick_study
     methods_seen = {row["method"] for row in report.rows}
-    expected = {"sorted", "flb", "slb", "tlb", "exact", "cg", "entropic", "rank_one"}
+    expected = {"sorted", "flb", "slb", "tlb", "exact", "cg", "entropic", "rank_one", "proximal"}
     assert methods_seen == expected | ({"sdp"} if sdp.available() else set())
     assert len({row["family"] for row in report.rows}) == 10
     assert {row["n"] for row in report.rows} == set(QUICK["sizes"])
