@@ -6,6 +6,8 @@ datasets the same way, from lists of first names); ``multistep_arithmetic``,
 (Suzgun et al., 2022). Every item is a dict with at least ``"question"``, ``"answer"`` and
 ``"task"`` (the key that selects prompts and cleansing); multiple-choice items also carry
 ``"choices"`` (option letters) and ``"options"`` (letter to option text).
+:func:`solve_coin_flip` and :func:`solve_arithmetic` give every intermediate step of the
+exact answer (chain-of-thought targets); :func:`arithmetic_items` sizes the arithmetic.
 
 References
 ----------
@@ -17,9 +19,11 @@ References
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -78,11 +82,11 @@ def _group_value(numbers: list[int], ops: list[str]) -> int:
     return sum(terms)
 
 
-def _multistep_arithmetic(rng: random.Random) -> dict:
+def _multistep_arithmetic(rng: random.Random, terms: int = 4, max_abs: int = 9) -> dict:
     groups, values = [], []
     for _ in range(2):
-        numbers = [rng.randint(-9, 9) for _ in range(4)]
-        ops = [rng.choice("+-*") for _ in range(3)]
+        numbers = [rng.randint(-max_abs, max_abs) for _ in range(terms)]
+        ops = [rng.choice("+-*") for _ in range(terms - 1)]
         text = str(numbers[0]) + "".join(f" {op} {n}" for op, n in zip(ops, numbers[1:]))
         groups.append(f"({text})")
         values.append(_group_value(numbers, ops))
@@ -220,6 +224,168 @@ def _object_tracking(rng: random.Random, n_objects: int) -> dict:
     )
     answer = letters[objects.index(holding[target])]
     return {"question": question, "answer": answer, "choices": letters, "options": options}
+
+
+# ------------------------------------------------------------- solvers with their steps
+
+_COIN_STEP = re.compile(r"(\S+) (flips|does not flip) the coin\.")
+_GROUP = re.compile(r"\(([^()]*)\)")
+_OUTER = re.compile(r"\) ([-+*]) \(")
+
+
+class CoinStep(NamedTuple):
+    """One person's turn in a coin-flip question: who, whether they flip, the state after."""
+
+    name: str
+    flips: bool
+    heads: bool
+
+
+class ArithmeticStep(NamedTuple):
+    """One operation of an arithmetic expression, ``left op right = value``."""
+
+    left: int
+    op: str
+    right: int
+    value: int
+
+
+def solve_coin_flip(question: str) -> tuple[str, list[CoinStep]]:
+    """Answer a coin-flip question (:func:`generate_task` ``"coin_flip"``) turn by turn.
+
+    Parameters
+    ----------
+    question : str
+        ``"A coin is heads up. Ann flips the coin. Bo does not flip the coin. ..."``.
+
+    Returns
+    -------
+    answer : {"yes", "no"}
+        Whether the coin is still heads up.
+    steps : list of CoinStep
+        Every turn, in order, with the coin's state after it.
+
+    Raises
+    ------
+    ValueError
+        If the question names no turn.
+
+    Examples
+    --------
+    >>> question = "A coin is heads up. Ann flips the coin. Bo does not flip the coin."
+    >>> answer, steps = solve_coin_flip(question)
+    >>> answer, [(s.name, s.flips, s.heads) for s in steps]
+    ('no', [('Ann', True, False), ('Bo', False, False)])
+    """
+    heads, steps = True, []
+    for name, verb in _COIN_STEP.findall(question):
+        flips = verb == "flips"
+        heads ^= flips
+        steps.append(CoinStep(name, flips, heads))
+    if not steps:
+        raise ValueError(f"not a coin-flip question: {question!r}")
+    return ("yes" if heads else "no"), steps
+
+
+def _solve_group(numbers: list[int], ops: list[str], steps: list[ArithmeticStep]) -> int:
+    # products first, leftmost first; then sums and differences left to right
+    numbers, ops = list(numbers), list(ops)
+    while "*" in ops:
+        i = ops.index("*")
+        value = numbers[i] * numbers[i + 1]
+        steps.append(ArithmeticStep(numbers[i], "*", numbers[i + 1], value))
+        numbers[i : i + 2], ops[i : i + 1] = [value], []
+    value = numbers[0]
+    for op, number in zip(ops, numbers[1:]):
+        new = value + number if op == "+" else value - number
+        steps.append(ArithmeticStep(value, op, number, new))
+        value = new
+    return value
+
+
+def solve_arithmetic(question: str) -> tuple[int, list[ArithmeticStep]]:
+    """Exact value of a multistep-arithmetic question, one operation at a time.
+
+    Parameters
+    ----------
+    question : str
+        ``"((a op b ...) OP (c op d ...)) ="``, two parenthesised groups of integers with
+        ``+ - *`` (:func:`generate_task` ``"multistep_arithmetic"`` or
+        :func:`arithmetic_items`); ``*`` binds tighter than ``+`` and ``-``.
+
+    Returns
+    -------
+    value : int
+    steps : list of ArithmeticStep
+        Both groups' operations, then the outer one.
+
+    Raises
+    ------
+    ValueError
+        If the question is not made of two groups.
+
+    Examples
+    --------
+    >>> value, steps = solve_arithmetic("((2 * 3) - (1 + -2)) =")
+    >>> value, [f"{s.left} {s.op} {s.right} = {s.value}" for s in steps]
+    (7, ['2 * 3 = 6', '1 + -2 = -1', '6 - -1 = 7'])
+    """
+    groups = _GROUP.findall(question)
+    outer = _OUTER.search(question)
+    if len(groups) != 2 or outer is None:
+        raise ValueError(f"not a two-group expression: {question!r}")
+    steps: list[ArithmeticStep] = []
+    values = []
+    for group in groups:
+        tokens = group.split(" ")
+        values.append(_solve_group([int(t) for t in tokens[0::2]], tokens[1::2], steps))
+    return _solve_group(values, [outer.group(1)], steps), steps
+
+
+def arithmetic_items(n: int, seed: int = 0, *, terms: int = 4, max_abs: int = 9) -> list[dict]:
+    """Multistep-arithmetic items of a chosen size.
+
+    BIG-Bench-Hard's expressions have two groups of four numbers in ``[-9, 9]``; smaller
+    ones (``terms=2, max_abs=2``: ``"((-1 * 2) + (2 - 0)) ="``) are within reach of tiny
+    models. The defaults give exactly ``generate_task("multistep_arithmetic", n, seed)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of items, ``>= 0``.
+    seed : int
+        Seed; a smaller ``n`` gives a prefix of a larger one.
+    terms : int
+        Numbers per group, ``>= 1``.
+    max_abs : int
+        Largest magnitude of a number, ``>= 0``.
+
+    Returns
+    -------
+    list of dict
+        ``"question"``, ``"answer"`` and ``"task"`` (``"multistep_arithmetic"``).
+
+    Raises
+    ------
+    ValueError
+        For a negative ``n``, ``terms < 1`` or ``max_abs < 0``.
+
+    Examples
+    --------
+    >>> arithmetic_items(1, seed=3) == generate_task("multistep_arithmetic", 1, seed=3)
+    True
+    >>> arithmetic_items(1, seed=0, terms=2, max_abs=2)[0]["question"]
+    '((-1 * 2) - (1 + -1)) ='
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if terms < 1 or max_abs < 0:
+        raise ValueError(f"need terms >= 1 and max_abs >= 0, got {terms} and {max_abs}")
+    rng = random.Random(f"fusion.eval/multistep_arithmetic/{seed}")
+    return [
+        {**_multistep_arithmetic(rng, terms, max_abs), "task": "multistep_arithmetic"}
+        for _ in range(n)
+    ]
 
 
 # ------------------------------------------------------------------------------ public
