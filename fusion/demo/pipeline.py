@@ -246,7 +246,7 @@ def run_demo(
     Parameters
     ----------
     config : DemoConfig, optional
-        Sizes (default :meth:`DemoConfig.full`).
+        Sizes (default :meth:`fusion.demo.config.DemoConfig.full`).
     out_dir : str or path-like
         Receives ``jobs/`` (every model, cache and training file, one directory per job),
         ``results.csv`` (one row per model, seed and task), ``summary.csv``,

@@ -94,7 +94,7 @@ class Cell:
         Further prompts without labels, answered by the first teacher (its reasoning and
         answer become training examples for every arm).
     teachers : tuple of str
-        Keys of :attr:`StudyConfig.teachers`, weighted equally.
+        Keys of ``StudyConfig.teachers``, weighted equally.
     lambda_, beta : float
     k, m : int
         GLD's kept entries and compared degrees.

@@ -23,13 +23,13 @@ What makes it fast:
 
 * the gradient is :math:`-4 X(\pi)` plus row/column terms that the projection absorbs,
   with :math:`X(\pi) = C^1 \pi C^{2\top}` for the square loss: two matrix products,
-  never the :math:`n^2 m^2` tensor (:mod:`gwlite.solvers._operators`);
+  never the :math:`n^2 m^2` tensor (``gwlite.solvers._operators``);
 * on large problems whose matrices are well captured by a low rank (distance
   matrices of point clouds are), the first phase uses a randomized truncated SVD of
   the matrices, :math:`O(nmr)` per step instead of :math:`O(nm(n+m))`; a second phase
   with the exact gradient follows, and every plan is priced with the exact matrices;
 * the projection is warm-started and runs a few log-stabilised updates per outer
-  iteration (:mod:`gwlite.solvers._sinkhorn`);
+  iteration (``gwlite.solvers._sinkhorn``);
 * ``n_starts`` starting plans (``G0``, the product coupling, the sorted coupling,
   random vertices of the polytope) run as one stack ``(S, n, m)``: one batched matrix
   product per step for all starts;
@@ -42,7 +42,7 @@ What makes it fast:
   the closed-form line search of the quadratic objective) from the best plan.
 
 ``abs_loss`` is supported when the entries take few distinct values (graphs), by level
-sets (:mod:`gwlite.solvers._operators`).
+sets (``gwlite.solvers._operators``).
 
 References
 ----------
