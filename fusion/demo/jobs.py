@@ -333,12 +333,17 @@ def train(
     if distil:
         smallest = min(TeacherCache(path).k for path, _ in teachers)
         # without a GLD term, k and m only size the collator: the fewest entries that ULD reads
-        k = loss.k or (loss.uld_top_k or smallest)
+        uld_top_k = loss.uld_top_k
+        if uld_top_k is None:
+            # "the whole vocabulary": every cached entry that the pivot can match (ULD pairs
+            # sorted probabilities rank by rank; the pivot has no more ranks than tokens)
+            uld_top_k = min(smallest, int(model.get_output_embeddings().out_features))
+        k = loss.k or uld_top_k
         options = dict(
             teachers=list(teachers),
             k=k,
             m=loss.m or 1,
-            uld_top_k=loss.uld_top_k,
+            uld_top_k=uld_top_k,
             gld_options=dict(loss.gld_options),
         )
     if isinstance(examples, str | os.PathLike):

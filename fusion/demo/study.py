@@ -99,7 +99,8 @@ class Cell:
     k, m : int
         GLD's kept entries and compared degrees.
     uld_top_k : int or None
-        ULD's entries; ``None``: the teacher's whole vocabulary (cached in full).
+        ULD's entries; ``None``: the teacher's whole vocabulary is cached, and ULD reads as
+        many of its ranks as the pivot has tokens (all of the smaller vocabulary).
     gld_options : tuple of (str, value)
         Further :class:`fusion.GLDLoss` keywords.
     """
@@ -116,6 +117,14 @@ class Cell:
     uld_top_k: int | None = 10
     gld_options: tuple[tuple[str, Any], ...] = ()
 
+    def __post_init__(self) -> None:
+        values = dict(self.gld_options).get("values", "prob")
+        if values != "prob":  # refused before any work, not an hour into the study
+            raise ValueError(
+                f"cell {self.name!r}: GLD values={values!r} needs the teacher's full logits; "
+                "the study's teachers are top-k caches of log-probabilities"
+            )
+
 
 def gld_features_supported() -> tuple[str, ...]:
     """The values of :class:`fusion.GLDLoss`'s ``features`` option, or ``()`` without it."""
@@ -130,7 +139,9 @@ def gld_features_supported() -> tuple[str, ...]:
 
 
 def _degrees() -> tuple[tuple[str, Any], ...]:
-    # InfiGFusion's m largest raw degrees, the form that m, "logit" and "zscore" act on
+    # InfiGFusion's m largest raw degrees, the form that m acts on. GLD's values="logit" and
+    # "zscore" are not cells: they need the teacher's full logits, which a top-k cache of
+    # log-probabilities cannot give (GLDLoss refuses them on cached teachers)
     return (("features", "degrees"),) if gld_features_supported() else ()
 
 
@@ -190,16 +201,10 @@ def default_cells() -> tuple[Cell, ...]:
         Cell("m16", "GLD compares 16 degrees (degree form)", m=16, gld_options=degrees),
         Cell("m128", "GLD compares 128 degrees (degree form)", m=128, gld_options=degrees),
         Cell(
-            "logit",
-            "GLD on logits instead of probabilities (degree form)",
-            gld_options=(("values", "logit"), *degrees),
+            "uld-full",
+            "ULD over every rank both vocabularies have (the smaller one in full), not the top 10",
+            uld_top_k=None,
         ),
-        Cell(
-            "zscore",
-            "GLD on standardised logits (degree form)",
-            gld_options=(("values", "zscore"), *degrees),
-        ),
-        Cell("uld-full", "ULD over the teacher's whole vocabulary, not its top 10", uld_top_k=None),
     ]
     for value in gld_features_supported():
         cells.append(

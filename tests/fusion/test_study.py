@@ -40,7 +40,10 @@ def test_full_study_covers_the_regimes_with_five_seeds():
     assert {cells["lambda0.2"].lambda_, cells["lambda0.8"].lambda_} == {0.2, 0.8}
     assert {cells["beta0.25"].beta, cells["beta4"].beta} == {0.25, 4.0}
     assert {cells["k5"].k, cells["k20"].k, cells["m16"].m, cells["m128"].m} == {5, 20, 16, 128}
-    assert dict(cells["logit"].gld_options)["values"] == "logit"
+    assert dict(cells["m128"].gld_options).get("features", "degrees") == "degrees"
+    # values="logit"/"zscore" need full teacher logits: refused when the cell is made
+    with pytest.raises(ValueError, match="full logits"):
+        Cell("logit", "GLD on logits", gld_options=(("values", "logit"),))
     assert cells["uld-full"].uld_top_k is None
 
 
@@ -55,7 +58,7 @@ def test_cells_share_jobs_wherever_their_inputs_agree():
             assert arms[(cell, Arm.SFT, seed)] == base[Arm.SFT]
             assert arms[(cell, Arm.GLD, seed)].warm == base[Arm.SFT].warm
         # a GLD option cell reuses the base's SFT+ULD arm too
-        for cell in ("beta0.25", "beta4", "k5", "k20", "m16", "logit"):
+        for cell in ("beta0.25", "beta4", "k5", "k20", "m16", "m128"):
             assert arms[(cell, Arm.ULD, seed)] == base[Arm.ULD]
             assert arms[(cell, Arm.GLD, seed)] != base[Arm.GLD]
         # ULD changes where lambda, the teacher or ULD's own options change
