@@ -235,7 +235,10 @@ def solve_cg(
     if G0 is not None and given != problem.xp.float64:
         # POT asserts G0's marginals to 1e-8, below float32's round-off: the warm-started
         # solve runs in float64 and its plan is cast back
-        C1, C2, p, q, G0 = (problem.xp.astype(x, problem.xp.float64) for x in (C1, C2, p, q, G0))
+        xp = problem.xp
+        C1, C2, p, q, G0 = (xp.astype(x, xp.float64) for x in (C1, C2, p, q, G0))
+        # widened float32 weights: one mass to float64 round-off, or no plan has both
+        p, q = p / xp.sum(p), q / xp.sum(q)
         G0 = round_to_polytope(G0, p, q)
     (plan, log), notes = _call_pot(
         "cg",
