@@ -8,43 +8,12 @@ on a GPU machine.
 import numpy as np
 import pytest
 import torch
+from backends import BACKENDS, convert
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gwlite
 from gwlite.families import generate
-
-
-def _cupy():
-    try:
-        import cupy
-
-        cupy.zeros(1)  # fails without a usable device
-        return cupy
-    except Exception as err:  # ImportError, CUDARuntimeError, ...
-        pytest.skip(f"CuPy unavailable: {type(err).__name__}: {err}")
-
-
-BACKENDS = [
-    "numpy",
-    "torch-cpu",
-    pytest.param("torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("cupy", marks=pytest.mark.gpu),
-]
-
-
-def convert(x, backend):
-    if x is None:
-        return None
-    if backend == "numpy":
-        return np.asarray(x)
-    if backend == "torch-cpu":
-        return torch.as_tensor(x)
-    if backend == "torch-cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("torch has no CUDA device here")
-        return torch.as_tensor(x, device="cuda")
-    return _cupy().asarray(x)
 
 
 def host(x):

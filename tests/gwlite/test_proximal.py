@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from backends import BACKENDS, convert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import gw_cost_dense, permutation_matrix, random_coupling
@@ -18,38 +19,6 @@ from gwlite.problem import make_problem
 from gwlite.solvers import _operators, _sinkhorn, proximal
 
 FAST = {"max_iter": 60, "n_starts": 2}
-
-
-def _cupy():
-    try:
-        import cupy
-
-        cupy.zeros(1)
-        return cupy
-    except Exception as err:  # ImportError, CUDARuntimeError, ...
-        pytest.skip(f"CuPy unavailable: {type(err).__name__}: {err}")
-
-
-def convert(x, backend):
-    if x is None:
-        return None
-    if backend == "numpy":
-        return np.asarray(x)
-    if backend == "torch-cpu":
-        return torch.as_tensor(x)
-    if backend == "torch-cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("torch has no CUDA device here")
-        return torch.as_tensor(x, device="cuda")
-    return _cupy().asarray(x)
-
-
-BACKENDS = [
-    "numpy",
-    "torch-cpu",
-    pytest.param("torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("cupy", marks=pytest.mark.gpu),
-]
 
 
 def _weighted(n=7, m=6):
