@@ -42,6 +42,7 @@ from fusion.coactivation import (
     topk_values,
 )
 from fusion.types import StudentTopK, TopK
+from fusion.validation import nan_where, nonfinite_sequences, zero_where
 from gwlite import wasserstein_1d
 
 __all__ = ["REDUCTIONS", "AlignedSpans", "align_spans", "gld_loss", "uld_loss"]
@@ -136,6 +137,7 @@ def gld_loss(
     reduction: str = "mean",
     chunk_size: int | None = None,
     process_group: Any = None,
+    nan_policy: str = "raise",
 ) -> torch.Tensor:
     r"""Graph-on-Logits Distillation loss (InfiGFusion), without any vocab x vocab matrix.
 
@@ -220,6 +222,11 @@ def gld_loss(
         Positions per block of the top-k pass (default: a 512 MiB fp32 buffer).
     process_group : optional
         Process group of the all-reduce for ``graph="batch"``.
+    nan_policy : {"raise", "propagate"}
+        Logits (or cached log-probabilities) holding NaN or +-inf, and a ``TopK`` with a
+        positive log-probability, raise a ``ValueError`` (default); ``"propagate"`` gives
+        the affected sequences (with ``graph="batch"``, the graph) a NaN loss instead.
+        Never a finite loss with NaN gradients (:mod:`fusion.validation`).
 
     Returns
     -------
@@ -253,9 +260,12 @@ def gld_loss(
         )
     if m < 1:
         raise ValueError(f"m must be >= 1, got {m}")
+    bad = nonfinite_sequences(student_logits, teacher, nan_policy=nan_policy)
     opts = {"temperature": temperature, "values": values, "chunk_size": chunk_size}
     s_vals, s_idx, s_nodes = _student_values(student_logits, k, **opts)
     t_vals, t_idx = teacher_topk_values(teacher, k, **opts)
+    if bad is not None:  # "propagate": keep the 1-D transport finite, the NaN is put back below
+        s_vals, t_vals = zero_where(s_vals, bad), zero_where(t_vals, bad)
     common = {"nodes": nodes, "graph": graph, "process_group": process_group}
     t_nodes = None if isinstance(teacher, TopK) else teacher.shape[-1]
     f_s = degrees(s_vals, s_idx, student_mask, num_nodes=s_nodes, **common)
@@ -266,7 +276,7 @@ def gld_loss(
         (c_s, w_s), (c_t, w_t) = share_profile(f_s), share_profile(f_t)
         per_graph = wasserstein_1d(c_s, c_t.to(c_s.dtype), w_s, w_t.to(c_s.dtype), p=1)
     empty = (f_s.counts == 0) | (f_t.counts == 0)
-    per_graph = torch.where(empty, torch.zeros_like(per_graph), per_graph)
+    per_graph = nan_where(torch.where(empty, torch.zeros_like(per_graph), per_graph), bad)
     if graph == "batch" and reduction != "none":
         return per_graph[0]
     return _reduce(per_graph, reduction)
@@ -405,6 +415,7 @@ def uld_loss(
     top_k: int | None = None,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    nan_policy: str = "raise",
 ) -> torch.Tensor:
     r"""Universal Logit Distillation loss (Boizard et al. 2024), and its top-k variant.
 
@@ -441,6 +452,9 @@ def uld_loss(
         Over the ``B`` sequences; a sequence with no aligned pair contributes 0.
     chunk_size : int, optional
         Aligned pairs per block of the full ULD (memory is one block's sort).
+    nan_policy : {"raise", "propagate"}
+        Non-finite logits or log-probabilities (and positive cached log-probabilities)
+        raise a ``ValueError`` (default), or give the affected sequences a NaN loss.
 
     Returns
     -------
@@ -454,6 +468,7 @@ def uld_loss(
             raise ValueError(f"{name}_temperature must be > 0, got {tau}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    bad = nonfinite_sequences(student_logits, teacher, nan_policy=nan_policy)
     batch, t_len = _teacher_shape(teacher)
     s_len = _student_shape(student_logits)[1]
     device = (
@@ -485,7 +500,7 @@ def uld_loss(
         0, spans.student_seq, dist
     )
     per_seq = per_seq / spans.lengths.clamp_min(1).to(dist.dtype)
-    return _reduce(per_seq, reduction)
+    return _reduce(nan_where(per_seq, bad), reduction)
 
 
 def _topk_uld(student_logits, teacher, spans: AlignedSpans, k: int, tau_s: float, tau_t: float):

@@ -23,6 +23,7 @@ from torch import nn
 from fusion.coactivation import FEATURES, GRAPHS, NODES, VALUES, check_choice, student_topk
 from fusion.functional import REDUCTIONS, Student, Teacher, gld_loss, uld_loss
 from fusion.types import TopK
+from fusion.validation import check_nan_policy
 
 __all__ = ["FusionLoss", "FusionLossOutput", "GLDLoss", "ULDLoss", "check_teacher_weights"]
 
@@ -54,6 +55,8 @@ class GLDLoss(nn.Module):
         Positions per block of the top-k pass.
     process_group : optional
         All-reduce group for ``graph="batch"`` under :mod:`torch.distributed`.
+    nan_policy : {"raise", "propagate"}
+        Non-finite inputs raise ``ValueError`` (default) or give a NaN loss.
 
     Examples
     --------
@@ -77,8 +80,10 @@ class GLDLoss(nn.Module):
         features: str = "shares",
         chunk_size: int | None = None,
         process_group: Any = None,
+        nan_policy: str = "raise",
     ) -> None:
         super().__init__()
+        check_nan_policy(nan_policy)
         for name, value, choices in (
             ("values", values, VALUES),
             ("nodes", nodes, NODES),
@@ -98,6 +103,7 @@ class GLDLoss(nn.Module):
         self.values, self.nodes, self.graph, self.reduction = values, nodes, graph, reduction
         self.features = features
         self.chunk_size, self.process_group = chunk_size, process_group
+        self.nan_policy = nan_policy
 
     def forward(
         self,
@@ -139,6 +145,7 @@ class GLDLoss(nn.Module):
             reduction=self.reduction,
             chunk_size=self.chunk_size,
             process_group=self.process_group,
+            nan_policy=self.nan_policy,
         )
 
     def extra_repr(self) -> str:
@@ -162,6 +169,8 @@ class ULDLoss(nn.Module):
     reduction : {"mean", "sum", "none"}
     chunk_size : int, optional
         Aligned positions per block of the full ULD.
+    nan_policy : {"raise", "propagate"}
+        Non-finite inputs raise ``ValueError`` (default) or give a NaN loss.
     """
 
     def __init__(
@@ -172,9 +181,11 @@ class ULDLoss(nn.Module):
         reduction: str = "mean",
         *,
         chunk_size: int | None = None,
+        nan_policy: str = "raise",
     ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
+        check_nan_policy(nan_policy)
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
         for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
@@ -183,6 +194,7 @@ class ULDLoss(nn.Module):
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.top_k, self.reduction, self.chunk_size = top_k, reduction, chunk_size
+        self.nan_policy = nan_policy
 
     def forward(
         self,
@@ -218,6 +230,7 @@ class ULDLoss(nn.Module):
             top_k=self.top_k,
             reduction=self.reduction,
             chunk_size=self.chunk_size,
+            nan_policy=self.nan_policy,
         )
 
     def extra_repr(self) -> str:
@@ -576,6 +589,7 @@ class FusionLoss(nn.Module):
             top_k=u.top_k,
             reduction="sum",
             chunk_size=u.chunk_size,
+            nan_policy=u.nan_policy,
         )
 
     def _gld_sum(self, student: Student, teacher, student_mask, teacher_mask, batch: int):
@@ -594,6 +608,7 @@ class FusionLoss(nn.Module):
             features=g.features,
             reduction="none",
             process_group=g.process_group,
+            nan_policy=g.nan_policy,
         )
         # a batch graph stands for all B sequences of the micro-batch
         return per_graph[0] * batch if g.graph == "batch" else per_graph.sum()

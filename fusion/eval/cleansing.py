@@ -30,6 +30,13 @@ from fusion.eval.spec import AnswerKind, get_spec, resolve_choices
 
 MODES: tuple[str, ...] = ("paper", "robust")
 
+#: longest completion cleansed, in characters: generation budgets give a few thousand at
+#: most; the bound keeps every rule's time bounded (all are linear in the text's length)
+MAX_TEXT_CHARS = 100_000
+#: longest number canonicalised, in digits (and largest decimal exponent, ``1e999999999``
+#: would otherwise be expanded into a billion digits); longer ones are not numbers here
+MAX_DIGITS = 1_000
+
 
 def check_mode(mode: str) -> str:
     """Validate a cleansing mode (``"paper"`` or ``"robust"``); return it unchanged."""
@@ -79,7 +86,8 @@ def cleanse_answer(
     Raises
     ------
     ValueError
-        For an unknown task, method or mode, or malformed ``choices``.
+        For an unknown task, method or mode, malformed ``choices``, or a ``text`` longer
+        than :data:`MAX_TEXT_CHARS` characters (cleansing time is linear in the length).
     TypeError
         If ``text`` is not a string.
 
@@ -101,6 +109,11 @@ def cleanse_answer(
     check_mode(mode)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the completion holds {len(text):,} characters, more than MAX_TEXT_CHARS="
+            f"{MAX_TEXT_CHARS:,}: cap the generation budget (max_new_tokens), or cleanse a slice"
+        )
     letters = resolve_choices(task, choices) if kind == "choice" else ""
     few_shot = method.startswith("few_shot")
     if mode == "paper":
@@ -128,9 +141,21 @@ def is_correct(pred: str, gold: str, task: str, mode: str = "paper") -> bool:
     Returns
     -------
     bool
+
+    Raises
+    ------
+    TypeError
+        If ``pred`` or ``gold`` is not a string (an item without a gold answer is a data
+        error, not a wrong prediction).
     """
     kind = get_spec(task).kind
     check_mode(mode)
+    for name, value in (("pred", pred), ("gold", gold)):
+        if not isinstance(value, str):
+            raise TypeError(
+                f"{name} must be a str, got {type(value).__name__}"
+                + (": the item has no gold answer" if name == "gold" and value is None else "")
+            )
     if mode == "paper":
         expected = gold.strip()
         if kind == "brackets":
@@ -297,8 +322,12 @@ def canonical_number(text: str) -> str | None:
     -------
     str or None
         ``"2"``, ``"0"``, ``"1000"``, ``"-5"``, ``"3.5"``: no exponent, no trailing zeros,
-        no thousands separators.
+        no thousands separators. ``None`` also for a number of more than
+        :data:`MAX_DIGITS` digits or written with an exponent beyond ``±MAX_DIGITS``
+        (its decimal expansion, not the parse, is what would take unbounded time).
     """
+    if len(text) > 4 * MAX_DIGITS:  # room for separators and spaces; bounds the regex too
+        return None
     cleaned = re.sub(r"[\s,]", "", text).rstrip(".")
     try:
         value = Decimal(cleaned)
@@ -306,9 +335,14 @@ def canonical_number(text: str) -> str | None:
         return None
     if not value.is_finite():
         return None
+    if value.is_zero():
+        return "0"
+    if len(value.as_tuple().digits) > MAX_DIGITS or abs(value.adjusted()) >= MAX_DIGITS:
+        return None
     if value == value.to_integral_value():
         return str(int(value))
-    return format(value.normalize(), "f")
+    # not value.normalize(): it rounds to the context's 28 digits
+    return format(value, "f").rstrip("0")
 
 
 def _robust_choice(region: str, anchored: bool, letters: str, options: Mapping[str, str]) -> str:
