@@ -16,6 +16,7 @@ from gwlite import graphs
 from gwlite.api import METHODS, gromov_wasserstein, method_options
 from gwlite.bounds import LOWER_BOUNDS
 from gwlite.errors import GWInputError, GWSolverError
+from gwlite.pairs.cli import edge_weights_note
 from gwlite.pairs.cli import register_cli as register_pairwise
 from gwlite.problem import LOSS_EXPONENTS
 from gwlite.verify import register_cli as register_verify
@@ -30,9 +31,9 @@ inputs (A, B):
   FILE.graphml/.gml a graph file
   FILE (other)      an edge list: one 'u v [weight]' per line, '#' comments
 
-graphs become matrices by --kind, --node-weights and the edge weights: the 'weight'
-attribute where edges have it, for built-in graphs and files alike (--weight ATTR for
-another attribute, --unweighted to ignore weights).
+graphs become matrices by --kind, --node-weights and the edge weights: ignored by
+default (every edge weighs 1, as in gwlite.from_networkx), for built-in graphs and files
+alike; --weight ATTR uses an edge attribute (e.g. --weight weight). The output says which.
 
 method options (--lower, --epsilon, --time-limit, --max-iter) are passed to the method;
 one it does not take is refused with the options it does take.
@@ -82,9 +83,14 @@ def _add_distance(sub) -> None:
     )
     weights = graph.add_mutually_exclusive_group()
     weights.add_argument(
-        "--weight", default=None, metavar="ATTR", help="edge attribute of the weights"
+        "--weight",
+        default=None,
+        metavar="ATTR",
+        help="edge attribute of the weights (default: ignored)",
     )
-    weights.add_argument("--unweighted", action="store_true", help="every edge weighs 1")
+    weights.add_argument(
+        "--unweighted", action="store_true", help="every edge weighs 1 (the default)"
+    )
     method = parser.add_argument_group("method options (refused by methods without them)")
     method.add_argument("--lower", default=None, choices=LOWER_BOUNDS, help="lower bound to report")
     method.add_argument("--epsilon", type=float, default=None, help="entropic regularisation")
@@ -110,7 +116,7 @@ def _graph_settings(args) -> dict:
     return {
         "kind": args.kind or "adjacency",
         "node_weights": args.node_weights or "uniform",
-        "weight": None if args.unweighted else (args.weight or "weight"),
+        "weight": args.weight,  # None with --unweighted too (mutually exclusive)
     }
 
 
@@ -132,21 +138,13 @@ def _method_settings(args) -> dict:
     return options
 
 
-def _value_note(value: float, lower: float, upper: float) -> str:
-    """What the printed value is when it lies outside the printed interval."""
-    if value < lower:
-        return "  (the method's estimate, below the interval: itself a weaker lower bound)"
-    if value > upper:
-        return "  (the method's estimate, above the interval: itself a weaker upper bound)"
-    return ""
-
-
 def _run_distance(args) -> int:
     graph = _graph_settings(args)
     options = _method_settings(args)
     C1, p = graphs.load(args.A, **graph)
     C2, q = graphs.load(args.B, **graph)
     res = gromov_wasserstein(C1, C2, p, q, method=args.method, loss_fun=args.loss, **options)
+    both_matrices = all(_is_matrix_file(x) for x in (args.A, args.B))
     value, lower, upper = float(res.value), float(res.lower), float(res.upper)
     record = {
         "A": args.A,
@@ -158,7 +156,8 @@ def _run_distance(args) -> int:
         "value": value,
         "lower": lower,
         "upper": upper,
-        "value_in_interval": lower <= value <= upper,
+        "closed_form": res.diagnostics.get("closed_form"),
+        "edge_weight": graph["weight"] if not both_matrices else None,
         "certified": res.certified,
         "converged": res.converged,
         "n_iter": res.n_iter,
@@ -170,7 +169,9 @@ def _run_distance(args) -> int:
     what = "certified optimum" if res.certified else "GW lies in the interval"
     print(f"{args.A} (n={record['n']}) vs {args.B} (m={record['m']}), {res.loss_fun}")
     print(f"  method   {res.method}")
-    print(f"  value    {value:.6g}{_value_note(value, lower, upper)}")
+    edges = "matrices used as given" if both_matrices else edge_weights_note(graph["weight"])
+    print(f"  edges    {edges}")
+    print(f"  value    {value:.6g}  (the method's estimate; always within the interval)")
     print(f"  interval [{lower:.6g}, {upper:.6g}]  ({what})")
     print(f"  time     {res.time_s * 1e3:.1f} ms  (the computation; loading excluded)")
     return 0

@@ -146,13 +146,18 @@ def families(
 
 
 def load_dataset(
-    inputs: Sequence[str], kind: str = "adjacency", node_weights: str = "uniform"
+    inputs: Sequence[str],
+    kind: str = "adjacency",
+    node_weights: str = "uniform",
+    weight: str | None = None,
 ) -> Dataset:
     """The spaces named by command-line inputs, in order.
 
     Each input is ``builtin:atlas``, ``builtin:atlas:connected``, ``builtin:families``
-    or ``builtin:families:COUNT`` (a whole dataset), or one graph or matrix as
-    :func:`gwlite.graphs.load` reads it (``builtin:NAME``, ``.npy``, GraphML, edge list).
+    or ``builtin:families:COUNT`` (a whole dataset, unweighted graphs), or one graph or
+    matrix as :func:`gwlite.graphs.load` reads it (``builtin:NAME``, ``.npy``, GraphML,
+    edge list) with the edge attribute ``weight`` (``None``, the default: every edge
+    weighs 1).
     """
     from gwlite.graphs import load
 
@@ -164,7 +169,7 @@ def load_dataset(
             spaces += data.spaces
             names += data.names
             continue
-        spaces.append(load(text, kind, node_weights))
+        spaces.append(load(text, kind, node_weights, weight))
         names.append(str(text))
     if not spaces:
         raise GWInputError("no inputs: pass files or builtin:atlas")

@@ -224,7 +224,7 @@ def load(
     source: str | os.PathLike,
     kind: str = "adjacency",
     node_weights: str = "uniform",
-    weight: str | None = "weight",
+    weight: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Structure matrix and weights from a file or a built-in graph name.
 
@@ -237,10 +237,11 @@ def load(
     kind, node_weights : str
         Passed to :func:`from_networkx` for graphs.
     weight : str or None
-        Edge attribute holding the weights, the same rule for built-in graphs and files:
-        ``"weight"`` (default) uses that attribute where edges have it (graphs without
-        it are unweighted); another name must be present on some edge; ``None`` ignores
-        edge weights.
+        Edge attribute holding the weights. ``None`` (default, as in
+        :func:`from_networkx` and the command line): every edge weighs 1. ``"weight"``
+        uses that attribute where edges have it (graphs without it are unweighted);
+        another name must be present on some edge. The same rule for built-in graphs
+        and files.
     """
     text = str(source)
     if text.startswith("builtin:"):

@@ -333,8 +333,10 @@ def check_weights(
     if bool(xp.any(_xp.detach(w) < 0)):
         raise GWInputError(f"{name} has negative entries; node weights must be >= 0")
     # summed in float64 as given, before any cast: a cast to float32 alone moves the
-    # sum of n weights by ~n * 6e-8, which is no fault of the caller's
-    given = _xp.compute_dtype(xp, w.dtype)
+    # sum of n weights by ~n * 6e-8, which is no fault of the caller's. The tolerance and
+    # the widening are those of the dtype the weights are given in (float16 1/49 sums to
+    # 1 - 4e-4: half types are judged by their own round-off, not float32's)
+    given = w.dtype
     total = xp.sum(xp.astype(_xp.detach(w), xp.float64), axis=-1)
     tol = max(1e-9, float(np.sqrt(_xp.eps(xp, given)))) if tol is None else tol
     off = xp.abs(total - 1)
@@ -348,7 +350,8 @@ def check_weights(
         )
     w = xp.astype(w, dtype, copy=False)
     if xp.finfo(given).eps > xp.finfo(dtype).eps and not empty_ok:
-        # widened (float32 weights, float64 matrices): renormalised in the compute dtype,
+        # widened (float16 weights computed in float32, float32 weights with float64
+        # matrices): renormalised in the compute dtype,
         # so that p and q have one mass to round-off of that dtype, not of float32 (6e-8);
         # on the simplex this changes no gradient (d(w / sum w) is the identity there).
         # Weights given in the compute dtype are used bit for bit.

@@ -24,9 +24,12 @@ class GWResult:
     Attributes
     ----------
     value : float or 0-d tensor
-        The method's estimate. ``"sorted"``: the closed form, a lower bound;
-        ``"cg"``/``"entropic"``: the GW cost of the returned coupling, an upper bound;
-        ``"exact"``: the optimum over permutations.
+        The method's estimate, always within ``[lower, upper]``. ``"sorted"``: the
+        closed form (a lower bound) moved into the interval, i.e. ``lower`` when a
+        tighter ``lower=`` bound beats it (the raw closed form is
+        ``diagnostics["closed_form"]``); ``"cg"``/``"entropic"``/``"proximal"``/
+        ``"auto"``: the GW cost of the returned coupling, ``upper``; ``"exact"``: the
+        best permutation's cost.
     lower, upper : float or 0-d tensor
         Proven bounds on the Gromov-Wasserstein value.
     coupling : array or None
@@ -43,7 +46,10 @@ class GWResult:
         True only when ``value`` is proven equal to GW (``lower == upper`` up to
         round-off, or a theorem, see the exact solver).
     time_s : float
-        Wall-clock time of the call.
+        Wall-clock seconds of input validation and the solve. Not counted: the
+        one-time imports a method needs (POT, which imports torch and jax when they are
+        installed, takes seconds on its first use in a process), done once after the
+        inputs are validated; ``import gwlite`` itself imports none of them.
     diagnostics : Mapping
         Method-specific extras (gap identities, solver logs, bound kinds).
     """

@@ -38,6 +38,7 @@ def pairwise(
     weight: str | None = None,
     node_weights: str = "uniform",
     chunk: int | None = None,
+    repair: bool = False,
     **options,
 ) -> PairwiseResult:
     r"""GW intervals for every pair of a dataset of spaces, on all cores or a cluster.
@@ -84,6 +85,10 @@ def pairwise(
         Edge of a tile of the pair matrix (one task, one chunk of the store); chosen
         from the method when omitted, taken from the store when it exists. It changes
         no number.
+    repair : bool
+        With ``store``: chunks that no longer decode are reset and their pairs
+        recomputed (listed in ``diagnostics["store_repaired"]``). Without it such a store
+        is refused with the chunks' indices.
     **options
         Options of ``method`` (e.g. ``lower="tlb"``, ``epsilon=...``); unknown names are
         refused before any work starts.
@@ -97,7 +102,9 @@ def pairwise(
     ------
     GWInputError
         Invalid options, or a bad space (named by its index), before any work starts; a
-        store made with other inputs or options.
+        store made with other inputs or options, held by another writer (one writer at a
+        time, enforced by a lock file ``STORE.lock``), with damaged metadata, or with
+        chunks that do not decode (without ``repair``).
 
     Examples
     --------
@@ -131,7 +138,9 @@ def pairwise(
         raise GWInputError(f"knn must be an integer in [1, {n - 1}] (N - 1), got {knn!r}")
     if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
         raise GWInputError(f"chunk must be a positive integer, got {chunk!r}")
-    run = _Run(space_set, layer, knn, engine, store, progress, chunk)
+    if not isinstance(repair, bool):
+        raise GWInputError(f"repair must be True or False, got {repair!r}")
+    run = _Run(space_set, layer, knn, engine, (store, repair), progress, chunk)
     try:
         return run.execute(start)
     finally:
@@ -166,10 +175,15 @@ class _Run:
             if self._estimated_seconds() < _INLINE_SECONDS:
                 self.engine = InlineEngine()
         self.chunk = int(chunk) if chunk is not None else self._default_chunk()
-        self.store = self._open_store(store)
-        if self.store is not None:
-            self.chunk = self.store.chunk
-        self.state = {name: self._load(name) for name in self.layers}
+        self.store = None
+        try:
+            self.store = self._open_store(*store)
+            if self.store is not None:
+                self.chunk = self.store.chunk
+            self.state = {name: self._load(name) for name in self.layers}
+        except BaseException:
+            self.close()
+            raise
         self.stats = {"tasks": 0, "computed": 0, "from_store": 0}
 
     # -- setup -------------------------------------------------------------------------
@@ -210,7 +224,7 @@ class _Run:
         # at least ~8 tiles per axis when the dataset allows, for load balance
         return int(max(8, min(edge, math.ceil(self.n / 8))))
 
-    def _open_store(self, store):
+    def _open_store(self, store, repair: bool):
         if store is None:
             return None
         from gwlite.pairs.spaces import digest
@@ -227,7 +241,7 @@ class _Run:
             "options": self.layer.options,
             "names": list(self.space_set.names) if self.space_set.names else None,
         }
-        return PairStore(store, meta, list(self.layers))
+        return PairStore(store, meta, list(self.layers), repair=repair)
 
     def _load(self, name: str) -> dict:
         if self.store is not None:
@@ -243,6 +257,8 @@ class _Run:
         }
 
     def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
         self.engine.close()
 
     # -- running -----------------------------------------------------------------------
@@ -355,6 +371,7 @@ class _Run:
             "tasks": self.stats["tasks"],
             "pairs_computed": self.stats["computed"],
             "pairs_from_store": self.stats["from_store"],
+            "store_repaired": [] if self.store is None else list(self.store.repaired),
             "spaces_pair_by_pair": fallback,
             **diag,
         }

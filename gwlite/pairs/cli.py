@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register_cli"]
+__all__ = ["edge_weights_note", "register_cli"]
 
 EPILOG = """\
 inputs:
@@ -57,6 +57,12 @@ def register_cli(sub) -> argparse.ArgumentParser:
     parser.add_argument("--lower", default=None, choices=LOWER_BOUNDS, help="lower bound to report")
     parser.add_argument("--kind", default="adjacency", choices=graphs.KINDS)
     parser.add_argument("--node-weights", default="uniform", choices=graphs.NODE_WEIGHTS)
+    parser.add_argument(
+        "--weight",
+        default=None,
+        metavar="ATTR",
+        help="edge attribute of the weights (default: ignored, every edge weighs 1)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
         "--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786"
@@ -65,6 +71,11 @@ def register_cli(sub) -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="local processes (default: all cores)"
     )
     parser.add_argument("--store", default=None, type=Path, help="Zarr store: resumable results")
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --store: recompute the tiles of chunks that no longer decode",
+    )
     parser.add_argument("--knn", type=int, default=None, metavar="K", help="neighbour pruning")
     parser.add_argument("--chunk", type=int, default=None, help="tile edge (spaces per task)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")
@@ -92,7 +103,7 @@ def _run(args) -> int:
     from gwlite.datasets import load_dataset
     from gwlite.pairs.api import pairwise
 
-    data = load_dataset(args.inputs, args.kind, args.node_weights)
+    data = load_dataset(args.inputs, args.kind, args.node_weights, args.weight)
     options = {"lower": args.lower} if args.lower else {}
     client = _client(args.scheduler)
     try:
@@ -105,6 +116,7 @@ def _run(args) -> int:
             progress=not args.quiet,
             knn=args.knn,
             chunk=args.chunk,
+            repair=args.repair,
             **options,
         )
     finally:
@@ -174,11 +186,19 @@ def _write(result, data, args) -> None:
         json.dump(_summary(result, args), fh, indent=2, default=str)
 
 
+def edge_weights_note(weight: str | None) -> str:
+    """What the edge weights of graph inputs were, in words (printed by both commands)."""
+    if weight is None:
+        return "weights ignored: every edge weighs 1 (--weight ATTR to use an attribute)"
+    return f"weighted by the edge attribute {weight!r} (1 where an edge has none)"
+
+
 def _summary(result, args) -> dict:
     n = result.n_spaces
     off = ~np.eye(n, dtype=bool)
     return {
         "inputs": args.inputs,
+        "edge_weight": args.weight,
         "method": result.method,
         "loss_fun": result.loss_fun,
         "n_spaces": n,
@@ -194,6 +214,7 @@ def _summary(result, args) -> dict:
 def _print_summary(result, args) -> None:
     s = _summary(result, args)
     print(f"{s['n_spaces']} spaces, {s['n_pairs']} pairs, method {s['method']} ({s['loss_fun']})")
+    print(f"  edges       {edge_weights_note(args.weight)}")
     print(f"  engine      {result.diagnostics.get('engine')}")
     print(f"  time        {s['time_s']:.2f} s")
     print(f"  certified   {s['certified_share']:.1%} of the pairs")
@@ -202,4 +223,7 @@ def _print_summary(result, args) -> None:
             f"  knn         k={args.knn}: {result.saved} of {result.n_pairs} calls saved "
             f"({result.saved / max(1, result.n_pairs):.1%})"
         )
+    if result.diagnostics.get("store_repaired"):
+        tiles = result.diagnostics["store_repaired"]
+        print(f"  repaired    {len(tiles)} damaged tile(s) of the store recomputed: {tiles}")
     print(f"  written to  {args.out}")

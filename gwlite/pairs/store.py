@@ -18,11 +18,20 @@ pair alone, the result is identical to an uninterrupted run.
 
 The hash covers every input matrix and weight vector and the method, loss and
 options: a store made with anything else is refused.
+
+One writer at a time: opening a store takes an exclusive lock on the sibling file
+``STORE.lock`` (:mod:`filelock`, released when the run ends, also when it is killed,
+since the operating system drops the lock with the process); a second process is
+refused at once with one line. A chunk that no longer decodes (a disk error, a copy cut
+short) is reported by array and chunk index; with ``repair=True`` its tile is reset to
+missing and recomputed. Metadata that does not parse (a truncated ``zarr.json``) is one
+:class:`~gwlite.GWInputError`, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -48,12 +57,77 @@ def _import_zarr():
     return zarr
 
 
-class PairStore:
-    """One store on disk (see the module docstring)."""
+def _lock(path: str):
+    """The store's exclusive lock, taken without waiting (a second writer is refused)."""
+    try:
+        from filelock import FileLock, Timeout
+    except ImportError as err:  # pragma: no cover - the extra is missing
+        raise GWInputError("store= needs filelock: pip install 'gwlite[pairwise]'") from err
+    lock = FileLock(path.rstrip("/\\") + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise GWInputError(
+            f"{path} is being written by another process (lock {lock.lock_file} is held): "
+            "a store takes one writer at a time; wait for that run, or pass another path"
+        ) from None
+    return lock
 
-    def __init__(self, path, meta: dict, layers):
-        zarr = _import_zarr()
+
+class PairStore:
+    """One store on disk (see the module docstring); :meth:`close` releases its lock.
+
+    Parameters
+    ----------
+    path : path
+        The store's folder.
+    meta : dict
+        What the store must have been made with (format, hash, ...).
+    layers : list of str
+        Layers to open or create.
+    repair : bool
+        Reset the tiles of chunks that no longer decode (recomputed by the caller)
+        instead of refusing the store.
+    """
+
+    def __init__(self, path, meta: dict, layers, *, repair: bool = False):
         self.path = os.fspath(path)
+        self.repair = repair
+        self.repaired: list[str] = []
+        self._lock = _lock(self.path)
+        try:
+            self._open(meta, layers)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> PairStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self, meta: dict, layers) -> None:
+        zarr = _import_zarr()
+        try:
+            self._open_arrays(zarr, meta, layers)
+        except GWInputError:
+            raise
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            # JSONDecodeError is a ValueError; Zarr raises the others on bad metadata
+            raise GWInputError(
+                f"{self.path} is not a readable Zarr store ({type(err).__name__}: "
+                f"{str(err)[:160]}); its metadata is damaged (a truncated zarr.json?): "
+                "delete it to start over, or pass another path"
+            ) from err
+
+    def _open_arrays(self, zarr, meta: dict, layers) -> None:
         root = zarr.open_group(self.path, mode="a")
         old = root.attrs.get(_KEY)
         if old is None:
@@ -102,8 +176,51 @@ class PairStore:
             )
 
     def load(self, layer: str) -> dict:
-        """Full in-memory copies of a layer's arrays (missing pairs: NaN, not done)."""
-        return {name: np.asarray(arr[...]) for name, arr in self.arrays[layer].items()}
+        """Full in-memory copies of a layer's arrays (missing pairs: NaN, not done).
+
+        Raises
+        ------
+        GWInputError
+            Naming the chunks that do not decode, unless ``repair``: then their tiles are
+            reset on disk and in the copy (missing, not done), listed in ``repaired``.
+        """
+        arrays = self.arrays[layer]
+        try:
+            return {name: np.asarray(arr[...]) for name, arr in arrays.items()}
+        except Exception as err:  # noqa: BLE001 - any codec error; the scan names the chunks
+            bad = sorted(set(self._bad_chunks(layer)))
+            if not bad:  # pragma: no cover - the failure did not come from one chunk
+                raise GWInputError(f"{self.path}: layer {layer!r} cannot be read: {err}") from err
+        listed = ", ".join(f"{name}{idx}" for name, idx in bad[:8])
+        more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+        if not self.repair:
+            raise GWInputError(
+                f"{self.path}: {len(bad)} chunk(s) of layer {layer!r} cannot be read "
+                f"(array(chunk row, chunk col): {listed}{more}); rerun with repair=True "
+                "(--repair) to recompute their tiles, or delete the store"
+            )
+        for idx in sorted({idx for _, idx in bad}):
+            self._reset_tile(layer, idx)
+            self.repaired.append(f"{layer}{idx}")
+        return {name: np.asarray(arr[...]) for name, arr in arrays.items()}
+
+    def _bad_chunks(self, layer: str) -> Iterator[tuple[str, tuple[int, int]]]:
+        for name, arr in self.arrays[layer].items():
+            rows, cols = arr.cdata_shape
+            for idx in ((i, j) for i in range(rows) for j in range(cols)):
+                try:
+                    arr.get_block_selection(idx)
+                except Exception:  # noqa: BLE001 - zstd, truncation, shape: all mean unreadable
+                    yield name, idx
+
+    def _reset_tile(self, layer: str, idx: tuple[int, int]) -> None:
+        """Overwrite one tile of every array of a layer with its fill (missing, not done)."""
+        for name, arr in self.arrays[layer].items():
+            dtype, fill = _ARRAYS[name]
+            c = self.chunk
+            rows = slice(idx[0] * c, min((idx[0] + 1) * c, arr.shape[0]))
+            cols = slice(idx[1] * c, min((idx[1] + 1) * c, arr.shape[1]))
+            arr[rows, cols] = np.full((rows.stop - rows.start, cols.stop - cols.start), fill, dtype)
 
     def write_tile(self, layer: str, tile: tuple, state: dict) -> None:
         """Write tile ``(row_block, col_block)`` of ``state`` (the in-memory arrays), its

@@ -26,6 +26,7 @@ __all__ = [
     "certify_threshold",
     "check_options",
     "clamp_lower",
+    "clamp_value",
     "flag",
     "is_certified",
     "lower_check",
@@ -69,6 +70,21 @@ def certify_threshold(top, exponent: int, rtol: float = CERTIFY_RTOL):
     exponent ``r``: ``rtol * top**r``, with no absolute floor."""
     with np.errstate(over="ignore"):
         return rtol * np.asarray(top, dtype=np.float64) ** exponent
+
+
+def clamp_value(value, lower, upper):
+    """``value`` moved into ``[lower, upper]`` (every result's ``value`` lies there).
+
+    The interval is what is proven; an estimate outside it (the sorted closed form below
+    TLB) is a weaker bound than the one reported, so the nearest end is the better
+    estimate. Tensors stay in the autograd graph (``clamp`` passes the gradient of the
+    end that is taken).
+    """
+    if _xp.as_float(value) < _xp.as_float(lower):
+        return lower
+    if _xp.as_float(value) > _xp.as_float(upper):
+        return upper
+    return value
 
 
 def clamp_lower(lower, upper):

@@ -451,4 +451,4 @@ def _result(problem: GWProblem, best: _Best, stop: str, cut: bool, limit: float,
     )
 
 
-solve.imports = ("ot",)  # TLB and the proximal stage: imported before the clock
+solve.imports = ("ot", "scipy.optimize")  # TLB, proximal, exact: imported before the clock

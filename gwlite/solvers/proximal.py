@@ -964,4 +964,4 @@ def _final_cost(problem: GWProblem, coupling, cost: float):
     return _xp.scalar(gw_cost(C1, C2, coupling, problem.loss_fun), keep_graph=True)
 
 
-solve.imports = ("ot",)  # polish uses POT's exact OT: imported before the clock
+solve.imports = ("ot", "scipy.optimize")  # polish (POT) and rounding (LAP), before the clock
