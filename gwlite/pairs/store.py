@@ -178,31 +178,48 @@ class PairStore:
     def load(self, layer: str) -> dict:
         """Full in-memory copies of a layer's arrays (missing pairs: NaN, not done).
 
+        Two kinds of damage are found: chunks that do not decode, and pairs flagged done
+        whose values are missing (a values chunk deleted: Zarr reads it as its fill).
+
         Raises
         ------
         GWInputError
-            Naming the chunks that do not decode, unless ``repair``: then their tiles are
-            reset on disk and in the copy (missing, not done), listed in ``repaired``.
+            Naming the damaged chunks, unless ``repair``: then their tiles are reset on
+            disk and in the copy (missing, not done), listed in ``repaired``.
         """
         arrays = self.arrays[layer]
         try:
-            return {name: np.asarray(arr[...]) for name, arr in arrays.items()}
+            state = {name: np.asarray(arr[...]) for name, arr in arrays.items()}
         except Exception as err:  # noqa: BLE001 - any codec error; the scan names the chunks
             bad = sorted(set(self._bad_chunks(layer)))
             if not bad:  # pragma: no cover - the failure did not come from one chunk
                 raise GWInputError(f"{self.path}: layer {layer!r} cannot be read: {err}") from err
+            self._damaged(layer, bad, "cannot be read")
+            return self.load(layer)
+        bad = self._done_without_values(state)
+        if bad:
+            self._damaged(layer, bad, "hold pairs marked done without values")
+            return self.load(layer)
+        return state
+
+    def _done_without_values(self, state: dict) -> list[tuple[str, tuple[int, int]]]:
+        missing = state["done"] & ~(np.isfinite(state["lower"]) & np.isfinite(state["upper"]))
+        tiles = {(int(i) // self.chunk, int(j) // self.chunk) for i, j in np.argwhere(missing)}
+        return [("lower/upper", idx) for idx in sorted(tiles)]
+
+    def _damaged(self, layer: str, bad: list, what: str) -> None:
+        """Refuse the store naming ``bad`` chunks, or (``repair``) reset their tiles."""
         listed = ", ".join(f"{name}{idx}" for name, idx in bad[:8])
         more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
         if not self.repair:
             raise GWInputError(
-                f"{self.path}: {len(bad)} chunk(s) of layer {layer!r} cannot be read "
+                f"{self.path}: {len(bad)} chunk(s) of layer {layer!r} {what} "
                 f"(array(chunk row, chunk col): {listed}{more}); rerun with repair=True "
                 "(--repair) to recompute their tiles, or delete the store"
             )
         for idx in sorted({idx for _, idx in bad}):
             self._reset_tile(layer, idx)
             self.repaired.append(f"{layer}{idx}")
-        return {name: np.asarray(arr[...]) for name, arr in arrays.items()}
 
     def _bad_chunks(self, layer: str) -> Iterator[tuple[str, tuple[int, int]]]:
         for name, arr in self.arrays[layer].items():

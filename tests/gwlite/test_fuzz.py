@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 
 import networkx as nx
 import numpy as np
@@ -27,13 +26,15 @@ from fuzzing import (
     Weights,
     call,
     check_result,
+    fuzz,
     make_matrix,
     make_weights,
     pick,
     scaled,
     seeds,
+    write_report,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import gw_cost_dense, random_coupling, w1d_lp
 
@@ -45,34 +46,14 @@ from gwlite.solvers._common import CERTIFY_RTOL
 # np.asmatrix, used to build inputs, warns that np.matrix is discouraged
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
-_SCALE = float(os.environ.get("GWLITE_FUZZ_SCALE", "1"))
-_RANDOM = bool(os.environ.get("GWLITE_FUZZ_RANDOM"))
 #: outcomes per test, reported at the end of the module
 OUTCOMES: collections.Counter = collections.Counter()
-
-
-def fuzz(examples: int):
-    return settings(
-        max_examples=max(1, int(examples * _SCALE)),
-        deadline=None,
-        derandomize=not _RANDOM,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    total = sum(OUTCOMES.values())
-    lines = [f"gwlite fuzz: {total} generated cases"] + [
-        f"  {key}: {count}" for key, count in sorted(OUTCOMES.items())
-    ]
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line("\n" + "\n".join(lines))
+    write_report(request, "gwlite fuzz", OUTCOMES)
 
 
 def _record(test: str, out) -> None:

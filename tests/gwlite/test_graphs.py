@@ -160,8 +160,8 @@ def test_builtin_and_file_graphs_use_the_same_weights(tmp_path):
         C2, q = load(tmp_path / "k.graphml", weight=weight)
         res = gwlite.gromov_wasserstein(C1, C2, p, q, lower="tlb")
         assert res.lower == pytest.approx(0.0, abs=1e-12)
-    weighted, _ = load("builtin:karate")
-    unweighted, _ = load("builtin:karate", weight=None)
+    weighted, _ = load("builtin:karate", weight="weight")
+    unweighted, _ = load("builtin:karate")  # the default, as in from_networkx: ignored
     assert weighted.max() > 1 and unweighted.max() == 1
     with pytest.raises(gwlite.GWInputError, match="no edge has the attribute 'strength'"):
         load("builtin:karate", weight="strength")

@@ -183,3 +183,23 @@ def test_truncated_metadata_is_one_clear_error(tmp_path, capsys, meta, keep):
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_deleted_values_chunk_is_not_read_as_missing_values(tmp_path):
+    """Found by the fuzz harness: a deleted chunk reads as its fill (NaN) while the pairs
+    stay flagged done; the store is refused (or repaired), never NaN in the result."""
+    path = _made(tmp_path)
+    _chunk_file(path, "main", "upper", (0, 1)).unlink()
+    with pytest.raises(GWInputError, match=r"done without values .*upper\(0, 1\)"):
+        gwlite.pairwise(_spaces(), store=path, **QUIET)
+    repaired = gwlite.pairwise(_spaces(), store=path, repair=True, **QUIET)
+    assert repaired.diagnostics["store_repaired"] == ["main(0, 1)"]
+    _same(repaired, _fresh())
+
+
+def test_deleted_done_chunk_is_recomputed(tmp_path):
+    path = _made(tmp_path)
+    _chunk_file(path, "main", "done", (0, 1)).unlink()
+    again = gwlite.pairwise(_spaces(), store=path, **QUIET)
+    assert 0 < again.diagnostics["pairs_computed"] <= CHUNK * CHUNK
+    _same(again, _fresh())

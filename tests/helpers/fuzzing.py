@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 import torch
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from reference import gw_cost_dense
 
@@ -234,6 +236,34 @@ def make_weights(rng, n: int, *, mode="any") -> Weights:
 
 
 seeds = st.integers(0, 2**32 - 1)
+
+_SCALE = float(os.environ.get("GWLITE_FUZZ_SCALE", "1"))
+_RANDOM = bool(os.environ.get("GWLITE_FUZZ_RANDOM"))
+
+
+def fuzz(examples: int):
+    """Hypothesis settings of a fuzz test: derandomised (reproducible CI) unless
+    ``GWLITE_FUZZ_RANDOM=1``, ``examples`` cases times ``GWLITE_FUZZ_SCALE``."""
+    return settings(
+        max_examples=max(1, int(examples * _SCALE)),
+        deadline=None,
+        derandomize=not _RANDOM,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def write_report(request, title: str, outcomes) -> None:
+    """Print a harness's case count and outcomes at the end of its module."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    total = sum(outcomes.values())
+    lines = [f"{title}: {total} generated cases"] + [
+        f"  {key}: {count}" for key, count in sorted(outcomes.items())
+    ]
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\n" + "\n".join(lines))
 
 
 # ---------------------------------------------------------------- the contract
