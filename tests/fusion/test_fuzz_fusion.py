@@ -277,4 +277,5 @@ def test_fuzz_stores(store_root, seed):
     assert defect != "locked", "a second writer was let in"
     for name in ("lower", "upper", "certified"):
         assert np.array_equal(getattr(again, name), getattr(fresh, name), equal_nan=True), name
-    OUTCOMES[f"store {defect}: identical numbers"] += 1
+    how = "repaired, identical numbers" if again.diagnostics["store_repaired"] else "identical"
+    OUTCOMES[f"store {defect}: {how}"] += 1
