@@ -696,6 +696,12 @@ def _polish_check(name, value):
     seed=nonneg_int,
     return_coupling=flag,
 )
+def _raw_error(raw: float, coupling, problem: GWProblem) -> float:
+    """The iterate's marginal error, or, when the time limit stopped the loop before its
+    first step (no iterate: NaN), that of the start returned as it is."""
+    return raw if math.isfinite(raw) else marginal_error(coupling, problem.p, problem.q)
+
+
 def solve(
     problem: GWProblem,
     *,
@@ -876,7 +882,7 @@ def solve(
         loss_fun=problem.loss_fun,
         converged=loop.stop in ("tol", "zero cost"),
         n_iter=loop.n_iter,
-        marginal_error=loop.raw_error[best],
+        marginal_error=_raw_error(loop.raw_error[best], coupling, problem),
         certified=certified,
         time_s=0.0,
         diagnostics=diagnostics,
