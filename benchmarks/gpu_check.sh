@@ -73,6 +73,10 @@ if want gld; then
 section "benchmark: GLD loss forward+backward vs torch.topk and a naive GLD"
 timeout 150 $PY benchmarks/bench_gld.py $GLDFLAGS --json "$OUT/bench_gld.json" 2>&1 \
   | tee "$OUT/bench_gld.md"
+section "benchmark: the losses' non-finite check (one sync) next to GLD / ULD forward+backward"
+if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then NFDEV="cpu"; else NFDEV="cuda"; fi
+timeout 60 $PY benchmarks/bench_nonfinite_check.py --device $NFDEV --repeat 5 \
+  --json "$OUT/bench_nonfinite_check.json" 2>&1 | tee "$OUT/bench_nonfinite_check.md"
 fi
 
 if want pairwise; then

@@ -696,12 +696,6 @@ def _polish_check(name, value):
     seed=nonneg_int,
     return_coupling=flag,
 )
-def _raw_error(raw: float, coupling, problem: GWProblem) -> float:
-    """The iterate's marginal error, or, when the time limit stopped the loop before its
-    first step (no iterate: NaN), that of the start returned as it is."""
-    return raw if math.isfinite(raw) else marginal_error(coupling, problem.p, problem.q)
-
-
 def solve(
     problem: GWProblem,
     *,
@@ -957,6 +951,12 @@ def _low_rank(sub: GWProblem, cfg: _Settings, seed: int, symmetric: bool):
     # a rank near n saves nothing over the exact products
     r_max = min(r_max, max(sub.n, sub.m) // 4)
     return _operators.factored(sub, cfg.dtype, r_max=r_max, seed=seed, symmetric=symmetric)
+
+
+def _raw_error(raw: float, coupling, problem: GWProblem) -> float:
+    """The iterate's marginal error, or, when the time limit stopped the loop before its
+    first step (no iterate: NaN), that of the start returned as it is."""
+    return raw if math.isfinite(raw) else marginal_error(coupling, problem.p, problem.q)
 
 
 def _final_cost(problem: GWProblem, coupling, cost: float):
