@@ -173,7 +173,7 @@ def _run_distance(args) -> int:
     print(f"  edges    {edges}")
     print(f"  value    {value:.6g}  (the method's estimate; always within the interval)")
     print(f"  interval [{lower:.6g}, {upper:.6g}]  ({what})")
-    print(f"  time     {res.time_s * 1e3:.1f} ms  (the computation; loading excluded)")
+    print(f"  time     {res.time_s * 1e3:.1f} ms  (checks and solve; no imports, no loading)")
     return 0
 
 

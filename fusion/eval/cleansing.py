@@ -86,8 +86,9 @@ def cleanse_answer(
     Raises
     ------
     ValueError
-        For an unknown task, method or mode, malformed ``choices``, or a ``text`` longer
-        than :data:`MAX_TEXT_CHARS` characters (cleansing time is linear in the length).
+        For an unknown task, method or mode, malformed ``choices``, or a ``text``
+        longer than :data:`fusion.eval.cleansing.MAX_TEXT_CHARS` characters (cleansing
+        time is linear in the length).
     TypeError
         If ``text`` is not a string.
 
@@ -323,8 +324,9 @@ def canonical_number(text: str) -> str | None:
     str or None
         ``"2"``, ``"0"``, ``"1000"``, ``"-5"``, ``"3.5"``: no exponent, no trailing zeros,
         no thousands separators. ``None`` also for a number of more than
-        :data:`MAX_DIGITS` digits or written with an exponent beyond ``±MAX_DIGITS``
-        (its decimal expansion, not the parse, is what would take unbounded time).
+        :data:`fusion.eval.cleansing.MAX_DIGITS` digits or written with an exponent
+        beyond ``±MAX_DIGITS`` (its decimal expansion, not the parse, is what would take
+        unbounded time).
     """
     if len(text) > 4 * MAX_DIGITS:  # room for separators and spaces; bounds the regex too
         return None

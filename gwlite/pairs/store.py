@@ -20,9 +20,9 @@ The hash covers every input matrix and weight vector and the method, loss and
 options: a store made with anything else is refused.
 
 One writer at a time: opening a store takes an exclusive lock on the sibling file
-``STORE.lock`` (:mod:`filelock`, released when the run ends, also when it is killed,
-since the operating system drops the lock with the process); a second process is
-refused at once with one line. A chunk that no longer decodes (a disk error, a copy cut
+``STORE.lock`` (the ``filelock`` package; released when the run ends, also when it is
+killed, since the operating system drops the lock with the process); a second process
+is refused at once with one line. A chunk that no longer decodes (a disk error, a copy cut
 short) is reported by array and chunk index; with ``repair=True`` its tile is reset to
 missing and recomputed. Metadata that does not parse (a truncated ``zarr.json``) is one
 :class:`~gwlite.GWInputError`, never a traceback.
