@@ -4,7 +4,9 @@ For GLD (k = 10) and top-k ULD (K = 10) on logits of shape ``(B, T, V)`` (studen
 teacher of one shape), times in the same process, on the same tensors:
 
 * ``check``: :func:`fusion.validation.nonfinite_sequences` under ``"raise"`` (two
-  reductions per tensor and one host synchronisation);
+  reductions per tensor and one host synchronisation), next to
+  ``torch.isfinite(x).all()`` on both tensors (the obvious check, which allocates a bool
+  tensor of the logits' size);
 * ``loss_raise`` / ``loss_propagate``: forward + backward of the loss with each policy
   (``"propagate"`` never synchronises for the check).
 
@@ -59,6 +61,12 @@ def run(shape, dtype, device: str, repeat: int) -> list[dict]:
     ):
         row = {"loss": name, "shape": list(shape), "dtype": str(dtype), "device": device}
         row["check_s"] = _time(lambda: nonfinite_sequences(student, teacher), device, repeat)
+        # the alternative the check avoids: a bool tensor of the logits' size per input
+        row["isfinite_all_s"] = _time(
+            lambda: bool(torch.isfinite(student).all() & torch.isfinite(teacher).all()),
+            device,
+            repeat,
+        )
         for policy in ("raise", "propagate"):
             loss_fn = make(policy)
 
