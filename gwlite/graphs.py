@@ -114,8 +114,9 @@ def from_networkx(
         ``"shortest_path"`` needs a connected (directed: strongly connected) graph and
         non-negative edge weights; ``"heat"`` is ``expm(-t L)``.
     weight : str, optional
-        Edge attribute holding weights (``None``: every edge weighs 1; edges without
-        the attribute weigh 1, as in networkx). Values must be finite numbers.
+        Edge attribute holding weights (``None``, the default: every edge weighs 1;
+        edges without the attribute weigh 1, as in networkx). Values must be finite
+        numbers. The command line has the same default (``--weight ATTR`` to use one).
     node_weights : {"uniform", "degree"}
         ``"degree"``: proportional to the (weighted) degree.
     t : float
