@@ -17,6 +17,13 @@
   writer. Contract: the identical numbers of a fresh run, or one ``GWInputError`` line
   naming the problem; with ``repair=True`` a damaged chunk gives the fresh numbers.
 
+Findings when it was written (each fixed, with a regression test): a deleted values
+chunk read back as NaN values of pairs marked done
+(``test_deleted_values_chunk_is_not_read_as_missing_values``); running the gwlite
+harness at a smaller scale, ``proximal``/``auto`` reporting ``marginal_error=nan`` when
+the time limit stopped the loop before its first step
+(``test_time_limit_before_the_first_step_reports_a_finite_marginal_error``).
+
 Derandomised like ``tests/gwlite/test_fuzz.py`` (``GWLITE_FUZZ_RANDOM=1`` explores fresh
 seeds, ``GWLITE_FUZZ_SCALE`` multiplies the counts); the count and outcomes are printed
 at the end of the module.
