@@ -20,11 +20,35 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from fusion.coactivation import FEATURES, GRAPHS, NODES, VALUES, check_choice, student_topk
-from fusion.functional import REDUCTIONS, Student, Teacher, gld_loss, uld_loss
+from fusion.coactivation import (
+    FEATURES,
+    GRAPHS,
+    NODES,
+    VALUES,
+    check_choice,
+    normalize_mask,
+    student_topk,
+)
+from fusion.functional import (
+    REDUCTIONS,
+    Student,
+    Teacher,
+    _check_jsd_options,
+    align_spans,
+    gld_loss,
+    jsd_loss,
+    uld_loss,
+)
 from fusion.types import TopK
 
-__all__ = ["FusionLoss", "FusionLossOutput", "GLDLoss", "ULDLoss", "check_teacher_weights"]
+__all__ = [
+    "FusionLoss",
+    "FusionLossOutput",
+    "GLDLoss",
+    "JSDLoss",
+    "ULDLoss",
+    "check_teacher_weights",
+]
 
 #: logits up to this many entries take torch's fused cross-entropy in
 #: :meth:`FusionLoss.cross_entropy` (4 Mi entries: a 16 MiB fp32 copy)
@@ -229,6 +253,67 @@ class ULDLoss(nn.Module):
         )
 
 
+class JSDLoss(nn.Module):
+    r"""Generalised Jensen-Shannon divergence to a same-vocabulary teacher; see :func:`fusion.jsd_loss`.
+
+    Parameters
+    ----------
+    beta : float
+        In ``[0, 1]``: 0 the forward KL(teacher || student), 1 the reverse KL (TRL's
+        convention, Agarwal et al. 2024 Eq. 1); default 0.5.
+    temperature : float
+        Divides the student's (and dense teacher) logits (default 1).
+    reduction : {"mean", "sum", "none"}
+        Mean over the unmasked positions by default.
+
+    Examples
+    --------
+    >>> import torch, fusion
+    >>> loss_fn = fusion.JSDLoss(beta=0.1)
+    >>> loss_fn(torch.randn(2, 5, 30), torch.randn(2, 5, 30)).shape
+    torch.Size([])
+    """
+
+    def __init__(
+        self, beta: float = 0.5, temperature: float = 1.0, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        _check_jsd_options(beta, temperature, reduction)
+        self.beta, self.temperature, self.reduction = float(beta), float(temperature), reduction
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopK,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """JSD between the student and one same-vocabulary teacher, with these options.
+
+        Parameters
+        ----------
+        student_logits : tensor ``(B, T, V)``
+        teacher_logits : tensor ``(B, T, V)`` or :class:`fusion.TopK` ``(B, T, k)``
+        mask : bool tensor ``(B, T)``, optional
+
+        Returns
+        -------
+        tensor
+            See :func:`fusion.jsd_loss`.
+        """
+        return jsd_loss(
+            student_logits,
+            teacher_logits,
+            beta=self.beta,
+            temperature=self.temperature,
+            mask=mask,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
+        return f"beta={self.beta}, temperature={self.temperature}, reduction={self.reduction!r}"
+
+
 def check_teacher_weights(weights: Sequence[Any]) -> tuple[float, ...]:
     """Validate teacher weights :math:`w_j`: finite numbers >= 0, not all zero.
 
@@ -272,6 +357,11 @@ class FusionLossOutput(NamedTuple):
         :math:`\lambda, \beta`): summed per-sequence values over ``num_sequences``.
     uld_per_teacher, gld_per_teacher : tuple of tensors
         One entry per teacher, unweighted.
+    jsd : tensor or None
+        With ``FusionLoss(jsd=...)``: :math:`\sum_j w_j \mathrm{JSD}_j`, summed per token
+        over ``num_tokens`` (it then replaces ULD, whose fields are zeros); else ``None``.
+    jsd_per_teacher : tuple of tensors
+        One entry per teacher, unweighted (empty without ``jsd``).
     """
 
     total: torch.Tensor
@@ -280,16 +370,24 @@ class FusionLossOutput(NamedTuple):
     gld: torch.Tensor
     uld_per_teacher: tuple[torch.Tensor, ...]
     gld_per_teacher: tuple[torch.Tensor, ...]
+    jsd: torch.Tensor | None = None
+    jsd_per_teacher: tuple[torch.Tensor, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         """Python floats of the scalar components, keyed for a logger."""
         return {key: float(value.detach()) for key, value in self.components().items()}
 
     def components(self) -> dict[str, torch.Tensor]:
-        """The fields as tensors keyed ``loss, ce, uld, gld, uld/j, gld/j`` (not detached)."""
-        out = {"loss": self.total, "ce": self.ce, "uld": self.uld, "gld": self.gld}
-        for j, (u, g) in enumerate(zip(self.uld_per_teacher, self.gld_per_teacher)):
-            out[f"uld/{j}"], out[f"gld/{j}"] = u, g
+        """The fields as tensors keyed ``loss, ce, uld, gld, uld/j, gld/j`` (not detached).
+
+        With JSD as the logit term, ``jsd`` and ``jsd/j`` take the place of ``uld``.
+        """
+        logit, name = (self.uld, self.uld_per_teacher), "uld"
+        if self.jsd is not None:
+            logit, name = (self.jsd, self.jsd_per_teacher), "jsd"
+        out = {"loss": self.total, "ce": self.ce, name: logit[0], "gld": self.gld}
+        for j, (u, g) in enumerate(zip(logit[1], self.gld_per_teacher)):
+            out[f"{name}/{j}"], out[f"gld/{j}"] = u, g
         return out
 
 
@@ -325,6 +423,14 @@ class FusionLoss(nn.Module):
         ``ULDLoss(top_k=K)``, which also lets GLD and ULD share the student's top-k).
     ignore_index : int
         Label value ignored by the cross-entropy (and outside the default student mask).
+    jsd : JSDLoss, optional
+        For teachers that share the student's vocabulary (and tokenizer): the generalised
+        JSD (:func:`fusion.jsd_loss`) replaces ULD as the logit term,
+        :math:`\mathcal L = (1-\lambda)\,\mathrm{CE} + \lambda \sum_j w_j
+        (\mathrm{JSD}_j + \beta\,\mathrm{GLD}_j)`, with JSD summed over the aligned
+        positions (the j-th unmasked student position with the j-th unmasked teacher
+        position, :func:`fusion.functional.align_spans`) over ``num_tokens``, the token
+        mean of TRL's GKD. Its ``reduction`` must be ``"mean"``.
 
     Examples
     --------
@@ -347,6 +453,7 @@ class FusionLoss(nn.Module):
         gld: GLDLoss | None = None,
         uld: ULDLoss | None = None,
         ignore_index: int = -100,
+        jsd: JSDLoss | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda_ <= 1.0:
@@ -359,8 +466,9 @@ class FusionLoss(nn.Module):
         )
         self.gld = gld if gld is not None else GLDLoss()
         self.uld = uld if uld is not None else ULDLoss()
-        for name, sub in (("gld", self.gld), ("uld", self.uld)):
-            if sub.reduction != "mean":
+        self.jsd = jsd
+        for name, sub in (("gld", self.gld), ("uld", self.uld), ("jsd", jsd)):
+            if sub is not None and sub.reduction != "mean":
                 raise ValueError(
                     f"FusionLoss normalises the {name} term itself (num_sequences=); build the "
                     f"{type(sub).__name__} with reduction='mean', not {sub.reduction!r}"
@@ -498,6 +606,8 @@ class FusionLoss(nn.Module):
         if student_mask is None and labels is not None:
             student_mask = labels != self.ignore_index
         targets = labels if ce_sum is None else None
+        use_jsd = use_uld and self.jsd is not None
+        use_uld = use_uld and not use_jsd
         for_uld, for_gld, nll = self._student_passes(student_logits, targets, use_uld, use_gld)
         work = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
         zero = torch.zeros((), dtype=work, device=student_logits.device)
@@ -511,11 +621,16 @@ class FusionLoss(nn.Module):
         seqs = batch if num_sequences is None else num_sequences
         ce = ce_sum.to(work) / torch.as_tensor(num_tokens, dtype=work).clamp_min(1)
         per_seq = 1.0 / torch.as_tensor(seqs, dtype=work, device=ce.device)
-        uld_each, gld_each = [], []
+        per_tok = 1.0 / torch.as_tensor(num_tokens, dtype=work, device=ce.device).clamp_min(1)
+        uld_each, gld_each, jsd_each = [], [], []
         for teacher, mask in zip(teachers, teacher_masks):
             uld_each.append(
                 self._uld_sum(for_uld, teacher, student_mask, mask) * per_seq if use_uld else zero
             )
+            if use_jsd:
+                jsd_each.append(
+                    self._jsd_sum(student_logits, teacher, student_mask, mask) * per_tok
+                )
             gld_each.append(
                 self._gld_sum(for_gld, teacher, student_mask, mask, batch) * per_seq
                 if use_gld
@@ -523,8 +638,16 @@ class FusionLoss(nn.Module):
             )
         uld = sum(w * u for w, u in zip(weights, uld_each))
         gld = sum(w * g for w, g in zip(weights, gld_each))
-        total = (1.0 - self.lambda_) * ce + self.lambda_ * (uld + self.beta * gld)
-        return FusionLossOutput(total, ce, uld, gld, tuple(uld_each), tuple(gld_each))
+        jsd = sum(w * d for w, d in zip(weights, jsd_each)) if use_jsd else None
+        logit_term = jsd if use_jsd else uld
+        total = (1.0 - self.lambda_) * ce + self.lambda_ * (logit_term + self.beta * gld)
+        if self.jsd is None:
+            return FusionLossOutput(total, ce, uld, gld, tuple(uld_each), tuple(gld_each))
+        jsd = zero if jsd is None else jsd
+        jsd_each = jsd_each or [zero] * len(teachers)
+        return FusionLossOutput(
+            total, ce, uld, gld, tuple(uld_each), tuple(gld_each), jsd, tuple(jsd_each)
+        )
 
     def cross_entropy(
         self,
@@ -577,6 +700,23 @@ class FusionLoss(nn.Module):
             reduction="sum",
             chunk_size=u.chunk_size,
         )
+
+    def _jsd_sum(self, student: torch.Tensor, teacher, student_mask, teacher_mask):
+        """JSD summed over the aligned positions (the j-th of the student with the j-th of the
+        teacher), so a teacher whose rows start at its response lines up with the pivot."""
+        t_vals = teacher.logprobs if isinstance(teacher, TopK) else teacher
+        batch, t_len = t_vals.shape[:2]
+        device = student.device
+        s_mask = normalize_mask(student_mask, batch, student.shape[1], device)
+        spans = align_spans(s_mask, normalize_mask(teacher_mask, batch, t_len, device))
+        rows = (spans.teacher_seq, spans.teacher_pos)
+        if isinstance(teacher, TopK):
+            t_rows = TopK(teacher.logprobs[rows][None], teacher.indices[rows][None])
+        else:
+            t_rows = teacher[rows][None]
+        s_rows = student[spans.student_seq, spans.student_pos][None]
+        j = self.jsd
+        return jsd_loss(s_rows, t_rows, beta=j.beta, temperature=j.temperature, reduction="sum")
 
     def _gld_sum(self, student: Student, teacher, student_mask, teacher_mask, batch: int):
         g = self.gld
