@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from fusion._deprecation import renamed
 from fusion.coactivation import (
     FEATURES,
     GRAPHS,
@@ -400,11 +401,12 @@ def uld_loss(
     student_mask: torch.Tensor | None = None,
     teacher_mask: torch.Tensor | None = None,
     *,
-    student_temperature: float = 1.0,
+    temperature: float = 1.0,
     teacher_temperature: float = 1.0,
     top_k: int | None = None,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    student_temperature: float | None = None,
 ) -> torch.Tensor:
     r"""Universal Logit Distillation loss (Boizard et al. 2024), and its top-k variant.
 
@@ -427,31 +429,38 @@ def uld_loss(
     Parameters
     ----------
     student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
-        A :class:`~fusion.types.StudentTopK` (probabilities at ``student_temperature``,
+        A :class:`~fusion.types.StudentTopK` (probabilities at ``temperature``,
         at least ``top_k`` entries) only with ``top_k``: it reuses a top-k computed once
         for several losses or teachers.
     teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
         ``TopK`` only with ``top_k`` (the full sorted distribution is not cached).
     student_mask, teacher_mask : bool tensors, optional
         The answer spans (all positions when omitted).
-    student_temperature, teacher_temperature : float
+    temperature, teacher_temperature : float
+        :math:`\tau_s` (the student's, named as in :func:`gld_loss`) and :math:`\tau_t`.
     top_k : int, optional
         ``None``: the full ULD; an int: the top-k variant.
     reduction : {"mean", "sum", "none"}
         Over the ``B`` sequences; a sequence with no aligned pair contributes 0.
     chunk_size : int, optional
         Aligned pairs per block of the full ULD (memory is one block's sort).
+    student_temperature : float, optional
+        Deprecated name of ``temperature`` (FutureWarning).
 
     Returns
     -------
     tensor
         fp32 (fp64 for fp64 inputs).
     """
+    student_temperature = renamed("student_temperature", student_temperature, temperature, 1.0)
     _check_student(student_logits, teacher)
     check_choice("reduction", reduction, REDUCTIONS)
-    for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
+    for name, tau in (
+        ("temperature", student_temperature),
+        ("teacher_temperature", teacher_temperature),
+    ):
         if tau <= 0:
-            raise ValueError(f"{name}_temperature must be > 0, got {tau}")
+            raise ValueError(f"{name} must be > 0, got {tau}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     batch, t_len = _teacher_shape(teacher)
@@ -541,7 +550,7 @@ def _jsd_rows(
     return out
 
 
-def _check_jsd_options(beta: Any, temperature: Any, reduction: str) -> None:
+def check_jsd_options(beta: Any, temperature: Any, reduction: str) -> None:
     check_choice("reduction", reduction, REDUCTIONS)
     for name, value, ok in (
         ("beta", beta, lambda v: 0.0 <= v <= 1.0),
@@ -625,7 +634,7 @@ def jsd_loss(
     >>> bool(loss >= 0)
     True
     """
-    _check_jsd_options(beta, temperature, reduction)
+    check_jsd_options(beta, temperature, reduction)
     if student_logits.ndim != 3:
         raise ValueError(f"student_logits must be (B, T, V), got {tuple(student_logits.shape)}")
     t_shape = tuple(

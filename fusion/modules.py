@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from fusion._deprecation import renamed
 from fusion.coactivation import (
     FEATURES,
     GRAPHS,
@@ -33,8 +34,8 @@ from fusion.functional import (
     REDUCTIONS,
     Student,
     Teacher,
-    _check_jsd_options,
     align_spans,
+    check_jsd_options,
     gld_loss,
     jsd_loss,
     uld_loss,
@@ -179,32 +180,40 @@ class ULDLoss(nn.Module):
 
     Parameters
     ----------
-    student_temperature, teacher_temperature : float
+    temperature, teacher_temperature : float
+        :math:`\tau_s` of the student (named as in :class:`GLDLoss`) and :math:`\tau_t`.
     top_k : int, optional
         ``None``: full ULD (sorted distributions over the whole vocabularies); an int:
         the top-k variant of InfiFusion (needed for cached :class:`fusion.TopK` teachers).
     reduction : {"mean", "sum", "none"}
     chunk_size : int, optional
         Aligned positions per block of the full ULD.
+    student_temperature : float, optional
+        Deprecated name of ``temperature`` (FutureWarning).
     """
 
     def __init__(
         self,
-        student_temperature: float = 1.0,
+        temperature: float = 1.0,
         teacher_temperature: float = 1.0,
         top_k: int | None = None,
         reduction: str = "mean",
         *,
         chunk_size: int | None = None,
+        student_temperature: float | None = None,
     ) -> None:
         super().__init__()
+        student_temperature = renamed("student_temperature", student_temperature, temperature, 1.0)
         check_choice("reduction", reduction, REDUCTIONS)
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-        for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
+        for name, tau in (
+            ("temperature", student_temperature),
+            ("teacher_temperature", teacher_temperature),
+        ):
             if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 0):
-                raise ValueError(f"{name}_temperature must be a finite number > 0, got {tau}")
-        self.student_temperature = student_temperature
+                raise ValueError(f"{name} must be a finite number > 0, got {tau}")
+        self.temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.top_k, self.reduction, self.chunk_size = top_k, reduction, chunk_size
 
@@ -237,7 +246,7 @@ class ULDLoss(nn.Module):
             teacher,
             student_mask,
             teacher_mask,
-            student_temperature=self.student_temperature,
+            temperature=self.temperature,
             teacher_temperature=self.teacher_temperature,
             top_k=self.top_k,
             reduction=self.reduction,
@@ -247,7 +256,7 @@ class ULDLoss(nn.Module):
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""
         return (
-            f"student_temperature={self.student_temperature}, "
+            f"temperature={self.temperature}, "
             f"teacher_temperature={self.teacher_temperature}, top_k={self.top_k}, "
             f"reduction={self.reduction!r}"
         )
@@ -278,7 +287,7 @@ class JSDLoss(nn.Module):
         self, beta: float = 0.5, temperature: float = 1.0, reduction: str = "mean"
     ) -> None:
         super().__init__()
-        _check_jsd_options(beta, temperature, reduction)
+        check_jsd_options(beta, temperature, reduction)
         self.beta, self.temperature, self.reduction = float(beta), float(temperature), reduction
 
     def forward(
@@ -492,7 +501,7 @@ class FusionLoss(nn.Module):
             uld_topk
             and use_gld
             and gld.values == "prob"
-            and math.isclose(gld.temperature, uld.student_temperature)
+            and math.isclose(gld.temperature, uld.temperature)
         )
         chunk = gld.chunk_size
         ce_targets = targets
@@ -524,7 +533,7 @@ class FusionLoss(nn.Module):
             for_uld = student_topk(
                 logits,
                 min(uld.top_k, logits.shape[-1]),
-                temperature=uld.student_temperature,
+                temperature=uld.temperature,
                 targets=ce_targets,
                 ignore_index=self.ignore_index,
                 chunk_size=chunk,
@@ -694,7 +703,7 @@ class FusionLoss(nn.Module):
             teacher,
             student_mask,
             teacher_mask,
-            student_temperature=u.student_temperature,
+            temperature=u.temperature,
             teacher_temperature=u.teacher_temperature,
             top_k=u.top_k,
             reduction="sum",
