@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fusion.cache._build import build, merge
 from fusion.cache._format import (
-    LOGPROB_DTYPES,
+    DTYPES,
     MANIFEST_NAME,
     TRUNCATIONS,
     CacheError,
@@ -53,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         help="cut the end of the response (default) or the start of the prompt first",
     )
     b.add_argument(
-        "--dtype", choices=sorted(LOGPROB_DTYPES), default="fp16", help="logprob storage"
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="fp16",
+        help="logprob storage (q8: the compact encoding, ~3x smaller, quantised)",
     )
     b.add_argument("--examples-per-shard", type=int, default=1024, help="default 1024")
     b.add_argument("--no-eos", action="store_true", help="do not append EOS (no chat template)")
