@@ -149,22 +149,12 @@ class GLDLoss(nn.Module):
             The loss reduced by ``reduction`` (a 0-d tensor, or ``(B,)`` for ``"none"``);
             see :func:`fusion.gld_loss`.
         """
-        return gld_loss(
-            student_logits,
-            teacher,
-            student_mask,
-            teacher_mask,
-            k=self.k,
-            m=self.m,
-            temperature=self.temperature,
-            values=self.values,
-            nodes=self.nodes,
-            graph=self.graph,
-            features=self.features,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-            process_group=self.process_group,
-        )
+        return gld_loss(student_logits, teacher, student_mask, teacher_mask, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of :func:`fusion.gld_loss` this module holds."""
+        names = ("k", "m", "temperature", "values", "nodes", "graph", "features", "reduction")
+        return {name: getattr(self, name) for name in (*names, "chunk_size", "process_group")}
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""
@@ -241,17 +231,12 @@ class ULDLoss(nn.Module):
         tensor
             The loss reduced by ``reduction``; see :func:`fusion.uld_loss`.
         """
-        return uld_loss(
-            student_logits,
-            teacher,
-            student_mask,
-            teacher_mask,
-            temperature=self.temperature,
-            teacher_temperature=self.teacher_temperature,
-            top_k=self.top_k,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-        )
+        return uld_loss(student_logits, teacher, student_mask, teacher_mask, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of :func:`fusion.uld_loss` this module holds."""
+        names = ("temperature", "teacher_temperature", "top_k", "reduction", "chunk_size")
+        return {name: getattr(self, name) for name in names}
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""
@@ -309,14 +294,11 @@ class JSDLoss(nn.Module):
         tensor
             See :func:`fusion.jsd_loss`.
         """
-        return jsd_loss(
-            student_logits,
-            teacher_logits,
-            beta=self.beta,
-            temperature=self.temperature,
-            mask=mask,
-            reduction=self.reduction,
-        )
+        return jsd_loss(student_logits, teacher_logits, mask=mask, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of :func:`fusion.jsd_loss` this module holds."""
+        return {name: getattr(self, name) for name in ("beta", "temperature", "reduction")}
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""
@@ -494,56 +476,46 @@ class FusionLoss(nn.Module):
     def _student_passes(
         self, logits: torch.Tensor, targets: torch.Tensor | None, use_uld: bool, use_gld: bool
     ) -> tuple[Student, Student, torch.Tensor | None]:
-        """The student inputs of ULD and GLD, sharing one top-k pass where they can."""
-        gld, uld = self.gld, self.uld
-        uld_topk = use_uld and uld.top_k is not None
-        share = (
-            uld_topk
-            and use_gld
-            and gld.values == "prob"
-            and math.isclose(gld.temperature, uld.temperature)
-        )
-        chunk = gld.chunk_size
-        ce_targets = targets
-        if share:
+        """The student inputs of ULD and GLD, and the token NLL, in as few top-k passes as
+        their options allow: one pass per distinct (temperature, values), at the largest
+        ``k`` that any loss of that group needs (the CE rides on the first pass)."""
+        wanted: dict[str, tuple[int, float, str]] = {}
+        if use_gld:
+            wanted["gld"] = (self.gld.k, self.gld.temperature, self.gld.values)
+        if use_uld and self.uld.top_k is not None:  # the full ULD reads the logits
+            wanted["uld"] = (self.uld.top_k, self.uld.temperature, "prob")
+        groups: list[tuple[float, str, list[str]]] = []
+        for name, (_, tau, values) in wanted.items():
+            group = next((g for g in groups if g[1] == values and math.isclose(g[0], tau)), None)
+            if group is None:
+                groups.append((tau, values, [name]))
+            else:
+                group[2].append(name)
+        inputs: dict[str, Student] = {"uld": logits, "gld": logits}
+        nll, ce_targets = None, targets
+        for tau, values, names in groups:
+            k = min(max(wanted[n][0] for n in names), logits.shape[-1])
             st = student_topk(
                 logits,
-                min(max(gld.k, uld.top_k), logits.shape[-1]),
-                temperature=gld.temperature,
+                k,
+                temperature=tau,
+                values=values,
                 targets=ce_targets,
                 ignore_index=self.ignore_index,
-                chunk_size=chunk,
+                chunk_size=self.gld.chunk_size,
             )
-            return st, st, st.nll
-        nll = None
-        for_gld: Student = logits
-        for_uld: Student = logits
-        if use_gld:
-            for_gld = student_topk(
-                logits,
-                gld.k,
-                temperature=gld.temperature,
-                values=gld.values,
-                targets=ce_targets,
-                ignore_index=self.ignore_index,
-                chunk_size=chunk,
-            )
-            nll, ce_targets = for_gld.nll, None
-        if uld_topk:
-            for_uld = student_topk(
-                logits,
-                min(uld.top_k, logits.shape[-1]),
-                temperature=uld.temperature,
-                targets=ce_targets,
-                ignore_index=self.ignore_index,
-                chunk_size=chunk,
-            )
-            nll, ce_targets = (for_uld.nll, None) if ce_targets is not None else (nll, None)
+            if ce_targets is not None:
+                nll, ce_targets = st.nll, None
+            inputs.update(dict.fromkeys(names, st))
         if ce_targets is not None:  # CE alone: a top-1 pass keeps it blockwise
             nll = student_topk(
-                logits, 1, targets=ce_targets, ignore_index=self.ignore_index, chunk_size=chunk
+                logits,
+                1,
+                targets=ce_targets,
+                ignore_index=self.ignore_index,
+                chunk_size=self.gld.chunk_size,
             ).nll
-        return for_uld, for_gld, nll
+        return inputs["uld"], inputs["gld"], nll
 
     def forward(
         self,
@@ -697,18 +669,8 @@ class FusionLoss(nn.Module):
         return total / torch.as_tensor(num_tokens, dtype=total.dtype).clamp_min(1)
 
     def _uld_sum(self, student: Student, teacher, student_mask, teacher_mask) -> torch.Tensor:
-        u = self.uld
-        return uld_loss(
-            student,
-            teacher,
-            student_mask,
-            teacher_mask,
-            temperature=u.temperature,
-            teacher_temperature=u.teacher_temperature,
-            top_k=u.top_k,
-            reduction="sum",
-            chunk_size=u.chunk_size,
-        )
+        options = {**self.uld.options(), "reduction": "sum"}
+        return uld_loss(student, teacher, student_mask, teacher_mask, **options)
 
     def _jsd_sum(self, student: torch.Tensor, teacher, student_mask, teacher_mask):
         """JSD summed over the aligned positions (the j-th of the student with the j-th of the
@@ -728,24 +690,11 @@ class FusionLoss(nn.Module):
         return jsd_loss(s_rows, t_rows, beta=j.beta, temperature=j.temperature, reduction="sum")
 
     def _gld_sum(self, student: Student, teacher, student_mask, teacher_mask, batch: int):
-        g = self.gld
-        per_graph = gld_loss(
-            student,
-            teacher,
-            student_mask,
-            teacher_mask,
-            k=g.k,
-            m=g.m,
-            temperature=g.temperature,
-            values=g.values,
-            nodes=g.nodes,
-            graph=g.graph,
-            features=g.features,
-            reduction="none",
-            process_group=g.process_group,
-        )
+        # the student's top-k was taken already: chunk_size has no pass left to size
+        options = {**self.gld.options(), "reduction": "none", "chunk_size": None}
+        per_graph = gld_loss(student, teacher, student_mask, teacher_mask, **options)
         # a batch graph stands for all B sequences of the micro-batch
-        return per_graph[0] * batch if g.graph == "batch" else per_graph.sum()
+        return per_graph[0] * batch if self.gld.graph == "batch" else per_graph.sum()
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""

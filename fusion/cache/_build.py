@@ -168,6 +168,7 @@ def _vocab_size(model: torch.nn.Module, tokenizer: Any) -> int:
 
 
 def default_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """The longest input a model takes: its config's position count (else the tokenizer's)."""
     config = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(config, key, None)

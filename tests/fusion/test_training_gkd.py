@@ -33,7 +33,9 @@ def same_vocab(tmp_path_factory):
     pairs = _pairs()
     tok = bpe_tokenizer([p["prompt"] + p["response"] for p in pairs], vocab_size=300)
     teacher = tiny_causal_lm(tok, arch="llama", d_model=32, n_head=2, seed=7)
-    build(teacher, tok, pairs, root / "cache", k=int(teacher.config.vocab_size), progress=False)
+    vocab = int(teacher.config.vocab_size)
+    build(teacher, tok, pairs, root / "cache", k=vocab, progress=False)
+    build(teacher, tok, pairs, root / "q8", k=vocab, dtype="q8", progress=False)
     return {"root": root, "pairs": pairs, "tok": tok, "teacher": teacher}
 
 
@@ -91,11 +93,13 @@ def test_jsd_trainer_loss_is_the_token_mean_jsd_to_the_teacher(same_vocab, tmp_p
     assert set(trainer.last_components) == {"ce", "jsd", "gld"}
 
 
-def test_jsd_from_a_full_cache_equals_jsd_online(same_vocab, tmp_path):
-    """A cache holding every entry (k = V) gives the online teacher's JSD (to fp16 rounding)."""
+@pytest.mark.parametrize("name,rel", [("cache", 2e-3), ("q8", 3e-2)])
+def test_jsd_from_a_full_cache_equals_jsd_online(same_vocab, tmp_path, name, rel):
+    """A cache holding every entry (k = V) gives the online teacher's JSD (to its rounding:
+    fp16, or the compact encoding's 8-bit grid)."""
     online = OnlineTeacher(same_vocab["teacher"], same_vocab["tok"])
     options = {"lambda_": 0.5, "beta": 0.0, "distillation": "jsd", "jsd_beta": 0.5}
-    cached = _trainer(same_vocab, tmp_path, [same_vocab["root"] / "cache"], **options)
+    cached = _trainer(same_vocab, tmp_path, [same_vocab["root"] / name], **options)
     live = _trainer(same_vocab, tmp_path, [online], **options)
     items = [PromptResponseDataset(same_vocab["pairs"])[i] for i in range(4)]
     values = []
@@ -104,7 +108,7 @@ def test_jsd_from_a_full_cache_equals_jsd_online(same_vocab, tmp_path):
         trainer.compute_loss(trainer.model, trainer.data_collator(items))
         values.append(float(trainer.last_components["jsd"]))
     assert values[0] > 0
-    assert values[0] == pytest.approx(values[1], rel=2e-3)
+    assert values[0] == pytest.approx(values[1], rel=rel)
 
 
 def test_jsd_refuses_a_teacher_with_another_vocabulary(same_vocab, tmp_path):
