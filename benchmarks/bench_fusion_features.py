@@ -242,19 +242,27 @@ def main(argv=None) -> dict:
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--examples", type=int, default=24)
+    parser.add_argument("--examples", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=(), choices=("loss", "step", "cache"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     result: dict = {"machine_before": machine(), "shape": [args.batch, args.length, args.vocab]}
+
+    def save() -> None:  # after every part: a long run that is stopped keeps what it measured
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({**result, "machine_now": machine()}, indent=2) + "\n")
+
     if "loss" not in args.skip:
         result["loss"] = loss_rows(args.batch, args.length, args.vocab, args.repeat)
         print("loss (fwd+bwd)", result["loss"]["ms"], f"ratio {result['loss']['ratio']:.2f}x")
+        save()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if "step" not in args.skip:
             result["step"] = step_rows(args.batch, args.length, args.vocab, args.repeat, root)
             print("training step", result["step"]["ms"], f"ratio {result['step']['ratio']:.2f}x")
+            save()
         if "cache" not in args.skip:
             pairs = stdlib_pairs(args.examples)
             result["cache"] = {"examples": len(pairs)}
@@ -267,13 +275,11 @@ def main(argv=None) -> dict:
                 sizes = cache_sizes(model, tok, pairs, root / name, (10, 50, 128), 4)
                 plain = forward_throughput(model, tok, pairs, 4, max(1, args.repeat // 2))
                 result["cache"][name] = {"vocab": vocab, "sizes": sizes, "forward": plain}
+                save()
                 for key, row in sizes.items():
                     print(f"{name} {key}: {row['bytes_per_token']:.1f} B/token, "
                           f"{row['tokens_per_s']:.0f} tok/s (forward {plain['tokens_per_s']:.0f})")  # fmt: skip
-    result["machine_after"] = machine()
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     return result
 
 

@@ -2,7 +2,7 @@ r"""Trainer options shared by :class:`fusion.FusionTrainer` and :class:`fusion.t
 and on-policy distillation.
 
 *One signature.* The fusion options of both trainers are the keyword parameters of
-:meth:`fusion.training.FusionTrainingMixin._init_fusion`; each trainer takes them from its
+``fusion.training.FusionTrainingMixin._init_fusion``; each trainer takes them from its
 ``**kwargs`` (:func:`fusion_options`) and shows them in its own signature
 (:func:`with_fusion_signature`), so they are defined once.
 
@@ -56,7 +56,7 @@ def fusion_options(kwargs: dict[str, Any], init: Callable | None = None) -> dict
     """Pop the fusion options (and their deprecated names) out of a trainer's ``kwargs``.
 
     ``init`` is the function whose keyword parameters are the options (default
-    :meth:`fusion.training.FusionTrainingMixin._init_fusion`).
+    ``fusion.training.FusionTrainingMixin._init_fusion``).
     """
     if init is None:
         from fusion.training import FusionTrainingMixin
