@@ -216,3 +216,33 @@ def test_both_trainers_show_one_set_of_fusion_options():
                 == inspect.signature(FusionTrainingMixin._init_fusion).parameters[name].default
             )
         assert "student_temperature" not in params and "uld_top_k" not in params
+
+
+def test_evaluation_reports_jsd_as_a_token_mean(same_vocab, tmp_path):
+    """eval_jsd is the token mean over the whole set; eval_loss the training objective."""
+    online = OnlineTeacher(same_vocab["teacher"], same_vocab["tok"])
+    lam, beta = 0.4, 0.5
+    trainer = _trainer(
+        same_vocab,
+        tmp_path,
+        [online],
+        lambda_=lam,
+        beta=beta,
+        k=4,
+        distillation="jsd",
+        eval_dataset=same_vocab["pairs"],
+        args={"per_device_eval_batch_size": 3},
+    )
+    metrics = trainer.evaluate()
+    items = [PromptResponseDataset(same_vocab["pairs"], with_index=False)[i] for i in range(8)]
+    batch = trainer.data_collator(items)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        s, targets = response_positions(trainer.model(**inputs).logits, batch["labels"])
+        t, _ = response_positions(same_vocab["teacher"](**inputs).logits, batch["labels"])
+    expected = fusion.jsd_loss(s, t, beta=0.5, mask=targets != -100)
+    assert metrics["eval_jsd"] == pytest.approx(float(expected), rel=1e-4)
+    total = (1 - lam) * metrics["eval_ce"] + lam * (
+        metrics["eval_jsd"] + beta * metrics["eval_gld"]
+    )
+    assert metrics["eval_loss"] == pytest.approx(total, rel=1e-6)
