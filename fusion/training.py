@@ -191,6 +191,9 @@ class FusionCollator:
 
     Row ``t`` of teacher ``j`` predicts the teacher's ``t``-th response token, and the
     pivot's ``t``-th labelled position predicts its own ``t``-th response token.
+
+    With ``keep_prompts = True`` (set by a trainer doing on-policy distillation) the batch
+    also carries ``prompts``, the items' prompt texts, which the pivot then completes.
     """
 
     def __init__(
