@@ -157,7 +157,7 @@ def trainers(root: Path, vocab: int, length: int):
             args,
             teachers=[(c, 0.5) for c in caches],
             k=K,
-            uld_top_k=ULD_TOP_K,
+            top_k=ULD_TOP_K,
             data_collator=lambda rows: rows,
             check_data=False,
         )

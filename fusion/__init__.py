@@ -16,9 +16,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "GLDLoss": "fusion.modules",
     "ULDLoss": "fusion.modules",
+    "JSDLoss": "fusion.modules",
     "FusionLoss": "fusion.modules",
     "gld_loss": "fusion.functional",
     "uld_loss": "fusion.functional",
+    "jsd_loss": "fusion.functional",
     "FusionTrainer": "fusion.training",
     "OnlineTeacher": "fusion.teachers",
     "FusionSFTTrainer": "fusion.trl",

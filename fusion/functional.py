@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from fusion._deprecation import renamed
 from fusion.coactivation import (
     FEATURES,
     GRAPHS,
@@ -45,7 +46,7 @@ from fusion.types import StudentTopK, TopK
 from fusion.validation import nan_where, nonfinite_sequences, zero_where
 from gwlite import wasserstein_1d
 
-__all__ = ["REDUCTIONS", "AlignedSpans", "align_spans", "gld_loss", "uld_loss"]
+__all__ = ["REDUCTIONS", "AlignedSpans", "align_spans", "gld_loss", "jsd_loss", "uld_loss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -410,12 +411,13 @@ def uld_loss(
     student_mask: torch.Tensor | None = None,
     teacher_mask: torch.Tensor | None = None,
     *,
-    student_temperature: float = 1.0,
+    temperature: float = 1.0,
     teacher_temperature: float = 1.0,
     top_k: int | None = None,
     reduction: str = "mean",
     chunk_size: int | None = None,
     nan_policy: str = "raise",
+    student_temperature: float | None = None,
 ) -> torch.Tensor:
     r"""Universal Logit Distillation loss (Boizard et al. 2024), and its top-k variant.
 
@@ -438,14 +440,15 @@ def uld_loss(
     Parameters
     ----------
     student_logits : tensor ``(B, T_s, V_s)`` or fusion.types.StudentTopK
-        A :class:`~fusion.types.StudentTopK` (probabilities at ``student_temperature``,
+        A :class:`~fusion.types.StudentTopK` (probabilities at ``temperature``,
         at least ``top_k`` entries) only with ``top_k``: it reuses a top-k computed once
         for several losses or teachers.
     teacher : tensor ``(B, T_t, V_t)`` or :class:`fusion.TopK`
         ``TopK`` only with ``top_k`` (the full sorted distribution is not cached).
     student_mask, teacher_mask : bool tensors, optional
         The answer spans (all positions when omitted).
-    student_temperature, teacher_temperature : float
+    temperature, teacher_temperature : float
+        :math:`\tau_s` (the student's, named as in :func:`gld_loss`) and :math:`\tau_t`.
     top_k : int, optional
         ``None``: the full ULD; an int: the top-k variant.
     reduction : {"mean", "sum", "none"}
@@ -455,17 +458,23 @@ def uld_loss(
     nan_policy : {"raise", "propagate"}
         Non-finite logits or log-probabilities (and positive cached log-probabilities)
         raise a ``ValueError`` (default), or give the affected sequences a NaN loss.
+    student_temperature : float, optional
+        Deprecated name of ``temperature`` (FutureWarning).
 
     Returns
     -------
     tensor
         fp32 (fp64 for fp64 inputs).
     """
+    student_temperature = renamed("student_temperature", student_temperature, temperature, 1.0)
     _check_student(student_logits, teacher)
     check_choice("reduction", reduction, REDUCTIONS)
-    for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
+    for name, tau in (
+        ("temperature", student_temperature),
+        ("teacher_temperature", teacher_temperature),
+    ):
         if tau <= 0:
-            raise ValueError(f"{name}_temperature must be > 0, got {tau}")
+            raise ValueError(f"{name} must be > 0, got {tau}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     bad = nonfinite_sequences(student_logits, teacher, nan_policy=nan_policy)
@@ -512,3 +521,187 @@ def _topk_uld(student_logits, teacher, spans: AlignedSpans, k: int, tau_s: float
     ps = s_vals[spans.student_seq, spans.student_pos]
     pt = t_vals[spans.teacher_seq, spans.teacher_pos]
     return (ps - pt).abs().sum(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# generalised Jensen-Shannon divergence (same-vocabulary teachers)
+# ---------------------------------------------------------------------------------------
+
+
+def _jsd_rows(
+    student_rows: torch.Tensor, teacher_rows: torch.Tensor | TopK, beta: float, tau: float
+) -> torch.Tensor:
+    r"""Generalised JSD of each row pair ``(P, V)``, in TRL's convention; shape ``(P,)``.
+
+    A dense teacher row is ``softmax(z_t / tau)``. A :class:`fusion.TopK` row is the
+    teacher's top entries renormalised, :math:`q_i = e^{\ell_i} / \sum_{l \in K} e^{\ell_l}`
+    on its support :math:`K` (0 elsewhere; ``tau`` is not applied again). Off the support
+    the mixture is :math:`M_i = (1 - \beta) p_i`, so the student's mass there adds
+    :math:`-(1-\beta) \log(1-\beta) (1 - \sum_{i \in K} p_i)` exactly, in :math:`O(k)`.
+    """
+    work = _work_dtype(student_rows)
+    ls = torch.log_softmax(student_rows.to(work) / tau, dim=-1)
+    if isinstance(teacher_rows, TopK):
+        lt = teacher_rows.logprobs.to(work)
+        lt = lt - torch.logsumexp(lt, dim=-1, keepdim=True)  # renormalised on its support
+        ls_k = ls.gather(-1, teacher_rows.indices.long())
+        outside = (1.0 - ls_k.exp().sum(dim=-1)).clamp_min(0.0)
+    else:
+        lt = torch.log_softmax(teacher_rows.to(work) / tau, dim=-1)
+        ls_k, outside = ls, None
+
+    def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """KL(p || q) per row, from log-probabilities (F.kl_div's argument order is swapped)."""
+        return torch.nn.functional.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+
+    if beta == 0:  # forward KL(teacher || student)
+        return kl(lt, ls_k)
+    if beta == 1:  # reverse KL(student || teacher); a TopK teacher is refused upstream
+        return kl(ls, lt)
+    log_m = torch.logaddexp(ls_k + math.log1p(-beta), lt + math.log(beta))
+    out = beta * kl(lt, log_m) + (1.0 - beta) * kl(ls_k, log_m)
+    if outside is not None:
+        out = out - (1.0 - beta) * math.log1p(-beta) * outside
+    return out
+
+
+def check_jsd_options(beta: Any, temperature: Any, reduction: str) -> None:
+    check_choice("reduction", reduction, REDUCTIONS)
+    for name, value, ok in (
+        ("beta", beta, lambda v: 0.0 <= v <= 1.0),
+        ("temperature", temperature, lambda v: v > 0),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not ok(value):
+            raise ValueError(
+                f"{name} must be in [0, 1], got {value}"
+                if name == "beta"
+                else f"temperature must be > 0, got {value}"
+            )
+
+
+def jsd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Generalised Jensen-Shannon divergence for a teacher with the student's vocabulary.
+
+    The convention of TRL's ``GKDTrainer.generalized_jsd_loss`` (Agarwal et al. 2024,
+    Eq. 1). Per position, with :math:`p = \mathrm{softmax}(z_s/\tau)` (student),
+    :math:`q = \mathrm{softmax}(z_t/\tau)` (teacher) and the mixture
+    :math:`M = \beta q + (1-\beta) p`,
+
+    .. math::
+
+        \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(q \,\|\, M) + (1-\beta)\,\mathrm{KL}(p \,\|\, M),
+        \quad 0 < \beta < 1,
+
+    and, as in TRL, :math:`\beta = 0` is the forward :math:`\mathrm{KL}(q \,\|\, p)` and
+    :math:`\beta = 1` the reverse :math:`\mathrm{KL}(p \,\|\, q)` (the formula itself
+    tends to 0 at both ends; these endpoints are definitions, not limits).
+
+    Parameters
+    ----------
+    student_logits : tensor ``(B, T, V)``
+        Any floating dtype (computed in fp32, fp64 for fp64 input).
+    teacher_logits : tensor ``(B, T, V)`` or :class:`fusion.TopK` ``(B, T, k)``
+        Logits over the same vocabulary, position ``t`` predicting the same token as the
+        student's. A cached ``TopK`` (log-probabilities at the cache's temperature, not
+        applied again) stands for its entries renormalised to sum to 1, and the JSD to
+        that distribution is exact (the student's mass off the teacher's support enters
+        in closed form); its reverse KL is infinite, so ``beta=1`` needs logits.
+    beta : float
+        Interpolation in ``[0, 1]`` (default 0.5).
+    temperature : float
+        :math:`\tau`, dividing both logits (default 1).
+    mask : bool tensor ``(B, T)``, optional
+        Positions that count (TRL's ``labels != -100``); all when omitted.
+    reduction : {"mean", "sum", "none"}
+        ``"mean"``: over the unmasked positions (0 when there is none); ``"sum"``;
+        ``"none"``: shape ``(B, T)``, 0 at masked positions.
+
+    Returns
+    -------
+    tensor
+        fp32 (fp64 for fp64 inputs).
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite logits, or positive cached log-probabilities (as
+        :func:`gld_loss` and :func:`uld_loss` do).
+
+    References
+    ----------
+    R. Agarwal et al. On-Policy Distillation of Language Models: Learning from
+    Self-Generated Mistakes. ICLR 2024 (arXiv 2306.13649).
+
+    Examples
+    --------
+    >>> import torch, fusion
+    >>> s = torch.randn(2, 5, 30, requires_grad=True)
+    >>> loss = fusion.jsd_loss(s, torch.randn(2, 5, 30), beta=0.5)
+    >>> loss.backward()
+    >>> bool(loss >= 0)
+    True
+    """
+    check_jsd_options(beta, temperature, reduction)
+    if student_logits.ndim != 3:
+        raise ValueError(f"student_logits must be (B, T, V), got {tuple(student_logits.shape)}")
+    t_shape = tuple(
+        teacher_logits.logprobs.shape if isinstance(teacher_logits, TopK) else teacher_logits.shape
+    )
+    s_shape = tuple(student_logits.shape)
+    if isinstance(teacher_logits, TopK):
+        if (
+            t_shape[:2] != s_shape[:2]
+            or teacher_logits.indices.shape != teacher_logits.logprobs.shape
+        ):
+            raise ValueError(
+                f"a TopK teacher must be (B, T, k) with the student's (B, T) = {s_shape[:2]}, "
+                f"got logprobs {t_shape} and indices {tuple(teacher_logits.indices.shape)}"
+            )
+        if beta == 1:
+            raise ValueError(
+                "beta=1 is the reverse KL(student || teacher), infinite against a top-k "
+                "teacher (zero off its support): pass the teacher's logits, or beta < 1"
+            )
+        if teacher_logits.indices.numel() and int(teacher_logits.indices.max()) >= s_shape[2]:
+            raise ValueError(
+                f"the teacher's indices reach {int(teacher_logits.indices.max())}, outside the "
+                f"student's vocabulary of {s_shape[2]}: JSD needs a shared vocabulary"
+            )
+    elif t_shape != s_shape:
+        raise ValueError(
+            f"teacher_logits {t_shape} must match student_logits {s_shape}: JSD compares "
+            "distributions over one shared vocabulary, position by position"
+        )
+    # NaN/inf logits (or positive cached log-probabilities) would give NaN gradients
+    # behind a finite loss: refused like GLD's and ULD's inputs
+    nonfinite_sequences(student_logits, teacher_logits, nan_policy="raise")
+    batch, length = s_shape[:2]
+    mask = normalize_mask(mask, batch, length, student_logits.device)
+    seq, pos = mask.nonzero(as_tuple=True)
+    if isinstance(teacher_logits, TopK):
+        t_rows: torch.Tensor | TopK = TopK(
+            teacher_logits.logprobs[seq, pos], teacher_logits.indices[seq, pos]
+        )
+    else:
+        t_rows = teacher_logits[seq, pos]
+    per_pos = _jsd_rows(student_logits[seq, pos], t_rows, float(beta), float(temperature))
+    if reduction == "sum":
+        return per_pos.sum()
+    if reduction == "mean":
+        return per_pos.sum() / max(int(seq.shape[0]), 1)
+    out = per_pos.new_zeros(batch, length)
+    return out.index_put((seq, pos), per_pos)

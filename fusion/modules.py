@@ -20,12 +20,37 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from fusion.coactivation import FEATURES, GRAPHS, NODES, VALUES, check_choice, student_topk
-from fusion.functional import REDUCTIONS, Student, Teacher, gld_loss, uld_loss
+from fusion._deprecation import renamed
+from fusion.coactivation import (
+    FEATURES,
+    GRAPHS,
+    NODES,
+    VALUES,
+    check_choice,
+    normalize_mask,
+    student_topk,
+)
+from fusion.functional import (
+    REDUCTIONS,
+    Student,
+    Teacher,
+    align_spans,
+    check_jsd_options,
+    gld_loss,
+    jsd_loss,
+    uld_loss,
+)
 from fusion.types import TopK
 from fusion.validation import check_nan_policy
 
-__all__ = ["FusionLoss", "FusionLossOutput", "GLDLoss", "ULDLoss", "check_teacher_weights"]
+__all__ = [
+    "FusionLoss",
+    "FusionLossOutput",
+    "GLDLoss",
+    "JSDLoss",
+    "ULDLoss",
+    "check_teacher_weights",
+]
 
 #: logits up to this many entries take torch's fused cross-entropy in
 #: :meth:`FusionLoss.cross_entropy` (4 Mi entries: a 16 MiB fp32 copy)
@@ -130,23 +155,13 @@ class GLDLoss(nn.Module):
             The loss reduced by ``reduction`` (a 0-d tensor, or ``(B,)`` for ``"none"``);
             see :func:`fusion.gld_loss`.
         """
-        return gld_loss(
-            student_logits,
-            teacher,
-            student_mask,
-            teacher_mask,
-            k=self.k,
-            m=self.m,
-            temperature=self.temperature,
-            values=self.values,
-            nodes=self.nodes,
-            graph=self.graph,
-            features=self.features,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-            process_group=self.process_group,
-            nan_policy=self.nan_policy,
-        )
+        return gld_loss(student_logits, teacher, student_mask, teacher_mask, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of :func:`fusion.gld_loss` this module holds."""
+        names = ("k", "m", "temperature", "values", "nodes", "graph", "features", "reduction")
+        names = (*names, "chunk_size", "process_group", "nan_policy")
+        return {name: getattr(self, name) for name in names}
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""
@@ -162,7 +177,8 @@ class ULDLoss(nn.Module):
 
     Parameters
     ----------
-    student_temperature, teacher_temperature : float
+    temperature, teacher_temperature : float
+        :math:`\tau_s` of the student (named as in :class:`GLDLoss`) and :math:`\tau_t`.
     top_k : int, optional
         ``None``: full ULD (sorted distributions over the whole vocabularies); an int:
         the top-k variant of InfiFusion (needed for cached :class:`fusion.TopK` teachers).
@@ -171,27 +187,34 @@ class ULDLoss(nn.Module):
         Aligned positions per block of the full ULD.
     nan_policy : {"raise", "propagate"}
         Non-finite inputs raise ``ValueError`` (default) or give a NaN loss.
+    student_temperature : float, optional
+        Deprecated name of ``temperature`` (FutureWarning).
     """
 
     def __init__(
         self,
-        student_temperature: float = 1.0,
+        temperature: float = 1.0,
         teacher_temperature: float = 1.0,
         top_k: int | None = None,
         reduction: str = "mean",
         *,
         chunk_size: int | None = None,
         nan_policy: str = "raise",
+        student_temperature: float | None = None,
     ) -> None:
         super().__init__()
+        student_temperature = renamed("student_temperature", student_temperature, temperature, 1.0)
         check_choice("reduction", reduction, REDUCTIONS)
         check_nan_policy(nan_policy)
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-        for name, tau in (("student", student_temperature), ("teacher", teacher_temperature)):
+        for name, tau in (
+            ("temperature", student_temperature),
+            ("teacher_temperature", teacher_temperature),
+        ):
             if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 0):
-                raise ValueError(f"{name}_temperature must be a finite number > 0, got {tau}")
-        self.student_temperature = student_temperature
+                raise ValueError(f"{name} must be a finite number > 0, got {tau}")
+        self.temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.top_k, self.reduction, self.chunk_size = top_k, reduction, chunk_size
         self.nan_policy = nan_policy
@@ -220,26 +243,78 @@ class ULDLoss(nn.Module):
         tensor
             The loss reduced by ``reduction``; see :func:`fusion.uld_loss`.
         """
-        return uld_loss(
-            student_logits,
-            teacher,
-            student_mask,
-            teacher_mask,
-            student_temperature=self.student_temperature,
-            teacher_temperature=self.teacher_temperature,
-            top_k=self.top_k,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-            nan_policy=self.nan_policy,
-        )
+        return uld_loss(student_logits, teacher, student_mask, teacher_mask, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of :func:`fusion.uld_loss` this module holds."""
+        names = ("temperature", "teacher_temperature", "top_k", "reduction", "chunk_size")
+        return {name: getattr(self, name) for name in (*names, "nan_policy")}
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""
         return (
-            f"student_temperature={self.student_temperature}, "
+            f"temperature={self.temperature}, "
             f"teacher_temperature={self.teacher_temperature}, top_k={self.top_k}, "
             f"reduction={self.reduction!r}"
         )
+
+
+class JSDLoss(nn.Module):
+    r"""Generalised Jensen-Shannon divergence to a same-vocabulary teacher; see :func:`fusion.jsd_loss`.
+
+    Parameters
+    ----------
+    beta : float
+        In ``[0, 1]``: 0 the forward KL(teacher || student), 1 the reverse KL (TRL's
+        convention, Agarwal et al. 2024 Eq. 1); default 0.5.
+    temperature : float
+        Divides the student's (and dense teacher) logits (default 1).
+    reduction : {"mean", "sum", "none"}
+        Mean over the unmasked positions by default.
+
+    Examples
+    --------
+    >>> import torch, fusion
+    >>> loss_fn = fusion.JSDLoss(beta=0.1)
+    >>> loss_fn(torch.randn(2, 5, 30), torch.randn(2, 5, 30)).shape
+    torch.Size([])
+    """
+
+    def __init__(
+        self, beta: float = 0.5, temperature: float = 1.0, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        check_jsd_options(beta, temperature, reduction)
+        self.beta, self.temperature, self.reduction = float(beta), float(temperature), reduction
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopK,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """JSD between the student and one same-vocabulary teacher, with these options.
+
+        Parameters
+        ----------
+        student_logits : tensor ``(B, T, V)``
+        teacher_logits : tensor ``(B, T, V)`` or :class:`fusion.TopK` ``(B, T, k)``
+        mask : bool tensor ``(B, T)``, optional
+
+        Returns
+        -------
+        tensor
+            See :func:`fusion.jsd_loss`.
+        """
+        return jsd_loss(student_logits, teacher_logits, mask=mask, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of :func:`fusion.jsd_loss` this module holds."""
+        return {name: getattr(self, name) for name in ("beta", "temperature", "reduction")}
+
+    def extra_repr(self) -> str:
+        """The options shown by ``repr(module)``."""
+        return f"beta={self.beta}, temperature={self.temperature}, reduction={self.reduction!r}"
 
 
 def check_teacher_weights(weights: Sequence[Any]) -> tuple[float, ...]:
@@ -285,6 +360,11 @@ class FusionLossOutput(NamedTuple):
         :math:`\lambda, \beta`): summed per-sequence values over ``num_sequences``.
     uld_per_teacher, gld_per_teacher : tuple of tensors
         One entry per teacher, unweighted.
+    jsd : tensor or None
+        With ``FusionLoss(jsd=...)``: :math:`\sum_j w_j \mathrm{JSD}_j`, summed per token
+        over ``num_tokens`` (it then replaces ULD, whose fields are zeros); else ``None``.
+    jsd_per_teacher : tuple of tensors
+        One entry per teacher, unweighted (empty without ``jsd``).
     """
 
     total: torch.Tensor
@@ -293,16 +373,24 @@ class FusionLossOutput(NamedTuple):
     gld: torch.Tensor
     uld_per_teacher: tuple[torch.Tensor, ...]
     gld_per_teacher: tuple[torch.Tensor, ...]
+    jsd: torch.Tensor | None = None
+    jsd_per_teacher: tuple[torch.Tensor, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         """Python floats of the scalar components, keyed for a logger."""
         return {key: float(value.detach()) for key, value in self.components().items()}
 
     def components(self) -> dict[str, torch.Tensor]:
-        """The fields as tensors keyed ``loss, ce, uld, gld, uld/j, gld/j`` (not detached)."""
-        out = {"loss": self.total, "ce": self.ce, "uld": self.uld, "gld": self.gld}
-        for j, (u, g) in enumerate(zip(self.uld_per_teacher, self.gld_per_teacher)):
-            out[f"uld/{j}"], out[f"gld/{j}"] = u, g
+        """The fields as tensors keyed ``loss, ce, uld, gld, uld/j, gld/j`` (not detached).
+
+        With JSD as the logit term, ``jsd`` and ``jsd/j`` take the place of ``uld``.
+        """
+        logit, name = (self.uld, self.uld_per_teacher), "uld"
+        if self.jsd is not None:
+            logit, name = (self.jsd, self.jsd_per_teacher), "jsd"
+        out = {"loss": self.total, "ce": self.ce, name: logit[0], "gld": self.gld}
+        for j, (u, g) in enumerate(zip(logit[1], self.gld_per_teacher)):
+            out[f"{name}/{j}"], out[f"gld/{j}"] = u, g
         return out
 
 
@@ -338,6 +426,14 @@ class FusionLoss(nn.Module):
         ``ULDLoss(top_k=K)``, which also lets GLD and ULD share the student's top-k).
     ignore_index : int
         Label value ignored by the cross-entropy (and outside the default student mask).
+    jsd : JSDLoss, optional
+        For teachers that share the student's vocabulary (and tokenizer): the generalised
+        JSD (:func:`fusion.jsd_loss`) replaces ULD as the logit term,
+        :math:`\mathcal L = (1-\lambda)\,\mathrm{CE} + \lambda \sum_j w_j
+        (\mathrm{JSD}_j + \beta\,\mathrm{GLD}_j)`, with JSD summed over the aligned
+        positions (the j-th unmasked student position with the j-th unmasked teacher
+        position, :func:`fusion.functional.align_spans`) over ``num_tokens``, the token
+        mean of TRL's GKD. Its ``reduction`` must be ``"mean"``.
 
     Examples
     --------
@@ -360,6 +456,7 @@ class FusionLoss(nn.Module):
         gld: GLDLoss | None = None,
         uld: ULDLoss | None = None,
         ignore_index: int = -100,
+        jsd: JSDLoss | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda_ <= 1.0:
@@ -372,8 +469,9 @@ class FusionLoss(nn.Module):
         )
         self.gld = gld if gld is not None else GLDLoss()
         self.uld = uld if uld is not None else ULDLoss()
-        for name, sub in (("gld", self.gld), ("uld", self.uld)):
-            if sub.reduction != "mean":
+        self.jsd = jsd
+        for name, sub in (("gld", self.gld), ("uld", self.uld), ("jsd", jsd)):
+            if sub is not None and sub.reduction != "mean":
                 raise ValueError(
                     f"FusionLoss normalises the {name} term itself (num_sequences=); build the "
                     f"{type(sub).__name__} with reduction='mean', not {sub.reduction!r}"
@@ -390,56 +488,46 @@ class FusionLoss(nn.Module):
     def _student_passes(
         self, logits: torch.Tensor, targets: torch.Tensor | None, use_uld: bool, use_gld: bool
     ) -> tuple[Student, Student, torch.Tensor | None]:
-        """The student inputs of ULD and GLD, sharing one top-k pass where they can."""
-        gld, uld = self.gld, self.uld
-        uld_topk = use_uld and uld.top_k is not None
-        share = (
-            uld_topk
-            and use_gld
-            and gld.values == "prob"
-            and math.isclose(gld.temperature, uld.student_temperature)
-        )
-        chunk = gld.chunk_size
-        ce_targets = targets
-        if share:
+        """The student inputs of ULD and GLD, and the token NLL, in as few top-k passes as
+        their options allow: one pass per distinct (temperature, values), at the largest
+        ``k`` that any loss of that group needs (the CE rides on the first pass)."""
+        wanted: dict[str, tuple[int, float, str]] = {}
+        if use_gld:
+            wanted["gld"] = (self.gld.k, self.gld.temperature, self.gld.values)
+        if use_uld and self.uld.top_k is not None:  # the full ULD reads the logits
+            wanted["uld"] = (self.uld.top_k, self.uld.temperature, "prob")
+        groups: list[tuple[float, str, list[str]]] = []
+        for name, (_, tau, values) in wanted.items():
+            group = next((g for g in groups if g[1] == values and math.isclose(g[0], tau)), None)
+            if group is None:
+                groups.append((tau, values, [name]))
+            else:
+                group[2].append(name)
+        inputs: dict[str, Student] = {"uld": logits, "gld": logits}
+        nll, ce_targets = None, targets
+        for tau, values, names in groups:
+            k = min(max(wanted[n][0] for n in names), logits.shape[-1])
             st = student_topk(
                 logits,
-                min(max(gld.k, uld.top_k), logits.shape[-1]),
-                temperature=gld.temperature,
+                k,
+                temperature=tau,
+                values=values,
                 targets=ce_targets,
                 ignore_index=self.ignore_index,
-                chunk_size=chunk,
+                chunk_size=self.gld.chunk_size,
             )
-            return st, st, st.nll
-        nll = None
-        for_gld: Student = logits
-        for_uld: Student = logits
-        if use_gld:
-            for_gld = student_topk(
-                logits,
-                gld.k,
-                temperature=gld.temperature,
-                values=gld.values,
-                targets=ce_targets,
-                ignore_index=self.ignore_index,
-                chunk_size=chunk,
-            )
-            nll, ce_targets = for_gld.nll, None
-        if uld_topk:
-            for_uld = student_topk(
-                logits,
-                min(uld.top_k, logits.shape[-1]),
-                temperature=uld.student_temperature,
-                targets=ce_targets,
-                ignore_index=self.ignore_index,
-                chunk_size=chunk,
-            )
-            nll, ce_targets = (for_uld.nll, None) if ce_targets is not None else (nll, None)
+            if ce_targets is not None:
+                nll, ce_targets = st.nll, None
+            inputs.update(dict.fromkeys(names, st))
         if ce_targets is not None:  # CE alone: a top-1 pass keeps it blockwise
             nll = student_topk(
-                logits, 1, targets=ce_targets, ignore_index=self.ignore_index, chunk_size=chunk
+                logits,
+                1,
+                targets=ce_targets,
+                ignore_index=self.ignore_index,
+                chunk_size=self.gld.chunk_size,
             ).nll
-        return for_uld, for_gld, nll
+        return inputs["uld"], inputs["gld"], nll
 
     def forward(
         self,
@@ -511,6 +599,8 @@ class FusionLoss(nn.Module):
         if student_mask is None and labels is not None:
             student_mask = labels != self.ignore_index
         targets = labels if ce_sum is None else None
+        use_jsd = use_uld and self.jsd is not None
+        use_uld = use_uld and not use_jsd
         for_uld, for_gld, nll = self._student_passes(student_logits, targets, use_uld, use_gld)
         work = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
         zero = torch.zeros((), dtype=work, device=student_logits.device)
@@ -524,11 +614,16 @@ class FusionLoss(nn.Module):
         seqs = batch if num_sequences is None else num_sequences
         ce = ce_sum.to(work) / torch.as_tensor(num_tokens, dtype=work).clamp_min(1)
         per_seq = 1.0 / torch.as_tensor(seqs, dtype=work, device=ce.device)
-        uld_each, gld_each = [], []
+        per_tok = 1.0 / torch.as_tensor(num_tokens, dtype=work, device=ce.device).clamp_min(1)
+        uld_each, gld_each, jsd_each = [], [], []
         for teacher, mask in zip(teachers, teacher_masks):
             uld_each.append(
                 self._uld_sum(for_uld, teacher, student_mask, mask) * per_seq if use_uld else zero
             )
+            if use_jsd:
+                jsd_each.append(
+                    self._jsd_sum(student_logits, teacher, student_mask, mask) * per_tok
+                )
             gld_each.append(
                 self._gld_sum(for_gld, teacher, student_mask, mask, batch) * per_seq
                 if use_gld
@@ -536,8 +631,16 @@ class FusionLoss(nn.Module):
             )
         uld = sum(w * u for w, u in zip(weights, uld_each))
         gld = sum(w * g for w, g in zip(weights, gld_each))
-        total = (1.0 - self.lambda_) * ce + self.lambda_ * (uld + self.beta * gld)
-        return FusionLossOutput(total, ce, uld, gld, tuple(uld_each), tuple(gld_each))
+        jsd = sum(w * d for w, d in zip(weights, jsd_each)) if use_jsd else None
+        logit_term = jsd if use_jsd else uld
+        total = (1.0 - self.lambda_) * ce + self.lambda_ * (logit_term + self.beta * gld)
+        if self.jsd is None:
+            return FusionLossOutput(total, ce, uld, gld, tuple(uld_each), tuple(gld_each))
+        jsd = zero if jsd is None else jsd
+        jsd_each = jsd_each or [zero] * len(teachers)
+        return FusionLossOutput(
+            total, ce, uld, gld, tuple(uld_each), tuple(gld_each), jsd, tuple(jsd_each)
+        )
 
     def cross_entropy(
         self,
@@ -578,40 +681,32 @@ class FusionLoss(nn.Module):
         return total / torch.as_tensor(num_tokens, dtype=total.dtype).clamp_min(1)
 
     def _uld_sum(self, student: Student, teacher, student_mask, teacher_mask) -> torch.Tensor:
-        u = self.uld
-        return uld_loss(
-            student,
-            teacher,
-            student_mask,
-            teacher_mask,
-            student_temperature=u.student_temperature,
-            teacher_temperature=u.teacher_temperature,
-            top_k=u.top_k,
-            reduction="sum",
-            chunk_size=u.chunk_size,
-            nan_policy=u.nan_policy,
-        )
+        options = {**self.uld.options(), "reduction": "sum"}
+        return uld_loss(student, teacher, student_mask, teacher_mask, **options)
+
+    def _jsd_sum(self, student: torch.Tensor, teacher, student_mask, teacher_mask):
+        """JSD summed over the aligned positions (the j-th of the student with the j-th of the
+        teacher), so a teacher whose rows start at its response lines up with the pivot."""
+        t_vals = teacher.logprobs if isinstance(teacher, TopK) else teacher
+        batch, t_len = t_vals.shape[:2]
+        device = student.device
+        s_mask = normalize_mask(student_mask, batch, student.shape[1], device)
+        spans = align_spans(s_mask, normalize_mask(teacher_mask, batch, t_len, device))
+        rows = (spans.teacher_seq, spans.teacher_pos)
+        if isinstance(teacher, TopK):
+            t_rows = TopK(teacher.logprobs[rows][None], teacher.indices[rows][None])
+        else:
+            t_rows = teacher[rows][None]
+        s_rows = student[spans.student_seq, spans.student_pos][None]
+        j = self.jsd
+        return jsd_loss(s_rows, t_rows, beta=j.beta, temperature=j.temperature, reduction="sum")
 
     def _gld_sum(self, student: Student, teacher, student_mask, teacher_mask, batch: int):
-        g = self.gld
-        per_graph = gld_loss(
-            student,
-            teacher,
-            student_mask,
-            teacher_mask,
-            k=g.k,
-            m=g.m,
-            temperature=g.temperature,
-            values=g.values,
-            nodes=g.nodes,
-            graph=g.graph,
-            features=g.features,
-            reduction="none",
-            process_group=g.process_group,
-            nan_policy=g.nan_policy,
-        )
+        # the student's top-k was taken already: chunk_size has no pass left to size
+        options = {**self.gld.options(), "reduction": "none", "chunk_size": None}
+        per_graph = gld_loss(student, teacher, student_mask, teacher_mask, **options)
         # a batch graph stands for all B sequences of the micro-batch
-        return per_graph[0] * batch if g.graph == "batch" else per_graph.sum()
+        return per_graph[0] * batch if self.gld.graph == "batch" else per_graph.sum()
 
     def extra_repr(self) -> str:
         """The options shown by ``repr(module)``."""

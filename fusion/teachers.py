@@ -22,8 +22,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from fusion.cache import Encoder, TeacherCache
-from fusion.cache._build import default_max_length
+from fusion.cache import Encoder, TeacherCache, default_max_length, target_logits, topk_rows
 from fusion.modules import check_teacher_weights
 from fusion.types import TopK
 
@@ -195,8 +194,6 @@ class OnlineTeacher:
             Real rows; ``T`` is the most targets of any example of the batch.
         """
         # the cache builder's own selection and reduction: online rows are cache rows
-        from fusion.cache._build import target_logits, topk_rows
-
         if not 1 <= k <= self.vocab_size:
             raise ValueError(f"k must be in [1, {self.vocab_size}] for teacher {self.name}")
         device = self.device

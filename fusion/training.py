@@ -29,6 +29,7 @@ docs/guide/training.md.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,7 +48,17 @@ from fusion.cache import (
     data_sha256,
     read_examples,
 )
-from fusion.modules import FusionLoss, GLDLoss, ULDLoss
+from fusion.modules import FusionLoss, GLDLoss, JSDLoss, ULDLoss
+from fusion.onpolicy import (
+    DISTILLATIONS,
+    PROMPTS_KEY,
+    OnPolicy,
+    check_shared_tokenizer,
+    check_shared_vocabulary,
+    fusion_options,
+    most_entries,
+    with_fusion_signature,
+)
 from fusion.teachers import OnlineInputs, OnlineTeacher, Teacher, resolve_teacher, split_teachers
 from fusion.types import TopK
 
@@ -125,6 +136,16 @@ class PromptResponseDataset(torch.utils.data.Dataset):
         return data_sha256(self.examples)
 
 
+def prompt_of(feature: Mapping[str, Any]) -> str:
+    """The prompt text of a ``{"prompt", "response"}`` item (on-policy completion needs it)."""
+    if not isinstance(feature.get("prompt"), str):
+        raise ValueError(
+            "on-policy distillation completes prompts: every item needs a string 'prompt' "
+            f"(conversations are not supported), got keys {sorted(feature)}"
+        )
+    return feature["prompt"]
+
+
 def _examples(features: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The rows themselves: :class:`fusion.cache.Encoder` reads pairs and conversations."""
     return list(features)
@@ -170,6 +191,9 @@ class FusionCollator:
 
     Row ``t`` of teacher ``j`` predicts the teacher's ``t``-th response token, and the
     pivot's ``t``-th labelled position predicts its own ``t``-th response token.
+
+    With ``keep_prompts = True`` (set by a trainer doing on-policy distillation) the batch
+    also carries ``prompts``, the items' prompt texts, which the pivot then completes.
     """
 
     def __init__(
@@ -190,6 +214,7 @@ class FusionCollator:
         )
         self.teacher_entries = teacher_entries
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.keep_prompts = False
         if teacher_entries is not None and teacher_entries < 1:
             raise ValueError(f"teacher_entries must be >= 1, got {teacher_entries}")
         for j, teacher in enumerate(self.teachers):
@@ -207,6 +232,8 @@ class FusionCollator:
             raise ValueError("FusionCollator needs at least one example")
         batch = self._pivot(features)
         batch.update(self.teacher_fields(features, _examples(features)))
+        if self.keep_prompts:  # on-policy distillation completes these
+            batch[PROMPTS_KEY] = [prompt_of(f) for f in features]
         return batch
 
     def teacher_fields(
@@ -404,36 +431,52 @@ class FusionTrainingMixin:
     def _init_fusion(
         self,
         model: Any,
-        teachers: Iterable[Any],
+        teachers: Iterable[Any] = (),
         *,
-        lambda_: float,
-        beta: float,
-        k: int,
-        m: int,
-        student_temperature: float,
-        teacher_temperature: float | None,
-        uld_top_k: int | None,
-        gld_graph: str,
-        gld_options: Mapping[str, Any] | None,
+        lambda_: float = 0.5,
+        beta: float = 1.0,
+        k: int = 10,
+        m: int = 64,
+        temperature: float = 1.0,
+        teacher_temperature: float | None = None,
+        top_k: int | None = None,
+        gld_graph: str = "sequence",
+        gld_options: Mapping[str, Any] | None = None,
+        distillation: str = "uld",
+        jsd_beta: float = 0.5,
+        lmbda: float = 0.0,
+        generation_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        """The fusion options of both trainers: this signature is their one definition."""
+        if distillation not in DISTILLATIONS:
+            raise ValueError(f"distillation must be one of {DISTILLATIONS}, got {distillation!r}")
         resolved, weights = split_teachers(teachers)
-        tau_s = _check_temperature("student_temperature", student_temperature)
+        tau_s = _check_temperature("temperature", temperature)
         tau_t = _check_temperature("teacher_temperature", teacher_temperature, optional=True)
         if not resolved and lambda_ != 0:
             raise ValueError("without teachers, lambda_ must be 0 (plain SFT)")
-        uld_top_k = self._check_teachers(resolved, tau_t, k, uld_top_k, _vocab_size(model))
+        pivot_vocab = _vocab_size(model)
+        top_k = self._check_teachers(resolved, tau_t, k, top_k, pivot_vocab)
+        jsd = None
+        if distillation == "jsd":
+            jsd = JSDLoss(beta=jsd_beta, temperature=tau_s)
+            check_shared_vocabulary(resolved, pivot_vocab)
         self.teachers = resolved
         self.fusion_loss = FusionLoss(
             lambda_,
             beta,
             weights,
             gld=GLDLoss(k=k, m=m, temperature=tau_s, graph=gld_graph, **dict(gld_options or {})),
-            uld=ULDLoss(student_temperature=tau_s, top_k=uld_top_k),
+            uld=ULDLoss(temperature=tau_s, top_k=top_k),
+            jsd=jsd,
         )
         # online teachers reduce their logits at the teacher temperature (a cache did so
         # when it was built)
         self.teacher_temperature = 1.0 if tau_t is None else tau_t
-        self.teacher_entries = max(k, uld_top_k or 1) if resolved else None
+        self.teacher_entries = max(k, top_k or 1) if resolved else None
+        if jsd is not None and resolved:  # JSD is exact to as many entries as there are
+            self.teacher_entries = max(self.teacher_entries, most_entries(resolved))
+        self.on_policy = OnPolicy.make(lmbda, generation_kwargs, resolved)
         self.last_components: dict[str, torch.Tensor] = {}
         self._log_sums: dict[str, torch.Tensor] = {}
         self._log_windows = 0
@@ -447,25 +490,26 @@ class FusionTrainingMixin:
         teachers: Sequence[Teacher],
         tau_t: float | None,
         k: int,
-        uld_top_k: int | None,
+        top_k: int | None,
         pivot_vocab: int | None,
     ) -> int | None:
         if not teachers:
-            return uld_top_k
+            return top_k
+        uld_top_k = top_k
         if uld_top_k is None:
             cached = [t.k for t in teachers if isinstance(t, TeacherCache)]
             uld_top_k = min(cached) if cached else ULD_TOP_K
             sizes = [t.vocab_size for t in teachers if isinstance(t, OnlineTeacher)]
             uld_top_k = min([uld_top_k, *sizes, *([pivot_vocab] if pivot_vocab else [])])
         if isinstance(uld_top_k, bool) or not isinstance(uld_top_k, int) or uld_top_k < 1:
-            raise ValueError(f"uld_top_k must be an integer >= 1, got {uld_top_k!r}")
+            raise ValueError(f"top_k must be an integer >= 1, got {uld_top_k!r}")
         need = max(k, uld_top_k)
         for j, teacher in enumerate(teachers):
             if isinstance(teacher, TeacherCache):
                 if need > teacher.k:
                     raise ValueError(
                         f"teacher {j} ({teacher.path}) caches k={teacher.k} entries; GLD needs "
-                        f"k={k} and ULD uld_top_k={uld_top_k}"
+                        f"k={k} and ULD top_k={uld_top_k}"
                     )
                 if tau_t is not None and not math.isclose(teacher.temperature, tau_t):
                     raise ValueError(
@@ -505,7 +549,24 @@ class FusionTrainingMixin:
         return out
 
     def _place_teachers(self) -> None:
-        """Put online teachers on the training device (unless their layout is their own)."""
+        """Put online teachers on the training device (unless their layout is their own).
+
+        With on-policy distillation, also make the training collator keep the prompts;
+        with JSD, check that every teacher has the pivot's tokenizer.
+        """
+        if self.fusion_loss.jsd is not None:
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+            check_shared_tokenizer(self.teachers, tokenizer)
+        if self.on_policy is not None:
+            collator = self.data_collator
+            inner = collator if isinstance(collator, FusionCollator) else None
+            inner = inner or getattr(collator, "teachers", None)
+            if not isinstance(inner, FusionCollator):
+                raise ValueError(
+                    "on-policy distillation (lmbda > 0) re-collates the pivot's completions: "
+                    "use the default collator (data_collator=None)"
+                )
+            inner.keep_prompts = True
         for teacher in self.teachers:
             if isinstance(teacher, OnlineTeacher) and not getattr(
                 teacher.model, "hf_device_map", None
@@ -533,6 +594,9 @@ class FusionTrainingMixin:
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not batches:
             return batches, num_items
+        if self.on_policy is not None and self.on_policy.draw(self.args.seed):
+            batches = [self._completed_by_pivot(b) for b in batches]
+            num_items = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
         counts = torch.zeros(2, dtype=torch.float64)
         for b in batches:
             counts[0] += int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
@@ -546,6 +610,17 @@ class FusionTrainingMixin:
         self._log_windows += 1
         self._log_factor = factor
         return batches, num_items
+
+    def _on_policy_collator(self) -> FusionCollator:
+        collator = self.data_collator
+        collator = collator if isinstance(collator, FusionCollator) else collator.teachers
+        return collator
+
+    def _completed_by_pivot(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The same prompts, completed by the pivot, collated for it and every teacher."""
+        model = self.accelerator.unwrap_model(self.model)
+        new = self.on_policy.complete(model, self._on_policy_collator(), batch[PROMPTS_KEY])
+        return self._prepare_inputs(new)
 
     def _normalizers(self, n_tokens: torch.Tensor, n_seqs: int, training: bool):
         """``(num_tokens, num_sequences, scale)`` of this micro-batch's share of its window."""
@@ -689,12 +764,12 @@ class FusionTrainingMixin:
     def _record_eval(self, parts: Mapping[str, torch.Tensor], n_tokens, n_seqs: int) -> None:
         sums = self._eval_sums
         for key, value in parts.items():
-            count = n_tokens if key == "ce" else n_seqs
+            count = n_tokens if key == "ce" or key.startswith("jsd") else n_seqs
             sums[key] = sums.get(key, 0.0) + value.detach().double() * count
         sums["#tokens"] = sums.get("#tokens", 0.0) + torch.as_tensor(n_tokens).double()
         sums["#sequences"] = sums.get("#sequences", 0.0) + float(n_seqs)
         sums["#batches"] = sums.get("#batches", 0.0) + 1.0
-        if "uld" in parts:
+        if "uld" in parts or "jsd" in parts:
             sums["#distilled"] = sums.get("#distilled", 0.0) + 1.0
 
     def _eval_metrics(self, sums: Mapping[str, Any], prefix: str) -> dict[str, float]:
@@ -710,13 +785,16 @@ class FusionTrainingMixin:
         if total.get("#distilled", 0.0) != total["#batches"]:  # no (or not every) teacher
             metrics[f"{prefix}_loss"] = metrics[f"{prefix}_ce"]
             return metrics
-        seqs = max(total["#sequences"], 1.0)
+        seqs, tokens = max(total["#sequences"], 1.0), max(total["#tokens"], 1.0)
         for key in keys:
             if key.startswith(("uld", "gld")):
                 metrics[f"{prefix}_{key}"] = total[key] / seqs
+            elif key.startswith("jsd"):  # a token mean, like the CE
+                metrics[f"{prefix}_{key}"] = total[key] / tokens
         lam, beta = self.fusion_loss.lambda_, self.fusion_loss.beta
+        logit = metrics.get(f"{prefix}_jsd", metrics.get(f"{prefix}_uld"))
         metrics[f"{prefix}_loss"] = (1 - lam) * metrics[f"{prefix}_ce"] + lam * (
-            metrics[f"{prefix}_uld"] + beta * metrics[f"{prefix}_gld"]
+            logit + beta * metrics[f"{prefix}_gld"]
         )
         return metrics
 
@@ -738,7 +816,10 @@ class FusionTrainingMixin:
         objective when every teacher is available for the evaluation data (online
         teachers, or ``eval_teachers`` caches), else the cross-entropy.
         """
-        prefix = kwargs.get("metric_key_prefix", args[2] if len(args) > 2 else "eval")
+        bound = inspect.signature(super().evaluation_loop).bind(
+            dataloader, description, *args, **kwargs
+        )
+        prefix = bound.arguments.get("metric_key_prefix", "eval")
         self._eval_sums = {}
         try:
             output = super().evaluation_loop(dataloader, description, *args, **kwargs)
@@ -749,6 +830,7 @@ class FusionTrainingMixin:
         return output
 
 
+@with_fusion_signature
 class FusionTrainer(FusionTrainingMixin, Trainer):
     r"""A :class:`transformers.Trainer` that fuses teachers into a pivot model.
 
@@ -787,21 +869,38 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
     m : int
         Degrees compared per graph by GLD with ``gld_options={"features": "degrees"}``
         (default 64).
-    student_temperature : float
-        :math:`\tau_s`, applied to the pivot's logits by ULD and GLD (default 1).
+    temperature : float
+        :math:`\tau_s`, applied to the pivot's logits by ULD, GLD and JSD (default 1).
+        Formerly ``student_temperature`` (deprecated alias, FutureWarning).
     teacher_temperature : float, optional
         :math:`\tau_t`. Online teachers are reduced at it (default 1); caches hold
         ``log_softmax(z / tau)`` at the temperature they were built with, so it is only
         checked against their manifests (``None``: accept whatever they hold).
-    uld_top_k : int, optional
+    top_k : int, optional
         Entries of ULD's top-k variant; default the smallest cached ``k`` (as close to
         the full ULD as the caches allow), or ``ULD_TOP_K`` = 50 with online teachers only.
+        Formerly ``uld_top_k`` (deprecated alias, FutureWarning).
     gld_graph : {"sequence", "batch"}
         One co-activation graph per sequence (default) or one per micro-batch, shared
         across data-parallel ranks by all-reduce.
     gld_options : mapping, optional
         Further :class:`fusion.GLDLoss` keywords (``features``, ``values``, ``nodes``,
         ``chunk_size``).
+    distillation : {"uld", "jsd"}
+        The logit term: ULD (any tokenizers, default), or for teachers that share the
+        pivot's tokenizer the generalised JSD of TRL's GKD (:class:`fusion.JSDLoss`,
+        token mean; a cache then passes all its ``k`` entries, an online teacher its
+        whole vocabulary).
+    jsd_beta : float
+        JSD's interpolation in ``[0, 1]`` (0 forward KL, 1 reverse KL; default 0.5).
+    lmbda : float
+        On-policy fraction in ``[0, 1]`` (TRL's name, Agarwal et al. 2024): each
+        accumulation window is, with this probability (seeded by ``args.seed``), replaced
+        by the pivot's own completions of its prompts, scored by the (online) teachers.
+        Default 0 (off). Needs online teachers only (a cache cannot score new text).
+    generation_kwargs : mapping, optional
+        Passed to ``model.generate`` for on-policy completions (default
+        ``{"max_new_tokens": 128, "do_sample": True}``).
     train_dataset : str, path-like, sequence of mapping or PromptResponseDataset
         The pivot's training examples, in the caches' order: ``{"prompt", "response"}``
         pairs or ``{"messages": [...]}`` conversations (loss on the assistant turns).
@@ -858,16 +957,6 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
         model: Any = None,
         args: Any = None,
         *,
-        teachers: Sequence[Any] = (),
-        lambda_: float = 0.5,
-        beta: float = 1.0,
-        k: int = 10,
-        m: int = 64,
-        student_temperature: float = 1.0,
-        teacher_temperature: float | None = None,
-        uld_top_k: int | None = None,
-        gld_graph: str = "sequence",
-        gld_options: Mapping[str, Any] | None = None,
         train_dataset: Any = None,
         eval_dataset: Any = None,
         eval_teachers: Sequence[Any] | None = None,
@@ -883,19 +972,7 @@ class FusionTrainer(FusionTrainingMixin, Trainer):
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
-        self._init_fusion(
-            model,
-            teachers,
-            lambda_=lambda_,
-            beta=beta,
-            k=k,
-            m=m,
-            student_temperature=student_temperature,
-            teacher_temperature=teacher_temperature,
-            uld_top_k=uld_top_k,
-            gld_graph=gld_graph,
-            gld_options=gld_options,
-        )
+        self._init_fusion(model, **fusion_options(kwargs))
         eval_list = self._eval_teacher_list(eval_teachers)
         train_dataset = self._dataset(train_dataset, with_index=True)
         eval_with_index = any(isinstance(t, TeacherCache) for t in eval_list or ())

@@ -24,6 +24,7 @@ import torch
 from trl import SFTTrainer
 
 from fusion.cache import TeacherCache, check_alignment
+from fusion.onpolicy import PROMPTS_KEY, fusion_options, with_fusion_signature
 from fusion.training import FusionCollator, FusionTrainingMixin, PromptResponseDataset
 
 __all__ = ["FusionSFTTrainer"]
@@ -69,8 +70,32 @@ class _TeacherFields:
         batch = dict(self.base(features))
         if "attention_mask" not in batch:
             raise ValueError("FusionSFTTrainer needs padded batches (padding_free=False)")
-        batch.update(self.teachers.teacher_fields(features, self.pairs(features)))
+        pairs = self.pairs(features)
+        batch.update(self.teachers.teacher_fields(features, pairs))
+        if self.teachers.keep_prompts:  # on-policy distillation completes these
+            batch[PROMPTS_KEY] = [prompt for prompt, _ in pairs]
         return batch
+
+
+def check_columns(name: str, dataset: Any) -> None:
+    """Refuse a dataset without TRL's prompt-completion columns, naming what it has (D3)."""
+    if dataset is None or isinstance(dataset, str):
+        return
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, dict):  # a DatasetDict: one split per key
+        raise ValueError(
+            f"{name} is a DatasetDict with splits {sorted(columns)}: pass one split, "
+            f"e.g. {name}=data['train']"
+        )
+    if columns is None:
+        return
+    missing = [c for c in ("prompt", "completion") if c not in columns]
+    if missing:
+        raise ValueError(
+            f"FusionSFTTrainer reads prompt-completion data: {name} lacks the column(s) "
+            f"{missing} (it has {sorted(columns)}); rename them, e.g. "
+            "dataset.rename_columns({'question': 'prompt', 'answer': 'completion'})"
+        )
 
 
 def _with_index(dataset: Any) -> Any:
@@ -91,6 +116,7 @@ def _as_pairs(dataset: Any) -> PromptResponseDataset:
     return PromptResponseDataset(rows)
 
 
+@with_fusion_signature
 class FusionSFTTrainer(FusionTrainingMixin, SFTTrainer):
     r"""TRL's ``SFTTrainer`` with :class:`fusion.FusionLoss` as its loss.
 
@@ -116,8 +142,11 @@ class FusionSFTTrainer(FusionTrainingMixin, SFTTrainer):
         ``packing`` and ``padding_free`` are refused (they merge rows, and a teacher's
         rows belong to one example); ``remove_unused_columns`` is turned off on a copy
         (the teachers need the text columns).
-    teachers, lambda_, beta, k, m, student_temperature, teacher_temperature, uld_top_k, gld_graph, gld_options, eval_teachers, check_data
-        As for :class:`fusion.FusionTrainer`.
+    teachers, lambda_, beta, k, m, temperature, teacher_temperature, top_k, gld_graph, gld_options, distillation, jsd_beta, lmbda, generation_kwargs, eval_teachers, check_data
+        As for :class:`fusion.FusionTrainer` (one definition for both trainers; the old
+        names ``student_temperature`` and ``uld_top_k`` still work, with a FutureWarning).
+        On-policy batches (``lmbda > 0``) are tokenised by fusion's collator rule
+        (:class:`fusion.cache.Encoder`), not by TRL's dataset preparation.
     train_dataset, eval_dataset : datasets.Dataset
         Prompt-completion data.
     **kwargs
@@ -135,16 +164,6 @@ class FusionSFTTrainer(FusionTrainingMixin, SFTTrainer):
         model: Any,
         args: Any = None,
         *,
-        teachers: Sequence[Any] = (),
-        lambda_: float = 0.5,
-        beta: float = 1.0,
-        k: int = 10,
-        m: int = 64,
-        student_temperature: float = 1.0,
-        teacher_temperature: float | None = None,
-        uld_top_k: int | None = None,
-        gld_graph: str = "sequence",
-        gld_options: Mapping[str, Any] | None = None,
         train_dataset: Any = None,
         eval_dataset: Any = None,
         eval_teachers: Sequence[Any] | None = None,
@@ -157,19 +176,10 @@ class FusionSFTTrainer(FusionTrainingMixin, SFTTrainer):
                     f"FusionSFTTrainer does not support {flag}=True: it merges examples, and "
                     "each teacher's rows belong to one example"
                 )
-        self._init_fusion(
-            model if not isinstance(model, str) else None,
-            teachers,
-            lambda_=lambda_,
-            beta=beta,
-            k=k,
-            m=m,
-            student_temperature=student_temperature,
-            teacher_temperature=teacher_temperature,
-            uld_top_k=uld_top_k,
-            gld_graph=gld_graph,
-            gld_options=gld_options,
-        )
+        for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            check_columns(name, data)
+        options = fusion_options(kwargs)
+        self._init_fusion(model if not isinstance(model, str) else None, **options)
         eval_list = self._eval_teacher_list(eval_teachers)
         train_dataset, eval_dataset = _with_index(train_dataset), _with_index(eval_dataset)
         if check_data:

@@ -11,8 +11,7 @@ from gwlite import _xp
 from gwlite.errors import GWInputError
 from gwlite.problem import make_problem
 from gwlite.result import GWResult
-from gwlite.solvers import SOLVERS
-from gwlite.solvers._common import check_options
+from gwlite.solvers import SOLVERS, check_options
 
 __all__ = ["gromov_wasserstein", "METHODS"]
 

@@ -13,7 +13,15 @@ torch.Size([T_0, 50])
 from __future__ import annotations
 
 from fusion.cache._align import check_alignment
-from fusion.cache._build import build, estimate_bytes, merge, teacher_fingerprint
+from fusion.cache._build import (
+    build,
+    default_max_length,
+    estimate_bytes,
+    merge,
+    target_logits,
+    teacher_fingerprint,
+    topk_rows,
+)
 from fusion.cache._data import (
     IGNORE_INDEX,
     Conversation,
@@ -49,6 +57,7 @@ __all__ = [
     "check_alignment",
     "collate",
     "data_sha256",
+    "default_max_length",
     "encoding_stats",
     "estimate_bytes",
     "example_sha256",
@@ -56,7 +65,9 @@ __all__ = [
     "parse_example",
     "read_examples",
     "read_manifest",
+    "target_logits",
     "teacher_fingerprint",
     "tokenizer_sha256",
+    "topk_rows",
     "warn_truncation",
 ]

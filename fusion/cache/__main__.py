@@ -15,12 +15,14 @@ from pathlib import Path
 
 from fusion.cache._build import build, merge
 from fusion.cache._format import (
-    LOGPROB_DTYPES,
+    DTYPES,
     MANIFEST_NAME,
     TRUNCATIONS,
     CacheError,
     CacheFormatError,
+    read_manifest,
     read_record,
+    record_name,
     record_paths,
 )
 from fusion.cache._reader import TeacherCache
@@ -53,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         help="cut the end of the response (default) or the start of the prompt first",
     )
     b.add_argument(
-        "--dtype", choices=sorted(LOGPROB_DTYPES), default="fp16", help="logprob storage"
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="fp16",
+        help="logprob storage (q8: the compact encoding, ~3x smaller, quantised)",
     )
     b.add_argument("--examples-per-shard", type=int, default=1024, help="default 1024")
     b.add_argument("--no-eos", action="store_true", help="do not append EOS (no chat template)")
@@ -97,8 +102,34 @@ def _ranks(args: argparse.Namespace) -> tuple[int, int]:
     return (rank or 0), (world or 1)
 
 
+def _done(out: Path, rank: int, world_size: int) -> tuple[int, int]:
+    """Examples and tokens already in ``out`` for this rank (0, 0 when nothing readable)."""
+    path = out / (MANIFEST_NAME if world_size == 1 else record_name(rank, world_size))
+    try:
+        doc = read_manifest(out) if world_size == 1 else read_record(path)
+    except (CacheError, OSError):
+        return 0, 0
+    shards = doc["shards"]
+    return sum(s["num_examples"] for s in shards), sum(s["num_tokens"] for s in shards)
+
+
+def _report(manifest: dict, before: tuple[int, int], out: str) -> str:
+    """D6: the work this run did, then what the cache holds (they differ after a resume)."""
+    shards = manifest["shards"]
+    examples = sum(s["num_examples"] for s in shards) - before[0]
+    tokens = sum(s["num_tokens"] for s in shards) - before[1]
+    line = f"wrote {examples} examples, {tokens} tokens to {out}"
+    if before != (0, 0):
+        line += (
+            f" (resumed: {before[0]} examples, {before[1]} tokens were already there; the "
+            f"cache holds {manifest['num_examples']} examples, {manifest['num_tokens']} tokens)"
+        )
+    return line
+
+
 def _build(args: argparse.Namespace) -> int:
     rank, world_size = _ranks(args)
+    before = (0, 0) if args.overwrite else _done(Path(args.out), rank, world_size)
     manifest = build(
         args.teacher,
         args.tokenizer,
@@ -122,15 +153,12 @@ def _build(args: argparse.Namespace) -> int:
         world_size=world_size,
     )
     if manifest["complete"] and "rank" not in manifest:
-        print(
-            f"wrote {manifest['num_examples']} examples, {manifest['num_tokens']} tokens "
-            f"to {args.out}"
-        )
+        print(_report(manifest, before, args.out))
     else:
         print(
-            f"rank {rank} of {world_size}: wrote its {len(manifest['shards'])} shard(s) to "
-            f"{args.out}; the last rank to finish writes {MANIFEST_NAME} (or run "
-            f"`python -m fusion.cache merge {args.out}`)"
+            f"rank {rank} of {world_size}: {_report(manifest, before, args.out)}, its "
+            f"{len(manifest['shards'])} shard(s); the last rank to finish writes "
+            f"{MANIFEST_NAME} (or run `python -m fusion.cache merge {args.out}`)"
         )
     return OK
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusion.cache._compact import encode_rows, index_dtype
 from fusion.cache._data import (
     DataSource,
     Encoded,
@@ -32,7 +33,9 @@ from fusion.cache._data import (
     warn_truncation,
 )
 from fusion.cache._format import (
+    COMPACT_DTYPE,
     DIGEST_BYTES,
+    DTYPES,
     EXAMPLE_SHA256,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -41,6 +44,8 @@ from fusion.cache._format import (
     LOGPROB_DTYPES,
     LOGPROBS,
     OFFSETS,
+    PAYLOAD,
+    PAYLOAD_OFFSETS,
     PROMPT_LENGTHS,
     TOKEN_IDS,
     TRUNCATIONS,
@@ -86,8 +91,8 @@ def _check_options(
         or temperature <= 0
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if dtype not in LOGPROB_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(LOGPROB_DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     _check_int("world_size", world_size)
@@ -163,6 +168,7 @@ def _vocab_size(model: torch.nn.Module, tokenizer: Any) -> int:
 
 
 def default_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """The longest input a model takes: its config's position count (else the tokenizer's)."""
     config = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(config, key, None)
@@ -288,7 +294,7 @@ def _shard_bytes(
     digests: Sequence[bytes],
     *,
     batch_size: int,
-    out_dtype: torch.dtype,
+    layout: _Layout,
     on_batch: Callable[[int], None],
     **forward: Any,
 ) -> tuple[bytes, int]:
@@ -313,9 +319,8 @@ def _shard_bytes(
     sizes = [e.num_targets for e in encoded]
     targets = [e.input_ids[t] for e in encoded for t in e.target_positions()]
     tensors = {
-        LOGPROBS: torch.cat([v for v, _ in results]).to(out_dtype).contiguous(),
-        INDICES: torch.cat([ix for _, ix in results]).to(torch.int32).contiguous(),
-        TOKEN_IDS: torch.tensor(targets, dtype=torch.int32).reshape(-1),
+        **layout.rows(results),
+        TOKEN_IDS: torch.from_numpy(np.asarray(targets, dtype=layout.token_ids).reshape(-1)),
         OFFSETS: torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.int64),
         PROMPT_LENGTHS: torch.tensor([e.prompt_length for e in encoded], dtype=torch.int32),
         EXAMPLE_SHA256: torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).reshape(
@@ -327,12 +332,45 @@ def _shard_bytes(
     return save(tensors, metadata={"format": FORMAT_NAME}), int(sum(sizes))
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How a shard stores its rows: the encoding, and the dtypes it writes."""
+
+    encoding: str
+    logprobs: str  # torch dtype name of dense log-probabilities (float32 when compact)
+    indices: str  # numpy dtype name of the stored ids
+    token_ids: str
+    vocab_size: int
+
+    @classmethod
+    def of(cls, dtype: str, vocab_size: int, token_bound: int) -> _Layout:
+        if dtype == COMPACT_DTYPE:
+            ids, tokens = index_dtype(vocab_size).name, index_dtype(token_bound).name
+            return cls("compact", "float32", ids, tokens, vocab_size)
+        return cls("dense", LOGPROB_DTYPES[dtype][0], "int32", "int32", vocab_size)
+
+    def rows(self, results: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+        """The shard's row tensors: dense logprobs and ids, or the compact blobs."""
+        if self.encoding == "dense":
+            out_dtype = getattr(torch, self.logprobs)
+            return {
+                LOGPROBS: torch.cat([v for v, _ in results]).to(out_dtype).contiguous(),
+                INDICES: torch.cat([ix for _, ix in results]).to(torch.int32).contiguous(),
+            }
+        blobs = [encode_rows(v.float().numpy(), ix.numpy(), self.vocab_size) for v, ix in results]
+        starts = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+        payload = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+        return {PAYLOAD: torch.from_numpy(payload), PAYLOAD_OFFSETS: torch.from_numpy(starts)}
+
+
 def estimate_bytes(num_tokens: int, num_examples: int, k: int, dtype: str = "fp16") -> int:
     """Tensor bytes of a cache, headers excluded.
 
     Per target token: ``k`` logprobs (2 bytes) + ``k`` int32 indices + one int32 token id;
     per example: one int64 offset, one int32 prompt length and a 32-byte content hash
-    (plus one offset per shard).
+    (plus one offset per shard). For ``dtype="q8"`` (compact) the size *before* zlib
+    with 2-byte ids and token ids: ``k`` codes + ``k`` ids + 8 bytes of row scale + the
+    token id, per token; zlib then typically saves a third (docs/benchmarks/fusion_features.md).
 
     Parameters
     ----------
@@ -340,8 +378,8 @@ def estimate_bytes(num_tokens: int, num_examples: int, k: int, dtype: str = "fp1
         Target tokens (with a prediction) and examples.
     k : int
         Entries kept per token.
-    dtype : {"fp16", "bf16"}
-        Logprob dtype (both take 2 bytes).
+    dtype : {"fp16", "bf16", "q8"}
+        Logprob dtype (fp16 and bf16 take 2 bytes; q8 is the compact encoding).
 
     Returns
     -------
@@ -352,6 +390,9 @@ def estimate_bytes(num_tokens: int, num_examples: int, k: int, dtype: str = "fp1
     >>> estimate_bytes(1_000_000, 1000, k=50) / 1e6   # about 304 bytes per token
     304.044
     """
+    if dtype == COMPACT_DTYPE:
+        per_token = k * (1 + 2) + 8 + 2
+        return num_tokens * per_token + num_examples * (8 + 8 + 4 + DIGEST_BYTES)
     per_token = k * (LOGPROB_DTYPES[dtype][2] + INDEX_BYTES) + INDEX_BYTES
     return num_tokens * per_token + num_examples * (8 + 4 + DIGEST_BYTES)
 
@@ -388,7 +429,7 @@ def build(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, Any]:
-    """Run a causal LM once over examples and cache its top-k predictions of the targets.
+    r"""Run a causal LM once over examples and cache its top-k predictions of the targets.
 
     For every target token (the response of a pair, the assistant turns of a
     conversation) the cache holds the teacher's prediction *of* that token, i.e. the
@@ -422,8 +463,14 @@ def build(
     truncation : {"response", "prompt_left"}
         How longer inputs are cut: the end of the response (default), or the start of the
         prompt first (see :class:`fusion.cache.Encoder`). A warning gives the counts.
-    dtype : {"fp16", "bf16"}
-        Storage dtype of the log-probabilities.
+    dtype : {"fp16", "bf16", "q8"}
+        Storage of the log-probabilities. ``"q8"``: the compact encoding (format 3,
+        docs/guide/cache.md): 8-bit log-probabilities on a per-row grid, ids
+        delta coded in the narrowest unsigned type the vocabulary allows, zlib per example;
+        each log-probability is within :math:`(\ell_{(1)} - \ell_{(k)})/510` nats of the
+        exact value (the largest is exact, in float32), ids are exact, and rows are read
+        back as float32. About 3x smaller than fp16 at ``k = 128`` (see
+        docs/benchmarks/fusion_features.md).
     examples_per_shard : int
         Examples per shard file (the last shard may hold fewer).
     add_eos : bool
@@ -490,7 +537,8 @@ def build(
     out = Path(out_dir)
     known = {"k": k, "temperature": float(temperature), "data_sha256": data_hash}
     known |= {
-        "logprobs_dtype": LOGPROB_DTYPES[dtype][0],
+        "encoding": "compact" if dtype == COMPACT_DTYPE else "dense",
+        "logprobs_dtype": "float32" if dtype == COMPACT_DTYPE else LOGPROB_DTYPES[dtype][0],
         "examples_per_shard": examples_per_shard,
         "truncation": truncation,
     }
@@ -514,9 +562,11 @@ def build(
     if rank == 0:
         warn_truncation(stats, len(examples), max_length, truncation, "fusion.cache")
     chat_template = getattr(tokenizer, "chat_template", None) if encoder.chat else None
+    layout = _Layout.of(dtype, vocab_size, max(vocab_size, len(tokenizer)))
     header: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "encoding": layout.encoding,
         "teacher": teacher_name or name,
         "teacher_fingerprint": teacher_fingerprint(model),
         "teacher_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
@@ -530,9 +580,9 @@ def build(
         "vocab_size": vocab_size,
         "k": k,
         "temperature": float(temperature),
-        "logprobs_dtype": LOGPROB_DTYPES[dtype][0],
-        "indices_dtype": "int32",
-        "token_ids_dtype": "int32",
+        "logprobs_dtype": layout.logprobs,
+        "indices_dtype": layout.indices,
+        "token_ids_dtype": layout.token_ids,
         "offsets_dtype": "int64",
         "max_length": max_length,
         "truncation": truncation,
@@ -591,7 +641,13 @@ class _Job:
             encoded,
             digests,
             batch_size=self.batch_size,
-            out_dtype=getattr(torch, self.header["logprobs_dtype"]),
+            layout=_Layout(
+                self.header["encoding"],
+                self.header["logprobs_dtype"],
+                self.header["indices_dtype"],
+                self.header["token_ids_dtype"],
+                self.header["vocab_size"],
+            ),
             on_batch=self.on_batch,
             k=self.header["k"],
             temperature=self.header["temperature"],

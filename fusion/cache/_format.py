@@ -18,7 +18,11 @@ from gwlite.atomic import TEMP_SUFFIX, atomic_write_bytes
 
 FORMAT_NAME = "fusion.cache"
 #: 2: per-example content hashes (``example_sha256`` in every shard), ``truncation``.
-FORMAT_VERSION = 2
+#: 3: ``encoding`` ("dense", the tensors of version 2; or "compact": quantised
+#: log-probabilities and delta-coded ids, zlib-compressed per example, see ``_compact``).
+FORMAT_VERSION = 3
+#: versions this code reads (a version-2 manifest is read as ``encoding="dense"``)
+READABLE_VERSIONS = (2, 3)
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 SHARD_GLOB = "shard-*.safetensors"
@@ -37,11 +41,18 @@ LOGPROBS, INDICES, TOKEN_IDS, OFFSETS, PROMPT_LENGTHS, EXAMPLE_SHA256 = (
     "prompt_lengths",
     "example_sha256",
 )
+#: Tensors of a compact shard, in place of LOGPROBS and INDICES: the per-example blobs
+#: concatenated, and where each starts.
+PAYLOAD, PAYLOAD_OFFSETS = "payload", "payload_offsets"
+ENCODINGS = ("dense", "compact")
 DIGEST_BYTES = 32  # one raw sha256 per example
 TRUNCATIONS = ("response", "prompt_left")
 
 #: ``--dtype`` spelling -> (torch dtype name, safetensors dtype tag, bytes per value).
 LOGPROB_DTYPES = {"fp16": ("float16", "F16", 2), "bf16": ("bfloat16", "BF16", 2)}
+#: ``--dtype`` of the compact encoding: 8-bit codes, read back as float32 log-probabilities
+COMPACT_DTYPE = "q8"
+DTYPES = (*LOGPROB_DTYPES, COMPACT_DTYPE)
 INDEX_BYTES = 4  # int32 top-k indices and int32 token ids
 
 _HASH_CHUNK = 1 << 22
@@ -63,6 +74,7 @@ class CacheFormatError(CacheError):
 MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
     "format": (str,),
     "format_version": (int,),
+    "encoding": (str,),
     "complete": (bool,),
     "teacher": (str,),
     "teacher_fingerprint": (str,),
@@ -108,6 +120,7 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {"rank": (int,), "world_size": (int
 #: Batch size is deliberately absent (see docs/guide/cache.md, "Resuming").
 RESUME_KEYS = (
     "format_version",
+    "encoding",
     "teacher_fingerprint",
     "tokenizer_sha256",
     "chat_template_sha256",
@@ -242,12 +255,14 @@ def _check_version(path: Path, doc: Any) -> None:
             f"{path}: format version {version} is newer than the {FORMAT_VERSION} this "
             "version of fusion reads; upgrade fusion to read this cache"
         )
-    if isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version < 2:
         raise CacheFormatError(
             f"{path}: format version {version} predates the per-example content hashes of "
-            f"version {FORMAT_VERSION}, which training needs to check alignment; rebuild the "
+            "version 2, which training needs to check alignment; rebuild the "
             "cache (the same build command with --overwrite, or overwrite=True)"
         )
+    if version == 2:  # version 3 added the encoding; every version-2 cache is dense
+        doc.setdefault("encoding", "dense")
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -284,6 +299,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     manifest = _load_json(path)
     _check_version(path, manifest)
     _check_fields(manifest, MANIFEST_FIELDS, str(path))
+    if manifest["encoding"] not in ENCODINGS:
+        raise CacheError(f"{path}: encoding {manifest['encoding']!r} is not one of {ENCODINGS}")
     for i, shard in enumerate(manifest["shards"]):
         _check_fields(shard, SHARD_FIELDS, f"{path}: shards[{i}]")
     return manifest

@@ -12,12 +12,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from fusion.cache._compact import decode_rows
 from fusion.cache._format import (
     DIGEST_BYTES,
     EXAMPLE_SHA256,
     INDICES,
     LOGPROBS,
     OFFSETS,
+    PAYLOAD,
+    PAYLOAD_OFFSETS,
     PROMPT_LENGTHS,
     TOKEN_IDS,
     CacheError,
@@ -30,7 +33,16 @@ from fusion.types import TopK
 
 _VERIFY_MODES = ("lazy", "full", "none")
 #: manifest dtype names -> safetensors dtype tags
-_TAGS = {"float16": "F16", "bfloat16": "BF16", "int32": "I32", "int64": "I64", "uint8": "U8"}
+_TAGS = {
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float32": "F32",
+    "int32": "I32",
+    "int64": "I64",
+    "uint8": "U8",
+    "uint16": "U16",
+    "uint32": "U32",
+}
 _CHECK_ELEMENTS = 1 << 22  # values checked at once by verify()
 
 
@@ -128,6 +140,7 @@ class TeacherCache(Sequence):
         self._len = sum(s["num_examples"] for s in self._shards)
         self._handles: dict[int, Any] = {}
         self._offsets: dict[int, np.ndarray] = {}
+        self._blobs: dict[int, np.ndarray] = {}  # compact shards: where each example starts
         self._verified: set[int] = set()
         self._digests: np.ndarray | None = None
         for s in range(len(self._shards)):
@@ -232,8 +245,10 @@ class TeacherCache(Sequence):
         path = self.path / self._shards[s]["file"]
         m = self.manifest
         bounds = {INDICES: m["vocab_size"], TOKEN_IDS: max(m["vocab_size"], m["tokenizer_size"])}
+        if m["encoding"] == "compact":
+            del bounds[INDICES]  # decoded and checked by _check_compact
         for name, bound in bounds.items():
-            values = handle.get_tensor(name)
+            values = handle.get_tensor(name).long()
             if values.numel() and (int(values.min()) < 0 or int(values.max()) >= bound):
                 raise CacheError(
                     f"{path}: {name} outside [0, {bound}): the manifest's vocab_size or "
@@ -241,6 +256,9 @@ class TeacherCache(Sequence):
                 )
         if handle.get_tensor(PROMPT_LENGTHS).lt(0).any():
             raise CacheError(f"{path}: negative prompt lengths")
+        if self.manifest["encoding"] == "compact":
+            self._check_compact(s)
+            return
         rows = handle.get_slice(LOGPROBS)
         total, k = rows.get_shape()
         step = max(1, _CHECK_ELEMENTS // max(k, 1))
@@ -249,6 +267,20 @@ class TeacherCache(Sequence):
             if block.isnan().any() or (block > 1e-3).any():
                 raise CacheError(f"{path}: log-probabilities are NaN or positive")
             if (block[:, 1:] > block[:, :-1]).any():
+                raise CacheError(f"{path}: log-probabilities are not sorted in decreasing order")
+
+    def _check_compact(self, s: int) -> None:
+        """Decode every example of a compact shard: ids in range, values sorted and <= 0."""
+        path = self.path / self._shards[s]["file"]
+        first, vocab = self._starts[s], self.manifest["vocab_size"]
+        for local in range(self._shards[s]["num_examples"]):
+            top = self[first + local]
+            ids, values = top.indices, top.logprobs
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+                raise CacheError(f"{path}: example {first + local} has ids outside [0, {vocab})")
+            if values.isnan().any() or (values > 1e-3).any():
+                raise CacheError(f"{path}: log-probabilities are NaN or positive")
+            if (values[:, 1:] > values[:, :-1]).any():
                 raise CacheError(f"{path}: log-probabilities are not sorted in decreasing order")
 
     def _digests_of(self, s: int) -> bytes:
@@ -302,12 +334,17 @@ class TeacherCache(Sequence):
                 for name in handle.keys()
             }
             offsets = handle.get_tensor(OFFSETS).numpy() if OFFSETS in layout else None
+            blobs = None
+            if PAYLOAD_OFFSETS in layout:
+                blobs = handle.get_tensor(PAYLOAD_OFFSETS).numpy()
         except Exception as err:  # safetensors raises its own error types for bad files
             raise CacheError(f"{path}: unreadable shard ({err})") from None
-        problems = _content_problems(self.manifest, shard, layout, offsets)
+        problems = _content_problems(self.manifest, shard, layout, offsets, blobs)
         if problems:
             raise CacheError(f"{path}: shard contents do not match the manifest ({problems})")
         self._handles[s], self._offsets[s] = handle, offsets
+        if blobs is not None:
+            self._blobs[s] = blobs
         return handle
 
     def _locate(self, i: int) -> tuple[int, int]:
@@ -324,7 +361,27 @@ class TeacherCache(Sequence):
         s, local = self._locate(i)
         handle = self._open(s)
         lo, hi = (int(x) for x in self._offsets[s][local : local + 2])
-        return [handle.get_slice(name)[lo:hi] for name in names]
+        out = []
+        for name in names:
+            if name == TOKEN_IDS:  # int32 whatever width is stored
+                out.append(handle.get_slice(name)[lo:hi].to(torch.int32))
+            elif name in (LOGPROBS, INDICES) and s in self._blobs:
+                top = self._decoded(s, local, hi - lo)
+                out.append(top.logprobs if name == LOGPROBS else top.indices)
+            else:
+                out.append(handle.get_slice(name)[lo:hi])
+        return out
+
+    def _decoded(self, s: int, local: int, rows: int) -> TopK:
+        """The rows of example ``local`` of compact shard ``s``, decoded."""
+        start, end = (int(x) for x in self._blobs[s][local : local + 2])
+        blob = self._handles[s].get_slice(PAYLOAD)[start:end].numpy().tobytes()
+        try:
+            values, ids = decode_rows(blob, rows, self.manifest["k"], self.manifest["vocab_size"])
+        except ValueError as err:
+            path = self.path / self._shards[s]["file"]
+            raise CacheError(f"{path}: example {self._starts[s] + local}: {err}") from None
+        return TopK(values, ids)
 
     # -- public reads ---------------------------------------------------------
 
@@ -377,6 +434,7 @@ class TeacherCache(Sequence):
         """Drop the memory maps (they are reopened, without rehashing, on the next read)."""
         self._handles.clear()
         self._offsets.clear()
+        self._blobs.clear()
 
     def __enter__(self) -> TeacherCache:
         return self
@@ -387,7 +445,7 @@ class TeacherCache(Sequence):
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps cannot be pickled (DataLoader workers with "spawn"); reopen lazily.
         state = self.__dict__.copy()
-        state["_handles"], state["_offsets"] = {}, {}
+        state["_handles"], state["_offsets"], state["_blobs"] = {}, {}, {}
         return state
 
     def __repr__(self) -> str:
@@ -403,12 +461,20 @@ def _content_problems(
     shard: Mapping[str, Any],
     layout: Mapping[str, tuple[list[int], str]],
     offsets: np.ndarray | None,
+    blobs: np.ndarray | None = None,
 ) -> str:
     """What differs between a shard's tensors and what its manifest entry implies."""
     n, t, k = shard["num_examples"], shard["num_tokens"], manifest["k"]
+    if manifest["encoding"] == "compact":
+        size = int(blobs[-1]) if blobs is not None and len(blobs) else -1
+        rows = {PAYLOAD: ([size], "uint8"), PAYLOAD_OFFSETS: ([n + 1], "int64")}
+    else:
+        rows = {
+            LOGPROBS: ([t, k], manifest["logprobs_dtype"]),
+            INDICES: ([t, k], manifest["indices_dtype"]),
+        }
     expected = {
-        LOGPROBS: ([t, k], manifest["logprobs_dtype"]),
-        INDICES: ([t, k], manifest["indices_dtype"]),
+        **rows,
         TOKEN_IDS: ([t], manifest["token_ids_dtype"]),
         OFFSETS: ([n + 1], manifest["offsets_dtype"]),
         PROMPT_LENGTHS: ([n], "int32"),
@@ -424,6 +490,9 @@ def _content_problems(
     if offsets is not None and not problems:
         if not (offsets[0] == 0 and offsets[-1] == t and bool(np.all(np.diff(offsets) >= 0))):
             problems.append(f"offsets do not run from 0 to {t} tokens")
+    if blobs is not None and not problems:
+        if not (blobs[0] == 0 and bool(np.all(np.diff(blobs) >= 0))):
+            problems.append("payload offsets do not increase from 0")
     if not problems:
         return ""
     return "; ".join(problems) + f" (the manifest says k={k}, {n} examples, {t} tokens)"

@@ -343,7 +343,7 @@ def train(
             teachers=list(teachers),
             k=k,
             m=loss.m or 1,
-            uld_top_k=uld_top_k,
+            top_k=uld_top_k,
             gld_options=dict(loss.gld_options),
         )
     if isinstance(examples, str | os.PathLike):

@@ -41,7 +41,8 @@ from fusion.demo.jobs import (
     WarmJob,
 )
 from fusion.demo.models import Arm
-from fusion.demo.runner import RunStats, run_jobs
+from fusion.demo.runner import run_jobs
+from fusion.demo.study_report import TASK, StudyResult, write_study_report
 
 __all__ = [
     "TASK",
@@ -55,9 +56,6 @@ __all__ = [
     "run_study",
     "study_jobs",
 ]
-
-#: The study's task.
-TASK = "multistep_arithmetic"
 
 
 @dataclass(frozen=True)
@@ -498,18 +496,6 @@ def describe_cells(config: StudyConfig, names: Sequence[str] | None = None) -> s
     return "\n".join(lines)
 
 
-@dataclass
-class StudyResult:
-    """What a study run produced: the per-run table, the comparisons and the files."""
-
-    runs: list[dict[str, Any]]
-    effects: list[dict[str, Any]]
-    teachers: list[dict[str, Any]]
-    verdict: str
-    paths: dict[str, Path]
-    stats: RunStats
-
-
 def run_study(
     config: StudyConfig | None = None,
     out_dir: str | os.PathLike = "fusion-study",
@@ -546,8 +532,6 @@ def run_study(
     With ``config.workers > 1`` the jobs run in spawned processes: call ``run_study``
     under ``if __name__ == "__main__":`` in a script.
     """
-    from fusion.demo.study_report import write_study_report
-
     config = config or StudyConfig.full()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     plan = study_jobs(config, cells)

@@ -13,7 +13,7 @@ import math
 import platform
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,30 @@ from fusion.demo.stats import holm, paired_comparison
 from fusion.jsonio import write_json_atomic
 from gwlite.atomic import atomic_write_bytes
 
-__all__ = ["COMPARISONS", "GOAL_POINTS", "cell_effects", "write_study_report"]
+__all__ = [
+    "COMPARISONS",
+    "GOAL_POINTS",
+    "TASK",
+    "StudyResult",
+    "cell_effects",
+    "write_study_report",
+]
+
+#: The study's task.
+TASK = "multistep_arithmetic"
+
+
+@dataclass
+class StudyResult:
+    """What a study run produced: the per-run table, the comparisons and the files."""
+
+    runs: list[dict[str, Any]]
+    effects: list[dict[str, Any]]
+    teachers: list[dict[str, Any]]
+    verdict: str
+    paths: dict[str, Path]
+    stats: RunStats
+
 
 #: The paired comparisons of every cell: (name, arm a, arm b), differences a - b.
 COMPARISONS = (
@@ -272,8 +295,6 @@ def write_study_report(
     plan: Any, config: Any, records: Mapping[str, Any], stats: RunStats, out: Path
 ) -> Any:
     """Write ``runs.csv``, ``effects.csv``, ``effects.png``, ``report.md``, ``timings.json``."""
-    from fusion.demo.study import TASK, StudyResult
-
     cells = [c.name for c in plan.cells]
     rows = run_rows(plan, records, TASK)
     effects = cell_effects(rows, cells)

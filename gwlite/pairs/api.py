@@ -321,7 +321,7 @@ class _Run:
 
     def _knn(self, upper_tri):
         from gwlite.pairs.knn import combine, needed, select_round
-        from gwlite.solvers._common import certify_threshold
+        from gwlite.solvers import certify_threshold
 
         t0 = time.perf_counter()
         self._compute("cheap", upper_tri, "knn: cheap bounds")

@@ -138,7 +138,7 @@ def tile_pairs(row_block: int, col_block: int, chunk: int, n: int):
 def _threshold(work: Work, ii, jj, r: int) -> np.ndarray:
     """The largest certified gap of each pair: relative to its loss scale, no floor
     (the same rule as :func:`gwlite.gromov_wasserstein`'s ``certified``)."""
-    from gwlite.solvers._common import certify_threshold
+    from gwlite.solvers import certify_threshold
 
     return certify_threshold(np.maximum(work.buckets.maxabs[ii], work.buckets.maxabs[jj]), r)
 

@@ -10,6 +10,10 @@ from collections.abc import Callable
 
 from gwlite.solvers import auto, exact, pot, proximal, sdp, sorting
 
+# shared helpers, imported from here by gwlite.api and gwlite.pairs (not part of the API)
+from gwlite.solvers._common import certify_threshold as certify_threshold
+from gwlite.solvers._common import check_options as check_options
+
 SOLVERS: dict[str, Callable] = {
     "auto": auto.solve,
     "sorted": sorting.solve,

@@ -158,3 +158,20 @@ def test_any_placement_any_dtype_never_finite_with_nan_grad(loss, kind, dtype, b
     s = s.requires_grad_()
     out = LOSSES[loss](nan_policy="propagate")(s, te).detach()
     assert math.isnan(out)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_jsd_refuses_nonfinite_logits(side, kind):
+    """jsd_loss refuses non-finite logits too, instead of a finite loss with NaN gradients."""
+    s, t = torch.randn(2, 4, 12), torch.randn(2, 4, 12)
+    (s if side == "student" else t)[1, 2, 5] = float(kind)
+    with pytest.raises(ValueError, match="student_logits|teacher"):
+        fusion.jsd_loss(s, t)
+
+
+def test_jsd_refuses_positive_topk_logprobs():
+    s = torch.randn(1, 3, 10)
+    bad = fusion.TopK(torch.full((1, 3, 2), 0.5), torch.tensor([[[0, 1]] * 3]))
+    with pytest.raises(ValueError):
+        fusion.jsd_loss(s, bad)

@@ -88,7 +88,7 @@ def training_args(tmp_path, **overrides) -> TrainingArguments:
     return TrainingArguments(**opts)
 
 
-TRAINER_OPTIONS = ("lambda_", "beta", "gld_graph", "eval_dataset", "eval_teachers", "uld_top_k")
+TRAINER_OPTIONS = ("lambda_", "beta", "gld_graph", "eval_dataset", "eval_teachers", "top_k")
 
 
 def make_trainer(setup, tmp_path, *, model=None, teachers=None, **overrides):
@@ -524,7 +524,7 @@ def test_cache_and_the_same_teacher_online_give_the_same_loss(setup, tmp_path, r
         setup,
         tmp_path,
         teachers=[(t, 0.5) for t in online(setup, logprobs_dtype=rounding)],
-        uld_top_k=CACHE_K,  # the caches' default (online teachers default to more entries)
+        top_k=CACHE_K,  # the caches' default (online teachers default to more entries)
     )
     losses = []
     for trainer in (cached, live):
@@ -622,7 +622,7 @@ def test_messages_rows_train_on_assistant_turns_with_cached_and_online_teachers(
         training_args(tmp_path, max_steps=2, per_device_train_batch_size=3),
         teachers=[(tmp_path / "cache", 0.5), (live, 0.5)],
         k=4,
-        uld_top_k=6,
+        top_k=6,
         train_dataset=rows,
         processing_class=pivot_tok,
     )

@@ -93,7 +93,7 @@ def _trainer(setup, tmp_path, **extra):
         _pivot(setup["pivot"]),
         _config(tmp_path, **extra),
         k=4,
-        uld_top_k=CACHE_K,
+        top_k=CACHE_K,
         train_dataset=setup["dataset"],
         processing_class=setup["pivot"],
         **options,
@@ -187,3 +187,66 @@ def test_refusals(setup, tmp_path):
             train_dataset=shuffled,
             processing_class=setup["pivot"],
         )
+
+
+def test_dataset_without_prompt_completion_columns_is_refused_by_name(setup, tmp_path):
+    """D3: no bare KeyError('prompt'); the message names the missing and present columns."""
+    text_only = datasets.Dataset.from_list(
+        [{"text": r["prompt"] + r["response"]} for r in _rows(4)]
+    )
+    with pytest.raises(
+        ValueError, match=r"lacks the column\(s\) \['prompt', 'completion'\].*'text'"
+    ):
+        FusionSFTTrainer(
+            _pivot(setup["pivot"]),
+            _config(tmp_path),
+            teachers=[setup["online"]],
+            train_dataset=text_only,
+            processing_class=setup["pivot"],
+        )
+    renamed = datasets.Dataset.from_list([{"question": "a", "completion": "b"}])
+    with pytest.raises(ValueError, match=r"\['prompt'\].*rename"):
+        FusionSFTTrainer(
+            _pivot(setup["pivot"]),
+            _config(tmp_path),
+            teachers=[setup["online"]],
+            train_dataset=setup["dataset"],
+            eval_dataset=renamed,
+            processing_class=setup["pivot"],
+        )
+    splits = datasets.DatasetDict({"train": setup["dataset"]})
+    with pytest.raises(ValueError, match="DatasetDict"):
+        FusionSFTTrainer(
+            _pivot(setup["pivot"]),
+            _config(tmp_path),
+            teachers=[setup["online"]],
+            train_dataset=splits,
+            processing_class=setup["pivot"],
+        )
+
+
+def test_on_policy_and_jsd_options_reach_the_sft_trainer(setup, tmp_path):
+    """The SFT trainer takes the same fusion options (one definition) and trains on-policy."""
+    trainer = _trainer(
+        setup,
+        tmp_path,
+        teachers=[setup["online"]],
+        lambda_=0.5,
+        max_steps=2,
+    )
+    assert trainer.on_policy is None
+    on = FusionSFTTrainer(
+        _pivot(setup["pivot"]),
+        _config(tmp_path, max_steps=2),
+        teachers=[setup["online"]],
+        k=4,
+        top_k=CACHE_K,
+        lmbda=1.0,
+        generation_kwargs={"max_new_tokens": 4, "do_sample": False},
+        train_dataset=setup["dataset"],
+        processing_class=setup["pivot"],
+    )
+    on.train()
+    assert on.on_policy.completed == 2
+    logs = [h for h in on.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["uld"]) for h in logs)

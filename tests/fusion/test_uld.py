@@ -54,7 +54,7 @@ def _uld(zs, zt, ms, mt, **kw):
 def test_matches_direct_reimplementation(vocabs, top_k, taus):
     zs, zt, ms, mt = _inputs(1, Vs=vocabs[0], Vt=vocabs[1])
     ref = _direct_uld(zs, zt, ms, mt, *taus, top_k=top_k)
-    opts = {"student_temperature": taus[0], "teacher_temperature": taus[1], "top_k": top_k}
+    opts = {"temperature": taus[0], "teacher_temperature": taus[1], "top_k": top_k}
     got = _uld(zs, zt, ms, mt, reduction="none", **opts)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(float(_uld(zs, zt, ms, mt, **opts)), ref.mean(), rtol=1e-10)
@@ -89,7 +89,7 @@ def test_gradcheck_full_uld_float64():
     s, t = torch.tensor(zs, requires_grad=True), torch.tensor(zt, requires_grad=True)
 
     def fn(a, b):
-        opts = {"student_temperature": 0.8, "teacher_temperature": 1.3, "chunk_size": 3}
+        opts = {"temperature": 0.8, "teacher_temperature": 1.3, "chunk_size": 3}
         return fusion.uld_loss(a, b, torch.tensor(ms), torch.tensor(mt), **opts)
 
     assert torch.autograd.gradcheck(fn, (s, t), eps=1e-6, atol=1e-7)
@@ -172,9 +172,9 @@ def test_ties_never_give_nan_gradients():
 
 def test_module_matches_functional():
     zs, zt, ms, mt = _inputs(9)
-    module = fusion.ULDLoss(student_temperature=0.5, teacher_temperature=2.0, top_k=4)
+    module = fusion.ULDLoss(temperature=0.5, teacher_temperature=2.0, top_k=4)
     t = torch.tensor
-    ref = _uld(zs, zt, ms, mt, student_temperature=0.5, teacher_temperature=2.0, top_k=4)
+    ref = _uld(zs, zt, ms, mt, temperature=0.5, teacher_temperature=2.0, top_k=4)
     torch.testing.assert_close(module(t(zs), t(zt), t(ms), t(mt)), ref)
     assert "top_k=4" in repr(module)
 
@@ -183,8 +183,8 @@ def test_bad_arguments_raise():
     zs, zt, ms, mt = _inputs(10)
     with pytest.raises(ValueError, match="reduction"):
         _uld(zs, zt, ms, mt, reduction="avg")
-    with pytest.raises(ValueError, match="student_temperature"):
-        _uld(zs, zt, ms, mt, student_temperature=0)
+    with pytest.raises(ValueError, match="temperature"):
+        _uld(zs, zt, ms, mt, temperature=0)
     with pytest.raises(ValueError, match="top_k"):
         fusion.ULDLoss(top_k=0)
     with pytest.raises(ValueError, match="batch"):

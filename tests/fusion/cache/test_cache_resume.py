@@ -178,3 +178,34 @@ def test_cache_refuses_foreign_directory_unless_overwrite(tiny, reference, tmp_p
     # overwrite=True replaces a cache built with other options too
     build(tiny.model, tiny.tok, tiny.data, out, overwrite=True, **OPTS)
     assert {n: b for n, b in _files(out).items() if n != "notes.txt"} == _files(reference)
+
+
+def test_cli_resume_reports_the_work_done_not_the_totals(tiny, reference, tmp_path, capsys):
+    """D6: after a resume, 'wrote N examples' counts what this run computed."""
+    import json
+
+    from fusion.cache.__main__ import main
+
+    out = shutil.copytree(reference, tmp_path / "cache")
+    manifest = json.loads((out / "manifest.json").read_text())
+    kept = manifest["shards"][:1]
+    for shard in manifest["shards"][1:]:
+        (out / shard["file"]).unlink()
+    manifest["complete"], manifest["shards"] = False, kept
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["build", "--teacher", str(tiny.ckpt), "--data", str(tiny.data), "--out", str(out)]
+    argv += ["--k", "5", "--batch-size", "2", "--examples-per-shard", "4", "--quiet"]
+    assert main(argv) == 0
+    full = read_manifest(reference)
+    done = (
+        full["num_examples"] - kept[0]["num_examples"],
+        full["num_tokens"] - kept[0]["num_tokens"],
+    )
+    line = capsys.readouterr().out
+    assert f"wrote {done[0]} examples, {done[1]} tokens" in line
+    assert f"resumed: {kept[0]['num_examples']} examples" in line
+    assert f"holds {full['num_examples']} examples" in line
+    shards = {name: data for name, data in _files(out).items() if name.startswith("shard")}
+    assert shards == {n: d for n, d in _files(reference).items() if n.startswith("shard")}
+    assert main(argv) == 0  # complete: nothing computed
+    assert "wrote 0 examples, 0 tokens" in capsys.readouterr().out
