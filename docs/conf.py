@@ -151,7 +151,10 @@ bibtex_default_style = "plain"
 bibtex_reference_style = "author_year"
 
 # --- executed pages (MyST-NB) ---------------------------------------------------------------
-nb_execution_mode = "force"  # every build runs the cells: no number on a page can go stale
+# GWLITE_DOCS_QUICK=1: a structure-only build (no cell or tutorial runs) for iterating on
+# pages; CI and releases build with execution on
+QUICK = os.environ.get("GWLITE_DOCS_QUICK") == "1"
+nb_execution_mode = "off" if QUICK else "force"  # every build runs the cells
 nb_execution_raise_on_error = True
 nb_execution_timeout = 300
 nb_merge_streams = True
@@ -170,6 +173,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "write_computation_times": False,  # that page pulls jQuery/DataTables from a CDN
     "reference_url": {"gwlite": None, "fusion": None},  # link names in the code to the API
+    "plot_gallery": not QUICK,
 }
 
 # ``plot`` directives (benchmarks page) run from the repository root

@@ -10,7 +10,8 @@ predictions with :mod:`fusion.cache`, trains a pivot (its own BPE of 800 tokens)
 ways (SFT; SFT + ULD; SFT + ULD + GLD) with :class:`fusion.FusionTrainer`, and evaluates
 every model with Zero-shot-CoT on held-out items.
 
-This page runs the ``tiny`` preset (about half a minute on two cores): easier arithmetic
+This page runs the ``tiny`` preset (about 50 s of CPU time on two cores, measured on
+:doc:`/benchmarks`; the wall-clock time it prints depends on the machine's load): easier arithmetic
 (numbers in ``[-1, 1]``), one seed, 60 held-out items per task. Its teachers learn their
 own family well above the majority answer; its pivot gets only 90 steps, too few to learn
 either family, so the pivot columns sit near the majority answer. ``--quick`` and the

@@ -8,7 +8,7 @@ solves the semidefinite relaxation of Chen, Nguyen, Koh & Soh (2024) and turns i
 into a **proven** lower bound; when that bound meets the best coupling found, GW is
 certified. This page compares the methods on two random graphs, reads the certificate,
 and shows that stopping the solver early weakens the bound but never makes it wrong.
-Needs ``pip install 'gwlite[certify]'`` (the conic solver SCS).
+Needs gwlite's ``certify`` extra (the conic solver SCS, :doc:`/install`).
 """
 
 import matplotlib.pyplot as plt

@@ -25,8 +25,11 @@ class GWResult:
     ----------
     value : float or 0-d tensor
         The method's estimate. ``"sorted"``: the closed form, a lower bound;
-        ``"cg"``/``"entropic"``: the GW cost of the returned coupling, an upper bound;
-        ``"exact"``: the optimum over permutations.
+        ``"auto"``: the GW cost of the best coupling found within ``time_limit``, an
+        upper bound; ``"proximal"``/``"cg"``/``"entropic"``: the GW cost of the returned
+        coupling, an upper bound; ``"exact"``: the optimum over permutations (an upper
+        bound, GW itself when ``certified``); ``"sdp"``: the GW cost of the best coupling
+        rounded from the semidefinite relaxation, an upper bound.
     lower, upper : float or 0-d tensor
         Proven bounds on the Gromov-Wasserstein value.
     coupling : array or None
