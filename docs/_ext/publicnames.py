@@ -154,18 +154,20 @@ def fix_viewcode_backlinks(app, pagename, templatename, context, doctree) -> Non
 
     def link(match: re.Match) -> str:
         anchor = match.group(3)
-        if anchor in domain.objects:
-            return match.group(0)
-        # the object's own name: "name" or "Class.method" after viewcode's wrong prefix
+        # a canonical name (autodoc's alias of a re-exported class) has no anchor of its own
+        entry = domain.objects.get(anchor)
+        # else the object's own name: "name" or "Class.method" after viewcode's wrong prefix
         parts = anchor.split(".")
         for cut in (1, 2):
+            if entry is not None:
+                break
             obj = _resolve(".".join([modname, *parts[-cut:]]), packages)
-            if obj is None or isinstance(obj, _SCALARS) or id(obj) not in table:
-                continue
-            entry = domain.objects[table[id(obj)]]
-            uri = app.builder.get_relative_uri(pagename, entry.docname)
-            return f"{match.group(1)}{uri}#{entry.node_id}{match.group(4)}"
-        return match.group(0)
+            if obj is not None and not isinstance(obj, _SCALARS) and id(obj) in table:
+                entry = domain.objects[table[id(obj)]]
+        if entry is None:
+            return match.group(0)
+        uri = app.builder.get_relative_uri(pagename, entry.docname)
+        return f"{match.group(1)}{uri}#{entry.node_id}{match.group(4)}"
 
     context["body"] = _BACKLINK.sub(link, context["body"])
 
