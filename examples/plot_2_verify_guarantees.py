@@ -51,8 +51,30 @@ print(report.render())
 # is shown here one panel at a time, at the file's own resolution, so its numbers stay
 # legible on the page.
 image = mpimg.imread(out / "tightness.png")
-height, width = image.shape[:2]
-for left, right in ((0.0, 0.345), (0.345, 0.675), (0.675, 1.0)):
-    panel = image[: height // 2, int(left * width) : int(right * width)]
+blank = (image[..., :3] > 0.98).all(axis=-1)  # white pixels: the gaps between panels
+
+
+def gaps(empty):
+    """Centres of the runs of empty lines, from the widest run down."""
+    runs, start = [], None
+    for i, e in enumerate([*empty, False]):
+        if e and start is None:
+            start = i
+        elif not e and start is not None:
+            runs.append((i - start, (start + i) // 2))
+            start = None
+    return [centre for _, centre in sorted(runs, reverse=True)]
+
+
+height, width = blank.shape
+# the white band between the two rows of panels that lies nearest the middle
+middle = min(
+    gaps(blank.all(axis=1)[height // 4 : 3 * height // 4]), key=lambda g: abs(g - height // 4)
+)
+# the two widest white bands between the three panels of that row (below the title)
+columns = blank[height // 20 : height // 4 + middle].all(axis=0)
+cuts = sorted([g for g in gaps(columns) if 0.1 * width < g < 0.9 * width][:2])
+for left, right in zip([0, *cuts], [*cuts, width]):
+    panel = image[: height // 4 + middle, left:right]
     fig = plt.figure(figsize=(panel.shape[1] / 100, panel.shape[0] / 100), dpi=100)
     fig.figimage(panel)
