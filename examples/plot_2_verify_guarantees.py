@@ -54,27 +54,31 @@ image = mpimg.imread(out / "tightness.png")
 blank = (image[..., :3] > 0.98).all(axis=-1)  # white pixels: the gaps between panels
 
 
-def gaps(empty):
-    """Centres of the runs of empty lines, from the widest run down."""
-    runs, start = [], None
+def runs(empty):
+    """(start, end) of each run of empty lines."""
+    found, start = [], None
     for i, e in enumerate([*empty, False]):
         if e and start is None:
             start = i
         elif not e and start is not None:
-            runs.append((i - start, (start + i) // 2))
+            found.append((start, i))
             start = None
-    return [centre for _, centre in sorted(runs, reverse=True)]
+    return found
+
+
+def cut_near(empty, target):
+    """The centre of the run of empty lines nearest to ``target``."""
+    start, end = min(runs(empty), key=lambda r: max(r[0] - target, 0, target - r[1]))
+    return (start + end) // 2
 
 
 height, width = blank.shape
-# the white band between the two rows of panels that lies nearest the middle
-middle = min(
-    gaps(blank.all(axis=1)[height // 4 : 3 * height // 4]), key=lambda g: abs(g - height // 4)
-)
-# the two widest white bands between the three panels of that row (below the title)
-columns = blank[height // 20 : height // 4 + middle].all(axis=0)
-cuts = sorted([g for g in gaps(columns) if 0.1 * width < g < 0.9 * width][:2])
+# the white band between the two rows of panels, then the two between the three panels of
+# the first row (constrained layout: each panel with its colour bar fills a third)
+middle = cut_near(blank.all(axis=1), height // 2)
+columns = blank[height // 20 : middle].all(axis=0)
+cuts = [cut_near(columns, width // 3), cut_near(columns, 2 * width // 3)]
 for left, right in zip([0, *cuts], [*cuts, width]):
-    panel = image[: height // 4 + middle, left:right]
+    panel = image[:middle, left:right]
     fig = plt.figure(figsize=(panel.shape[1] / 100, panel.shape[0] / 100), dpi=100)
     fig.figimage(panel)
