@@ -7,7 +7,7 @@
 # where .whl/ holds the POT and array-api-compat wheels for Python 3.12 (see
 # docs/benchmarks.md for the pip download line); CuPy, torch and transformers are
 # already installed there. Results land in $OUT (the device tool's folder) or
-# ./gpu_check_out.
+# ./out/gpu_check (gitignored).
 # Dry run on a CPU machine (small sizes, GPU cases skipped with their reason):
 #   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh
 # The time limits add up to more than one 600 s call when every part runs long; to split
@@ -15,7 +15,7 @@
 # tests, backends, proximal, gld, pairwise; all by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu_check_out}
+OUT=${OUT:-$PWD/out/gpu_check}  # out/ is gitignored; copy results to benchmarks/results/
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1

@@ -59,6 +59,7 @@ exclude_patterns = [
     "_build",
     "_inventories",
     "_ext",
+    "_templates",
     "jupyter_execute",
     "**/GALLERY_HEADER.rst",
     "sg_execution_times.rst",
@@ -90,7 +91,8 @@ def _drop_missing_optional_docs(app, docname, source):
 
 
 # --- API reference ------------------------------------------------------------------------
-autosummary_generate = False
+autosummary_generate = True  # docs/api/generated: one page per public function and class
+templates_path = ["_templates"]
 autodoc_default_options = {"member-order": "bysource"}  # no "members": keep explicit lists
 autodoc_typehints = "none"  # numpydoc shows the types from the docstrings
 autodoc_class_signature = "mixed"
@@ -151,7 +153,10 @@ bibtex_default_style = "plain"
 bibtex_reference_style = "author_year"
 
 # --- executed pages (MyST-NB) ---------------------------------------------------------------
-nb_execution_mode = "force"  # every build runs the cells: no number on a page can go stale
+# GWLITE_DOCS_QUICK=1: a structure-only build (no cell or tutorial runs) for iterating on
+# pages; CI and releases build with execution on
+QUICK = os.environ.get("GWLITE_DOCS_QUICK") == "1"
+nb_execution_mode = "off" if QUICK else "force"  # every build runs the cells
 nb_execution_raise_on_error = True
 nb_execution_timeout = 300
 nb_merge_streams = True
@@ -170,6 +175,10 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "write_computation_times": False,  # that page pulls jQuery/DataTables from a CDN
     "reference_url": {"gwlite": None, "fusion": None},  # link names in the code to the API
+    # "Tutorials using X" on each API page (docs/_templates/autosummary)
+    "doc_module": ("gwlite", "fusion"),
+    "backreferences_dir": "gen_modules/backreferences",
+    "plot_gallery": not QUICK,
 }
 
 # ``plot`` directives (benchmarks page) run from the repository root

@@ -10,7 +10,8 @@ predictions with :mod:`fusion.cache`, trains a pivot (its own BPE of 800 tokens)
 ways (SFT; SFT + ULD; SFT + ULD + GLD) with :class:`fusion.FusionTrainer`, and evaluates
 every model with Zero-shot-CoT on held-out items.
 
-This page runs the ``tiny`` preset (about half a minute on two cores): easier arithmetic
+This page runs the ``tiny`` preset (about 50 s of CPU time on two cores, measured on
+:doc:`/benchmarks/demo_study`; the wall-clock time it prints depends on the machine's load): easier arithmetic
 (numbers in ``[-1, 1]``), one seed, 60 held-out items per task. Its teachers learn their
 own family well above the majority answer; its pivot gets only 90 steps, too few to learn
 either family, so the pivot columns sit near the majority answer. ``--quick`` and the
@@ -46,12 +47,20 @@ print(
 # The table (accuracy %, Zero-shot-CoT, paper cleansing)
 # ------------------------------------------------------
 # Each teacher is evaluated on its own family (``-`` on the other); the pivots on both.
-print(result.table)
+# One row per model, so that the table fits the page (``result.table`` has one column per
+# model, as the command line prints it).
+accuracy = {(r.model.label, r.task): r.accuracy for r in result.rows}
+tasks = list(dict.fromkeys(task for _, task in accuracy))
+print(f"{'model':26s}" + "".join(f"{task:>22s}" for task in tasks))
+for label in dict.fromkeys(label for label, _ in accuracy):
+    cells = [accuracy.get((label, task)) for task in tasks]
+    print(
+        f"{label:26s}" + "".join("-".rjust(22) if a is None else f"{100 * a:22.1f}" for a in cells)
+    )
 
 # %%
 # The teachers against the majority answer
 # ----------------------------------------
-accuracy = {(r.model.label, r.task): r.accuracy for r in result.rows}
 for teacher, task in result.own_tasks.items():
     gain = 100 * (accuracy[(teacher.label, task)] - accuracy[("majority answer", task)])
     print(

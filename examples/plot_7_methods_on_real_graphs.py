@@ -84,8 +84,9 @@ fig.tight_layout()
 # %%
 # More pairs
 # ----------
-# The same comparison on the other pairs of four networkx graphs: the default ``auto``
-# interval next to POT's conditional gradient with TLB.
+# The same comparison on every pair of three other networkx graphs (karate, the Florentine
+# families, Davis's southern women): the default ``auto`` interval next to POT's
+# conditional gradient with TLB.
 names = {
     "karate": nx.karate_club_graph(),
     "florentine": nx.florentine_families_graph(),

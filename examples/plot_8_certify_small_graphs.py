@@ -8,7 +8,7 @@ solves the semidefinite relaxation of Chen, Nguyen, Koh & Soh (2024) and turns i
 into a **proven** lower bound; when that bound meets the best coupling found, GW is
 certified. This page compares the methods on two random graphs, reads the certificate,
 and shows that stopping the solver early weakens the bound but never makes it wrong.
-Needs ``pip install 'gwlite[certify]'`` (the conic solver SCS).
+Needs gwlite's ``certify`` extra (the conic solver SCS, :doc:`/install`).
 """
 
 import matplotlib.pyplot as plt
@@ -91,9 +91,11 @@ for row, r in enumerate(results.values()):
         color="C2" if r.certified else "C0",
     )
     ax.plot([r.lower, r.upper], [row, row], "|", color="k", ms=12)
+    if r.certified:  # lower == upper: a bar of zero width, so mark the point itself
+        ax.plot([r.upper], [row], "D", color="C2", ms=8, markeredgecolor="k")
 ax.set_yticks(range(len(results)), list(results))
 ax.set_xlabel("GW (square loss)")
-ax.set_title("proven intervals (green: certified)")
+ax.set_title("proven intervals (green diamond: certified, lower = upper)")
 fig.tight_layout()
 
 # %%

@@ -58,7 +58,7 @@ fig.tight_layout()
 # bounds below, and the relative gap. The sorted bounds are tight where degree
 # sequences differ a lot (far from the diagonal) and loose between graphs of similar
 # degrees.
-interval_heatmap(result, order=np.argsort(sizes, kind="stable"))
+fig = interval_heatmap(result, order=np.argsort(sizes, kind="stable"))
 
 # %%
 # A map of the atlas
@@ -66,4 +66,4 @@ interval_heatmap(result, order=np.argsort(sizes, kind="stable"))
 # Classical MDS of the distances ``sqrt(upper)``: the atlas spreads out by size and by
 # number of edges.
 edges = np.array([int(C.sum() // 2) for C, _ in data])
-mds_plot(result, color=edges, color_label="edges")
+fig = mds_plot(result, color=edges, color_label="edges")

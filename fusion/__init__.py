@@ -10,7 +10,7 @@ import importlib
 
 from fusion.types import StudentTopK, TopK
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _LAZY = {

@@ -14,7 +14,7 @@ from gwlite.psd import permutation_certificate, rank_one_bounds
 from gwlite.result import GWResult
 from gwlite.univariate import wasserstein_1d
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GWInputError",

@@ -92,7 +92,7 @@ def gromov_wasserstein(
     loss_fun : {"square_loss", "abs_loss"}
     **options
         Method-specific options, each checked before any work (unknown names and bad
-        values raise; ``gwlite.api.method_options(method)`` lists a method's options). Among them,
+        values raise; :func:`gwlite.api.method_options` lists a method's options). Among them,
         ``lower`` picks the proven lower bound reported as ``lower``: ``"mean_row"``
         (the closed form, default of the sorted and POT methods), ``"flb"``, ``"slb"``,
         ``"tlb"`` (Memoli's bounds; TLB dominates the others, default of ``"exact"``)

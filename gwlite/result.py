@@ -27,9 +27,12 @@ class GWResult:
         The method's estimate, always within ``[lower, upper]``. ``"sorted"``: the
         closed form (a lower bound) moved into the interval, i.e. ``lower`` when a
         tighter ``lower=`` bound beats it (the raw closed form is
-        ``diagnostics["closed_form"]``); ``"cg"``/``"entropic"``/``"proximal"``/
-        ``"auto"``: the GW cost of the returned coupling, ``upper``; ``"exact"``: the
-        best permutation's cost.
+        ``diagnostics["closed_form"]``); ``"auto"``: the GW cost of the best coupling
+        found within ``time_limit``, an upper bound; ``"proximal"``/``"cg"``/
+        ``"entropic"``: the GW cost of the returned coupling, an upper bound;
+        ``"exact"``: the optimum over permutations (an upper bound, GW itself when
+        ``certified``); ``"sdp"``: the GW cost of the best coupling rounded from the
+        semidefinite relaxation, an upper bound.
     lower, upper : float or 0-d tensor
         Proven bounds on the Gromov-Wasserstein value.
     coupling : array or None

@@ -14,7 +14,12 @@ their neighbours by short or defining-module names. This extension
   function and class such a module exports (its ``__all__``, or else the public names
   it defines) that is documented under no name at all. A ``-W`` build therefore fails
   until a new object is placed in ``docs/api/``. Modules and names starting with an
-  underscore are private and skipped; so is data.
+  underscore are private and skipped; so is data;
+* points the "[docs]" links of viewcode's highlighted-source pages at the entry where each
+  object is documented. viewcode builds them as ``<first name the module was documented
+  under>.<object>``, which is wrong for every other object of a module whose first
+  documented object is a public re-export (``gwlite.bounds``'s ``mean_row_features``
+  would link to ``#gwlite.mean_row_features``).
 """
 
 from __future__ import annotations
@@ -136,8 +141,40 @@ def check_coverage(app, env) -> None:
                     )
 
 
+_BACKLINK = re.compile(r'(<a class="viewcode-back" href=")([^"#]*)#([\w.]+)(")')
+
+
+def fix_viewcode_backlinks(app, pagename, templatename, context, doctree) -> None:
+    if not pagename.startswith("_modules/") or "body" not in context:
+        return
+    modname = pagename.removeprefix("_modules/").replace("/", ".")
+    domain = app.env.get_domain("py")
+    packages = set(app.config.publicnames_packages)
+    table = _documented(app, app.env)
+
+    def link(match: re.Match) -> str:
+        anchor = match.group(3)
+        # a canonical name (autodoc's alias of a re-exported class) has no anchor of its own
+        entry = domain.objects.get(anchor)
+        # else the object's own name: "name" or "Class.method" after viewcode's wrong prefix
+        parts = anchor.split(".")
+        for cut in (1, 2):
+            if entry is not None:
+                break
+            obj = _resolve(".".join([modname, *parts[-cut:]]), packages)
+            if obj is not None and not isinstance(obj, _SCALARS) and id(obj) in table:
+                entry = domain.objects[table[id(obj)]]
+        if entry is None:
+            return match.group(0)
+        uri = app.builder.get_relative_uri(pagename, entry.docname)
+        return f"{match.group(1)}{uri}#{entry.node_id}{match.group(4)}"
+
+    context["body"] = _BACKLINK.sub(link, context["body"])
+
+
 def setup(app):
     app.add_config_value("publicnames_packages", [], "env")
     app.connect("env-check-consistency", check_coverage)
     app.connect("missing-reference", resolve_alias)
+    app.connect("html-page-context", fix_viewcode_backlinks)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -92,7 +92,10 @@ def _client(address):
     try:
         from distributed import Client
     except ImportError as err:  # pragma: no cover - the extra is missing
-        raise GWInputError("--scheduler needs dask: pip install 'gwlite[pairwise]'") from err
+        raise GWInputError(
+            "--scheduler needs dask's distributed scheduler: pip install 'dask[distributed]' "
+            "(gwlite's 'pairwise' extra)"
+        ) from err
     try:
         return Client(address, timeout="20s")
     except OSError as err:

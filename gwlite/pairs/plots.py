@@ -22,7 +22,9 @@ def _pyplot():
     except ImportError as err:  # pragma: no cover - the extra is missing
         from gwlite.errors import GWInputError
 
-        raise GWInputError("plots need matplotlib: pip install 'gwlite[plot]'") from err
+        raise GWInputError(
+            "plots need matplotlib: pip install matplotlib (gwlite's 'plot' extra)"
+        ) from err
     return plt
 
 

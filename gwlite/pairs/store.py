@@ -53,7 +53,9 @@ def _import_zarr():
     try:
         import zarr
     except ImportError as err:  # pragma: no cover - the extra is missing
-        raise GWInputError("store= needs zarr: pip install 'gwlite[pairwise]'") from err
+        raise GWInputError(
+            "store= needs zarr: pip install zarr (gwlite's 'pairwise' extra)"
+        ) from err
     return zarr
 
 

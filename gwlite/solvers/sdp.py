@@ -101,7 +101,8 @@ def _check_options(problem: GWProblem, solver, time_limit, max_size, tol) -> int
     if not available(solver):
         raise GWInputError(
             f"method='sdp' with solver={solver!r} needs the conic solver "
-            f"{SOLVERS[solver]!r}: pip install 'gwlite[certify]'. Without it, "
+            f"{SOLVERS[solver]!r}: pip install {SOLVERS[solver]} (gwlite's 'certify' extra). "
+            "Without it, "
             "method='exact' (uniform weights, n == m) or method='sorted' with lower='tlb' "
             "give proven bounds"
         )

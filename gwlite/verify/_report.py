@@ -104,7 +104,7 @@ def _reference_line(rows, loss: str, families, settings: dict) -> str:
         split = f" ({exact} exact + {relaxed} sdp)" if relaxed else ""
         cells.append(f"{SHORT.get(f, f)} {exact + relaxed}/{len(kinds)}{split}")
     if not settings.get("sdp_installed", True):
-        sdp_note = "sdp not run: its solver is missing (pip install 'gwlite[certify]')"
+        sdp_note = "sdp not run: its solver is missing (pip install scs: gwlite's 'certify' extra)"
     elif settings.get("sdp_max_n", 0) <= 0:
         sdp_note = "sdp not run (sdp_max_n = 0)"
     else:
@@ -265,7 +265,7 @@ def _write_figure(report, path: Path) -> bool:
         from matplotlib.figure import Figure
     except ImportError:
         warnings.warn(
-            "matplotlib is not installed: skipping the figure (pip install 'gwlite[plot]')",
+            "matplotlib is not installed: skipping the figure (pip install matplotlib: gwlite's 'plot' extra)",
             stacklevel=3,
         )
         return False
