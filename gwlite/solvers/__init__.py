@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gwlite.solvers import auto, exact, pot, proximal, sdp, sorting
+from gwlite.solvers import auto, exact, pot, proximal, rlt, sdp, sorting
 
 SOLVERS: dict[str, Callable] = {
     "auto": auto.solve,
@@ -18,6 +18,7 @@ SOLVERS: dict[str, Callable] = {
     "exact": exact.solve,
     "proximal": proximal.solve,
     "sdp": sdp.solve,
+    "rlt": rlt.solve,
 }
 
 __all__ = ["SOLVERS"]
