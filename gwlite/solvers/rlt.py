@@ -56,7 +56,15 @@ from gwlite.solvers._common import (
 from gwlite.solvers._sdp_model import lifted_cost
 from gwlite.solvers.sdp import _check_G0, _first_candidates, _Incumbent, _support, _support_of
 
-__all__ = ["DEFAULT_MAX_ITER", "DEFAULT_MAX_SIZE", "DEFAULT_TOL", "estimate_seconds", "solve"]
+__all__ = [
+    "AUTO_MIN_ITERATIONS",
+    "DEFAULT_MAX_ITER",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_TOL",
+    "estimate_seconds",
+    "fits_budget",
+    "solve",
+]
 
 #: largest ``n * m`` (nodes with positive weight) accepted without ``max_size=``: five
 #: dense ``nm x nm`` float64 arrays, 0.7 GB at 4,096
@@ -80,6 +88,17 @@ def estimate_seconds(n: int, m: int, iterations: int = 1) -> float:
     """Seconds for ``iterations`` ascent iterations on an ``n x m`` problem (measured
     on two busy cores; a fast idle machine takes about half)."""
     return _S_PER_ENTRY2 * float(n * m) ** 2 * iterations
+
+
+#: ``method="auto"`` runs the ascent when this many iterations fit in its time left
+AUTO_MIN_ITERATIONS = 10
+
+
+def fits_budget(n: int, m: int, seconds: float) -> bool:
+    """Whether ``auto`` should run the ascent on an ``n x m`` problem with ``seconds``
+    left: within :data:`DEFAULT_MAX_SIZE` and :data:`AUTO_MIN_ITERATIONS` iterations
+    estimated to fit (a longer ``time_limit`` admits larger problems)."""
+    return n * m <= DEFAULT_MAX_SIZE and estimate_seconds(n, m, AUTO_MIN_ITERATIONS) <= seconds
 
 
 def _check(problem: GWProblem, time_limit, tol, max_size) -> int:
