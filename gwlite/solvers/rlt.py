@@ -186,8 +186,8 @@ def solve(
         ``value = upper``: the cost of the best coupling found; ``lower``: the largest
         proven bound (``diagnostics["lower_kind"]``: ``"rlt"``, ``"exact"`` or the
         ``lower=`` name). ``diagnostics``: ``rlt_bound``, ``named_lower``,
-        ``exact_lower``, ``iterations``, ``stop_reason``, ``history`` (the bound after
-        each iteration), ``upper_kind``, ``candidates`` and the time of each stage
+        ``exact_lower``, ``iterations``, ``stop_reason``, ``history`` (the bound of
+        each iteration, each proven), ``upper_kind``, ``candidates`` and the time of each stage
         (``upper_time_s``, ``ascent_time_s``, ``polish_time_s``).
 
     Raises
@@ -223,21 +223,21 @@ def solve(
             bar.update(it - bar.n)
             bar.set_postfix(gap=f"{incumbent.cost - best * factor:.2e}")
 
-    history: list[float] = []
+    best_so_far: list[float] = []
 
     def stop(best: float) -> bool:
-        history.append(best)
+        best_so_far.append(best)
         gap = incumbent.cost - max(best * factor, other)
-        stalled = len(history) > _WINDOW and (
-            (history[-1] - history[-1 - _WINDOW]) * factor <= _STALL_RTOL * gap
+        stalled = len(best_so_far) > _WINDOW and (
+            (best_so_far[-1] - best_so_far[-1 - _WINDOW]) * factor <= _STALL_RTOL * gap
         )
         return gap <= target or stalled
 
-    bound, plan, iterations, reason = -math.inf, None, 0, "not run"
+    bound, plan, iterations, reason, bounds = -math.inf, None, 0, "not run", []
     if len(p) > 1 and len(q) > 1:
         # the last tenth of the time is the polish's (a plan from the ascent's vertex)
         ascent_deadline = time.perf_counter() + (1 - _POLISH_SHARE) * remaining()
-        bound, plan, iterations, reason, _ = _rlt_bound.run_ascent(
+        bound, plan, iterations, reason, bounds = _rlt_bound.run_ascent(
             L,
             p,
             q,
@@ -273,7 +273,7 @@ def solve(
             exact_lower=exact_lower,
             iterations=iterations,
             stop_reason=reason,
-            history=[h * factor for h in history],
+            history=[b * factor for b in bounds],
             upper_time_s=t_upper - start,
             ascent_time_s=t_ascent - t_upper,
             polish_time_s=t_polish - t_ascent,
