@@ -155,7 +155,9 @@ def test_stopped_early_by_the_time_limit_keeps_a_valid_bound():
     for limit in (1e-4, 0.05, 0.3):
         res = gwlite.gromov_wasserstein(C1, C2, method="rlt", time_limit=limit)
         assert res.lower <= min(costs) + 1e-12
-        assert res.time_s < limit + 2.0  # the upper side's CG is not interruptible
+        # the ascent checks the clock every 64 rows (the upper side's CG is not
+        # interruptible: the total is not asserted on a shared machine)
+        assert res.diagnostics["ascent_time_s"] <= limit + 1.0
     res = gwlite.gromov_wasserstein(C1, C2, method="rlt", time_limit=1e-4)
     assert res.diagnostics["stop_reason"] in ("time limit", "certified", "stalled")
 
