@@ -15,9 +15,10 @@ already in the file are skipped: the run resumes after an interruption. ``uptime
 load and the BLAS thread count are recorded with every pair (the machine is shared).
 
 Run: ``python benchmarks/bench_sdp_scale.py real --json benchmarks/results/sdp_scale_real.json``
-and ``python benchmarks/bench_sdp_scale.py shapes --pairs 20 --time-limit 120
+and ``python benchmarks/bench_sdp_scale.py shapes --pairs 20 --auto-limit 10 --time-limit 110
 --json benchmarks/results/sdp_scale_shapes.json``; ``report`` prints the Markdown tables
-of both files.
+of both files. ``scs --sizes 10 12 14 17 20 --time-limit 120 --json
+benchmarks/results/sdp_scale_scs_timing.json`` times ``method="sdp"`` (SCS) by stage.
 """
 
 from __future__ import annotations
@@ -93,6 +94,37 @@ def shape_pairs(count: int):
     for k in range(count):
         C1, C2 = branching_shape(2 * k), branching_shape(2 * k + 1)
         yield f"shape{k:02d}", C1, uniform, C2, uniform
+
+
+def scs_timing(sizes, path: Path, time_limit: float) -> None:
+    """``method="sdp"`` (SCS) on Barabasi-Albert shortest-path pairs of n x (n + 1) nodes:
+    its model build, solver (set-up and iterations) and certificate times."""
+    rows = []
+    for n in sizes:
+        C1 = gwlite.from_networkx(nx.barabasi_albert_graph(n, 2, seed=1), "shortest_path")[0]
+        C2 = gwlite.from_networkx(nx.barabasi_albert_graph(n + 1, 2, seed=2), "shortest_path")[0]
+        tick = time.perf_counter()
+        res = gwlite.gromov_wasserstein(C1, C2, method="sdp", max_size=10**6, time_limit=time_limit)
+        d = res.diagnostics
+        rows.append(
+            dict(
+                nm=n * (n + 1),
+                wall=time.perf_counter() - tick,
+                build=d["build_time_s"],
+                solve=d["solve_time_s"],
+                certify=d["certify_time_s"],
+                iters=d["iterations"],
+                lower=float(res.lower),
+                upper=float(res.upper),
+                stop=d["stop_reason"],
+                nonneg=d["nonneg_constraints"],
+                order=d["sdp_order"],
+                **_machine(),
+            )
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        with atomic_open(path, "w") as f:
+            json.dump({"rows": rows}, f, indent=1)
 
 
 def _machine() -> dict:
@@ -179,7 +211,8 @@ def report(paths) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["real", "shapes", "report"])
+    parser.add_argument("part", choices=["real", "shapes", "scs", "report"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 12, 14, 17, 20])
     parser.add_argument("--json", type=Path, nargs="+")
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--auto-limit", type=float, default=20.0)
@@ -187,6 +220,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "report":
         report(args.json)
+        return
+    if args.part == "scs":
+        scs_timing(args.sizes, args.json[0], args.time_limit)
         return
     pairs = real_pairs() if args.part == "real" else shape_pairs(args.pairs)
     run(pairs, args.json[0], args.auto_limit, args.time_limit)
