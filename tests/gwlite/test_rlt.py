@@ -249,3 +249,33 @@ def test_G0_is_used_on_the_upper_side():
     res = gwlite.gromov_wasserstein(C1, C2, method="rlt", G0=G0, max_iter=2)
     assert res.upper <= gw_cost_dense(C1, C2, G0) + 1e-12
     assert "G0" in res.diagnostics["candidates"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["time_limit", "tol", "max_iter", "max_size"]),
+    st.one_of(
+        st.floats(max_value=0.0),
+        st.floats(allow_nan=True).filter(lambda x: not np.isfinite(x)),
+        st.text(max_size=3),
+        st.booleans(),
+    ),
+)
+def test_bad_option_values_name_the_option(name, value):
+    C = np.ones((3, 3)) - np.eye(3)
+    with pytest.raises(gwlite.GWInputError, match=name):
+        gwlite.gromov_wasserstein(C, C, method="rlt", **{name: value})
+
+
+# ---------------------------------------------------------------- auto's gate
+def test_auto_runs_the_ascent_when_it_fits_and_skips_it_otherwise():
+    C1, p = gwlite.from_networkx(nx.florentine_families_graph(), "shortest_path")
+    C2, q = gwlite.from_networkx(nx.petersen_graph(), "shortest_path")
+    assert rlt.fits_budget(len(C1), len(C2), 5.0)
+    res = gwlite.gromov_wasserstein(C1, C2, p, q, time_limit=6.0, progress=False)
+    stages = {s["stage"]: s for s in res.diagnostics["stages"]}
+    assert "rlt" in stages
+    if "skipped" not in stages["rlt"]:
+        assert res.lower <= min(coupling_costs(C1, C2, p, q, "square_loss")) + 1e-12
+    assert not rlt.fits_budget(34, 77, 10.0) and rlt.fits_budget(34, 77, 600.0)
+    assert not rlt.fits_budget(100, 100, 1e9)  # beyond DEFAULT_MAX_SIZE: never
