@@ -125,13 +125,11 @@ def _check_size(size: int, limit: int) -> None:
         )
 
 
-def _progress(size: int, max_iter: int):
-    """An iteration bar for the runs of more than a few seconds (terminals only)."""
-    if estimate_seconds(1, size, 2) < 1.0:
-        return None
+def _progress(max_iter: int):
+    """An iteration bar that appears once the ascent has run 2 s (terminals only)."""
     from tqdm import tqdm
 
-    return tqdm(total=max_iter, desc="gwlite rlt", unit="it", leave=False, disable=None)
+    return tqdm(total=max_iter, desc="gwlite rlt", unit="it", delay=2.0, leave=False, disable=None)
 
 
 def _scaled_cost(C1: np.ndarray, C2: np.ndarray, r: int) -> tuple[np.ndarray, float]:
@@ -216,12 +214,11 @@ def solve(
     data_scale = max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** problem.exponent
     target = tol * data_scale
     other = max(named, exact_lower)
-    bar = _progress(len(p) * len(q), max_iter)
+    bar = _progress(max_iter)
 
     def on_iteration(it: int, best: float) -> None:
-        if bar is not None:
-            bar.update(it - bar.n)
-            bar.set_postfix(gap=f"{incumbent.cost - best * factor:.2e}")
+        bar.update(it - bar.n)
+        bar.set_postfix(gap=f"{incumbent.cost - best * factor:.2e}", refresh=False)
 
     best_so_far: list[float] = []
 
@@ -250,8 +247,7 @@ def solve(
     else:  # one coupling, p q^T: its cost is GW
         incumbent.offer("only_coupling", np.outer(_host(problem.p), _host(problem.q)), False)
         bound, reason = incumbent.cost, "trivial (one coupling)"
-    if bar is not None:
-        bar.close()
+    bar.close()
     if reason == "stopped":
         reason = "certified" if incumbent.cost - max(bound, other) <= target else "stalled"
     t_ascent = time.perf_counter()
