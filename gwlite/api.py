@@ -74,11 +74,11 @@ def gromov_wasserstein(
         sizes may differ. Integer inputs are cast to float.
     p, q : array, optional
         Node weights (non-negative, summing to 1); uniform by default.
-    method : {"auto", "sorted", "proximal", "cg", "entropic", "exact", "sdp"}
+    method : {"auto", "sorted", "proximal", "cg", "entropic", "exact", "sdp", "rlt"}
         ``"auto"`` (default): the tightest proven interval within ``time_limit``
         (10 s by default), escalating from the sorted bounds to TLB, ``proximal``,
-        ``exact`` and ``sdp`` (see :mod:`gwlite.solvers.auto`); ``value`` is its best
-        plan's cost.
+        ``exact`` and ``sdp`` or ``rlt`` (see :mod:`gwlite.solvers.auto`); ``value`` is
+        its best plan's cost.
         ``"sorted"``: the InfiGFusion closed form, O(n^2) for the features and
         O(n log n) after, with the sorted coupling's cost as ``upper``.
         ``"proximal"``: gwlite's own solver (KL mirror descent, batched starts,
@@ -89,6 +89,8 @@ def gromov_wasserstein(
         ``"sdp"``: a semidefinite relaxation solved by a conic solver (SCS by
         default; the ``certify`` extra), a rigorous lower bound that certifies many
         small problems (``n * m <= 100`` without ``max_size=``).
+        ``"rlt"``: the RLT dual ascent, a proven lower bound above TLB for graphs of
+        tens of nodes (``n * m <= 4096``), every iterate a bound.
     loss_fun : {"square_loss", "abs_loss"}
     **options
         Method-specific options, each checked before any work (unknown names and bad

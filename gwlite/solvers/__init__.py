@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gwlite.solvers import auto, exact, pot, proximal, sdp, sorting
+from gwlite.solvers import auto, exact, pot, proximal, rlt, sdp, sorting
 
 # shared helpers, imported from here by gwlite.api and gwlite.pairs (not part of the API)
 from gwlite.solvers._common import certify_threshold as certify_threshold
@@ -22,6 +22,7 @@ SOLVERS: dict[str, Callable] = {
     "exact": exact.solve,
     "proximal": proximal.solve,
     "sdp": sdp.solve,
+    "rlt": rlt.solve,
 }
 
 __all__ = ["SOLVERS"]

@@ -15,7 +15,10 @@ interval is certified or the budget is spent:
    uniform weights (certified when its theorem applies, else a permutation optimum
    and a spectral bound);
 5. ``sdp``: the semidefinite relaxation (:mod:`gwlite.solvers.sdp`) when its conic
-   solver is installed and :math:`nm \le 64`, from the best plan so far.
+   solver is installed and :math:`nm \le 64`, from the best plan so far;
+6. ``rlt``: otherwise, the RLT dual ascent (:mod:`gwlite.solvers.rlt`) from the best
+   plan so far, when ten of its iterations fit in the time left
+   (:func:`gwlite.solvers.rlt.fits_budget`).
 
 ``value`` is the GW cost of the best plan (what ``ot.gromov.gromov_wasserstein2``
 reports), ``lower``/``upper`` the best proven bounds and ``coupling`` the best plan;
@@ -34,7 +37,7 @@ from gwlite.coupling import gw_cost, marginal_error, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
-from gwlite.solvers import _operators, exact, proximal
+from gwlite.solvers import _operators, exact, proximal, rlt
 from gwlite.solvers._common import (
     clamp_lower,
     flag,
@@ -270,6 +273,8 @@ def _plan_stages(problem: GWProblem, lower) -> list[str]:
         stages.append("exact")
     if problem.n * problem.m <= SDP_MAX_ENTRIES:
         stages.append("sdp")
+    elif problem.n * problem.m <= rlt.DEFAULT_MAX_SIZE:
+        stages.append("rlt")
     return stages
 
 
@@ -310,7 +315,12 @@ class _Context:
         """Whether the exact or SDP stage will still want time after this one."""
         problem = self.problem
         exact_runs = problem.n == problem.m and problem.uniform and problem.n <= exact.MAX_N
-        return exact_runs or problem.n * problem.m <= SDP_MAX_ENTRIES
+        return exact_runs or problem.n * problem.m <= SDP_MAX_ENTRIES or self.rlt_fits
+
+    @property
+    def rlt_fits(self) -> bool:
+        """Whether the RLT stage's estimate fits in the time left."""
+        return rlt.fits_budget(self.problem.n, self.problem.m, self.left)
 
 
 def _stage_sorted(ctx: _Context) -> dict:
@@ -409,6 +419,18 @@ def _stage_sdp(ctx: _Context) -> dict:
     return {"cut": not res.converged}
 
 
+def _stage_rlt(ctx: _Context) -> dict:
+    if not ctx.rlt_fits:
+        n, m = ctx.problem.n, ctx.problem.m
+        need = rlt.estimate_seconds(n, m, rlt.AUTO_MIN_ITERATIONS)
+        return {"skipped": f"estimated {need:.2g} s > the {ctx.left:.2g} s left"}
+    best = ctx.best
+    res = rlt.solve(ctx.problem, lower="mean_row", G0=best.coupling, time_limit=ctx.left)
+    best.offer_lower(res.lower, "rlt")
+    best.offer_plan(res.upper, res.coupling, "rlt", res.marginal_error)
+    return {"cut": res.diagnostics["stop_reason"] == "time limit", "n_iter": res.n_iter}
+
+
 _STAGES = {
     "sorted": _stage_sorted,
     "tlb": _stage_tlb,
@@ -416,6 +438,7 @@ _STAGES = {
     "proximal": _stage_proximal,
     "exact": _stage_exact,
     "sdp": _stage_sdp,
+    "rlt": _stage_rlt,
 }
 
 

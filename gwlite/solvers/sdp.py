@@ -207,9 +207,10 @@ def _first_candidates(incumbent: _Incumbent, G0, remaining) -> float:
     exact_lower = -math.inf
     if G0 is not None:
         incumbent.offer("G0", G0)
-    if problem.uniform and problem.n == problem.m and problem.n > 1:
-        from gwlite.solvers import exact
+    from gwlite.solvers import exact
 
+    # (method="rlt" shares this upper side at sizes beyond the exact search's)
+    if problem.uniform and problem.n == problem.m and 1 < problem.n <= exact.MAX_N:
         budget = min(_EXACT_BUDGET_S, max(remaining(), 0.05))
         res = exact.solve(problem, time_limit=budget)
         incumbent.offer("exact_permutation", np.asarray(_xp.to_numpy(res.coupling)), False)

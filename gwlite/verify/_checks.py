@@ -294,12 +294,8 @@ class _Checker:
             f"known [{self.max_lower:.12g}, {self.min_upper:.12g}]",
         )
 
-    def sdp(self) -> None:
-        """The relaxation's bound against every coupling, TLB and its own certificate."""
-        run = self.runs.get("sdp")
-        if run is None or run.error is not None:
-            return
-        d = run.diagnostics
+    def _below_every_coupling(self, run) -> None:
+        """``run.lower`` against the brute-force cost of every coupling found."""
         costs = {
             other.method: brute_cost(self.C1, self.C2, np.asarray(other.coupling, float), self.r)
             for other in self.runs.values()
@@ -309,11 +305,42 @@ class _Checker:
             costs["all permutations"] = self.permutation_optimum_value()
         cheapest = min(costs, key=costs.get)
         self.add(
-            "sdp lower <= every coupling",
-            "sdp",
+            f"{run.method} lower <= every coupling",
+            run.method,
             run.lower <= costs[cheapest] + self.tol,
-            f"sdp lower {run.lower:.12g} vs {cheapest} {costs[cheapest]:.12g}",
+            f"{run.method} lower {run.lower:.12g} vs {cheapest} {costs[cheapest]:.12g}",
         )
+
+    def rlt(self) -> None:
+        """The dual ascent's bound: below every coupling, never below TLB (its first
+        iterate), and every iterate below the best plan."""
+        run = self.runs.get("rlt")
+        if run is None or run.error is not None:
+            return
+        self._below_every_coupling(run)
+        d = run.diagnostics
+        if "tlb" in self.lowers and d["history"]:
+            self.add(
+                "rlt lower >= TLB",
+                "rlt",
+                d["rlt_bound"] >= self.lowers["tlb"] - self.tol,
+                f"ascent bound {d['rlt_bound']:.12g} vs tlb {self.lowers['tlb']:.12g}",
+            )
+        self.add(
+            "every rlt iterate <= upper",
+            "rlt",
+            max(d["history"], default=-math.inf) <= self.min_upper + self.tol,
+            f"largest iterate {max(d['history'], default=-math.inf):.12g} vs "
+            f"best upper {self.min_upper:.12g}",
+        )
+
+    def sdp(self) -> None:
+        """The relaxation's bound against every coupling, TLB and its own certificate."""
+        run = self.runs.get("sdp")
+        if run is None or run.error is not None:
+            return
+        d = run.diagnostics
+        self._below_every_coupling(run)
         tol = d["tol"] * self.scale
         if "tlb" in self.lowers and d.get("stop_reason") in _SDP_FINISHED:
             self.add(
@@ -396,6 +423,7 @@ def check_instance(
     checker.gap_identities()
     checker.permutation_optimum()
     checker.rank_one()
+    checker.rlt()
     checker.sdp()
     reference, kind = _reference(runs, checker.uppers)
     positive = non_isomorphic or checker.max_lower > checker.tol

@@ -47,7 +47,8 @@ class Settings:
     """What to run: exact up to ``exact_max_n`` nodes, within ``exact_time_limit`` s;
     the semidefinite relaxation up to ``sdp_max_n`` nodes (when its solver is
     installed), within ``sdp_time_limit`` s, skipped where the exact solver already
-    certified GW when ``sdp_only_uncertified``."""
+    certified GW when ``sdp_only_uncertified``; the RLT dual ascent for
+    ``rlt_max_iter`` iterations at most."""
 
     exact_max_n: int = 8
     exact_time_limit: float = 30.0
@@ -55,6 +56,7 @@ class Settings:
     sdp_max_n: int = 0
     sdp_time_limit: float = 60.0
     sdp_only_uncertified: bool = False
+    rlt_max_iter: int = 100
 
 
 def _from_result(method: str, res) -> MethodRun:
@@ -155,6 +157,16 @@ def _sdp_job(C1, C2, loss: str, settings: Settings, runs: dict[str, MethodRun]):
     )
 
 
+def _rlt_job(C1, C2, loss: str, settings: Settings, runs: dict[str, MethodRun]):
+    """``method="rlt"`` started from the best coupling the other methods found."""
+    return lambda: _from_result(
+        "rlt",
+        gromov_wasserstein(
+            C1, C2, method="rlt", loss_fun=loss, G0=_best_plan(runs), max_iter=settings.rlt_max_iter
+        ),
+    )
+
+
 def _attempt(name: str, job) -> MethodRun:
     try:
         return job()
@@ -165,9 +177,10 @@ def _attempt(name: str, job) -> MethodRun:
 def run_methods(C1, C2, loss: str, settings: Settings) -> dict[str, MethodRun]:
     """Every applicable method on ``(C1, C2)``; exceptions are recorded, not raised.
 
-    ``sdp`` runs last: it starts from the best coupling of the others.
+    ``rlt`` and then ``sdp`` run last: they start from the best coupling of the others.
     """
     runs = {name: _attempt(name, job) for name, job in _jobs(C1, C2, loss, settings).items()}
+    runs["rlt"] = _attempt("rlt", _rlt_job(C1, C2, loss, settings, runs))
     job = _sdp_job(C1, C2, loss, settings, runs)
     if job is not None:
         runs["sdp"] = _attempt("sdp", job)

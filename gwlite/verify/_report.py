@@ -25,8 +25,8 @@ SHORT = {
     "euclidean": "euclid",
     "coactivation": "coact",
 }
-LOWER_METHODS = ("sorted", "flb", "slb", "tlb", "rank_one", "exact", "sdp")
-UPPER_METHODS = ("sorted", "proximal", "cg", "entropic", "rank_one", "exact", "sdp")
+LOWER_METHODS = ("sorted", "flb", "slb", "tlb", "rank_one", "exact", "rlt", "sdp")
+UPPER_METHODS = ("sorted", "proximal", "cg", "entropic", "rank_one", "exact", "rlt", "sdp")
 ROW_FIELDS = (
     "family",
     "n",

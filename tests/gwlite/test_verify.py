@@ -36,6 +36,7 @@ def test_quick_study_covers_every_method_family_and_claim(quick_study):
     report, _ = quick_study
     methods_seen = {row["method"] for row in report.rows}
     expected = {"sorted", "flb", "slb", "tlb", "exact", "cg", "entropic", "rank_one", "proximal"}
+    expected.add("rlt")
     assert methods_seen == expected | ({"sdp"} if sdp.available() else set())
     assert len({row["family"] for row in report.rows}) == 10
     assert {row["n"] for row in report.rows} == set(QUICK["sizes"])
@@ -51,6 +52,9 @@ def test_quick_study_covers_every_method_family_and_claim(quick_study):
         "PSD/PSD and CND/CND pairs are certified",
         "no coupling beats a certified optimum",
         "rank-one pair contains GW",
+        "rlt lower <= every coupling",
+        "rlt lower >= TLB",
+        "every rlt iterate <= upper",
     ] + (
         ["sdp lower <= every coupling", "sdp lower >= TLB", "certified only when gap <= tol"]
         if sdp.available()
