@@ -80,6 +80,15 @@ from gwlite.solvers._common import (
     positive_int,
     positive_real,
 )
+from gwlite.solvers._stack import (
+    Best,
+    Stack,
+    as_index,
+    inner,
+    make_stack,
+    mirror_step,
+    price,
+)
 from gwlite.univariate import monotone_coupling
 
 __all__ = ["BATCH_OPTION_CHECKS", "DEFAULT_EPSILON", "padded_size", "solve_batch"]
@@ -175,123 +184,6 @@ def _settings(options: dict) -> _Settings:
     )
 
 
-# --------------------------------------------------------------------- the stack
-@dataclass(frozen=True)
-class _Stack:
-    """Problems of one padded shape ``(N, K)``, stacked along the first axis."""
-
-    xp: object
-    index: np.ndarray  # positions in the caller's list
-    C1: object  # (B, N, N)
-    C2: object  # (B, K, K)
-    p: object  # (B, 1, N): zero on padded nodes
-    q: object  # (B, 1, K)
-    M: object  # (B, 1, N, K) or None
-    kappa: object  # (B, 1): p' C1^2 p + q' C2^2 q
-    scale: object  # (B, 1, 1, 1): the objective's scale (step and epsilon unit)
-    alpha: float
-    symmetric: bool
-    permutations: np.ndarray  # (B,) uniform weights and n == m: vertices are permutations
-    n: np.ndarray
-    m: np.ndarray
-
-    def take(self, keep: np.ndarray) -> _Stack:
-        xp = self.xp
-        at = xp.asarray(keep, device=_xp.device(self.C1))
-
-        def pick(a):
-            return None if a is None else xp.take(a, at, axis=0)
-
-        return _Stack(
-            xp,
-            self.index[keep],
-            *(pick(a) for a in (self.C1, self.C2, self.p, self.q, self.M, self.kappa, self.scale)),
-            self.alpha,
-            self.symmetric,
-            self.permutations[keep],
-            self.n[keep],
-            self.m[keep],
-        )
-
-    def apply(self, P):
-        """:math:`X(P)` for plans ``(B, S, N, K)`` (two batched products)."""
-        xp = self.xp
-        C1, C2 = self.C1[:, None, ...], self.C2[:, None, ...]
-        out = C1 @ P @ xp.matrix_transpose(C2)
-        if not self.symmetric:
-            out = (out + xp.matrix_transpose(C1) @ P @ C2) / 2
-        return out
-
-    def gradient(self, X):
-        """:math:`\\nabla F` up to row/column terms, from :math:`X(P)`."""
-        grad = -4.0 * self.alpha * X
-        return grad if self.M is None else grad + (1.0 - self.alpha) * self.M
-
-    def objective(self, P, X=None):
-        """:math:`F(P)` of plans with the problems' marginals, ``(B, S)``."""
-        xp = self.xp
-        X = self.apply(P) if X is None else X
-        value = self.alpha * (self.kappa - 2.0 * _inner(xp, X, P))
-        return value if self.M is None else value + (1.0 - self.alpha) * _inner(xp, self.M, P)
-
-
-def _index(xp, rows: np.ndarray, like):
-    return xp.asarray(rows, device=_xp.device(like))
-
-
-def _inner(xp, A, B):
-    return xp.sum(xp.sum(A * B, axis=-1), axis=-1)
-
-
-def _stack(problems, linear, index, N, K, alpha, dtype) -> _Stack:
-    """Zero-padded stacks of the problems ``index`` (all of padded shape ``(N, K)``)."""
-    first = problems[index[0]]
-    xp, device = first.xp, _xp.device(first.C1)
-    B = len(index)
-    C1 = xp.zeros((B, N, N), dtype=dtype, device=device)
-    C2 = xp.zeros((B, K, K), dtype=dtype, device=device)
-    p = xp.zeros((B, 1, N), dtype=dtype, device=device)
-    q = xp.zeros((B, 1, K), dtype=dtype, device=device)
-    M = None if linear is None else xp.zeros((B, 1, N, K), dtype=dtype, device=device)
-    n, m = np.zeros(B, dtype=np.int64), np.zeros(B, dtype=np.int64)
-    for b, k in enumerate(index):
-        pr = problems[k]
-        n[b], m[b] = pr.n, pr.m
-        C1[b, : pr.n, : pr.n] = xp.astype(_xp.detach(pr.C1), dtype)
-        C2[b, : pr.m, : pr.m] = xp.astype(_xp.detach(pr.C2), dtype)
-        p[b, 0, : pr.n] = xp.astype(_xp.detach(pr.p), dtype)
-        q[b, 0, : pr.m] = xp.astype(_xp.detach(pr.q), dtype)
-        if M is not None:
-            M[b, 0, : pr.n, : pr.m] = xp.astype(linear[k], dtype)
-    a, b = p[:, 0, :, None], q[:, 0, :, None]  # (B, N, 1), (B, K, 1)
-    kappa = _inner(xp, (C1 * C1) @ a, a) + _inner(xp, (C2 * C2) @ b, b)  # (B,)
-    top = xp.max(xp.abs(C1), axis=(1, 2)) * xp.max(xp.abs(C2), axis=(1, 2))
-    scale = alpha * top
-    if M is not None:
-        scale = scale + (1 - alpha) * xp.max(xp.abs(M), axis=(1, 2, 3))
-    scale = xp.where(scale > 0, scale, xp.ones_like(scale))
-    permutations = np.array(
-        [problems[k].uniform and problems[k].n == problems[k].m for k in index], dtype=bool
-    )
-    symmetric = all(problems[k].is_symmetric() for k in index)
-    return _Stack(
-        xp,
-        np.asarray(index),
-        C1,
-        C2,
-        p,
-        q,
-        M,
-        kappa[:, None],
-        scale[:, None, None, None],
-        alpha,
-        symmetric,
-        permutations,
-        n,
-        m,
-    )
-
-
 # --------------------------------------------------------------------- start
 def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
     """The loop's ``n_starts`` starting plans and the candidates priced whatever
@@ -332,100 +224,6 @@ def _padded(xp, plans, N: int, K: int, dtype):
     return out
 
 
-# --------------------------------------------------------------------- step
-def _step(st: _Stack, P, g, cfg: _Settings, floor: float):
-    """One KL mirror-descent step of every plan: the Sinkhorn projection of
-    :math:`P^{1 - \\tau\\varepsilon} \\exp(-\\tau \\nabla F(P))` (steps relative to the scale)."""
-    xp = st.xp
-    Z = -(cfg.tau / st.scale) * st.gradient(st.apply(P))
-    beta = 1.0 - cfg.tau * cfg.eps
-    if beta > 1e-9:
-        Z = Z + beta * xp.log(xp.maximum(P, xp.asarray(math.exp(floor), dtype=P.dtype)))
-    with np.errstate(divide="ignore"):  # log(0) = -inf: the padded columns' potential
-        return _sinkhorn.project(
-            xp, Z, _log(xp, st.p), _log(xp, st.q), st.p, st.q, g, cfg.inner_iter, floor
-        )
-
-
-def _log(xp, w):
-    """``log(w)``, ``-inf`` on zero-weight (padded) nodes, without a warning."""
-    positive = w > 0
-    return xp.where(positive, xp.log(xp.where(positive, w, xp.ones_like(w))), -math.inf)
-
-
-# --------------------------------------------------------------------- round
-def _round(xp, P, p, q):
-    """Altschuler et al.'s rounding onto :math:`\\Pi(p, q)` of a stack ``(..., n, m)``
-    (:func:`gwlite.coupling.round_to_polytope`, batched)."""
-    P = xp.where(P > 0, P, xp.zeros_like(P))
-    row = xp.sum(P, axis=-1)
-    P = P * xp.where(row > p, p / xp.where(row > p, row, xp.ones_like(row)), 1.0)[..., None]
-    col = xp.sum(P, axis=-2)
-    P = P * xp.where(col > q, q / xp.where(col > q, col, xp.ones_like(col)), 1.0)[..., None, :]
-    err_r = xp.maximum(p - xp.sum(P, axis=-1), 0.0)
-    err_c = xp.maximum(q - xp.sum(P, axis=-2), 0.0)
-    total = xp.sum(err_r, axis=-1)
-    share = xp.where(total > 0, 1.0 / xp.where(total > 0, total, xp.ones_like(total)), 0.0)
-    return P + err_r[..., :, None] * err_c[..., None, :] * share[..., None, None]
-
-
-def _sharpen(st: _Stack, P):
-    """The vertex each iterate approaches: the nearest permutation (an assignment on
-    the plan) when the vertices are permutations, else each row's mass on its largest
-    entry, rounded."""
-    from scipy.optimize import linear_sum_assignment
-
-    xp = st.xp
-    K = P.shape[-1]
-    cols = xp.arange(K, device=_xp.device(P))
-    valid = st.q[..., None, :] > 0  # (B, 1, 1, K)
-    masked = xp.where(valid, P, -1.0)
-    best = xp.argmax(masked, axis=-1)
-    hard = xp.where(best[..., None] == cols, st.p[..., None], xp.zeros_like(P))
-    hard = _round(xp, hard, st.p, st.q)
-    if not st.permutations.any():
-        return hard
-    host = _xp.to_numpy(P)
-    out = _xp.to_numpy(hard).copy()
-    for b in np.nonzero(st.permutations)[0]:
-        n = int(st.n[b])
-        for s in range(host.shape[1]):
-            rows, perm = linear_sum_assignment(host[b, s, :n, :n], maximize=True)
-            out[b, s] = 0.0
-            out[b, s, rows, perm] = 1.0 / n
-    return _xp.from_numpy(out, P)
-
-
-# --------------------------------------------------------------------- price
-@dataclass
-class _Best:
-    """Each problem's best plan per start (host costs, stacked plans)."""
-
-    cost: np.ndarray  # (B, S)
-    plan: object  # (B, S, N, K)
-
-    def offer(self, xp, costs, plans) -> None:
-        better = costs < self.cost
-        if better.any():
-            mask = xp.asarray(better, device=_xp.device(plans))[..., None, None]
-            self.plan = xp.where(mask, plans, self.plan)
-            self.cost = np.where(better, costs, self.cost)
-
-    def take(self, xp, keep):
-        at = xp.asarray(keep, device=_xp.device(self.plan))
-        return _Best(self.cost[keep], xp.take(self.plan, at, axis=0))
-
-
-def _price(st: _Stack, P, best: _Best, sharpen: bool = True) -> None:
-    """Round every iterate (and its sharpened vertex), price them all, keep the best.
-    The starts are priced as they are (``sharpen=False``): they are the polish's starts
-    in the ``"cg"`` scheme, and a vertex near the product coupling is arbitrary."""
-    xp = st.xp
-    rounded = _round(xp, P, st.p, st.q)
-    for plans in (rounded, _sharpen(st, P)) if sharpen else (rounded,):
-        best.offer(xp, _xp.to_numpy(st.objective(plans)).astype(np.float64), plans)
-
-
 # --------------------------------------------------------------------- loop
 @dataclass
 class _Outcome:
@@ -439,16 +237,16 @@ class _Outcome:
     names: list  # each problem's start names
 
 
-def _iterate(st: _Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
+def _iterate(st: Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
     """Mirror descent on the stack until every problem stalls, ``max_iter`` or the
     deadline; returns the best plans ``(B, S, N, K)`` with their costs ``(B, S)``, and
     the seconds one pricing of the stack took (what the caller keeps in reserve)."""
     xp = st.xp
     tick = time.perf_counter()
-    best = _Best(np.full(P.shape[:2], math.inf), P)
-    _price(st, P, best, sharpen=False)
+    best = Best(np.full(P.shape[:2], math.inf), P)
+    price(st, P, best, sharpen=False)
     price_s = time.perf_counter() - tick
-    final = _Best(best.cost.copy(), xp.asarray(best.plan, copy=True))
+    final = Best(best.cost.copy(), xp.asarray(best.plan, copy=True))
     alive = np.arange(P.shape[0])  # positions in this stack of the problems still running
     g = xp.where(st.q > 0, xp.zeros_like(st.q), -math.inf) * xp.ones(
         (1, P.shape[1], 1), dtype=P.dtype, device=_xp.device(P)
@@ -469,14 +267,14 @@ def _iterate(st: _Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
         if not len(alive) or late(1):
             break
         tick = time.perf_counter()
-        P, g = _step(sub, P, g, cfg, floor)
+        P, g = mirror_step(sub, P, g, cfg.tau, cfg.eps, cfg.inner_iter, floor)
         step_s = max(step_s, time.perf_counter() - tick)
         out.n_iter[sub.index] = it
         cut = late(2)
         if it % _CHECK_EVERY and it != cfg.max_iter and not cut:
             continue
         tick = time.perf_counter()
-        _price(sub, P, best)
+        price(sub, P, best)
         price_s = max(price_s, time.perf_counter() - tick)
         current = best.cost.min(axis=1)
         gained = seen - current > cfg.tol * np.abs(current)
@@ -489,7 +287,9 @@ def _iterate(st: _Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
             error = _xp.to_numpy(xp.max(_sinkhorn.marginal_l1(xp, P, sub.p, sub.q), axis=1))
             out.marginal_error[sub.index[done]] = error[done]
             final.cost[alive[done]] = best.cost[done]
-            final.plan[_index(xp, alive[done], P)] = best.plan[_index(xp, np.nonzero(done)[0], P)]
+            final.plan[as_index(xp, alive[done], P)] = best.plan[
+                as_index(xp, np.nonzero(done)[0], P)
+            ]
             keep = np.nonzero(~done)[0]
             alive, seen, stalled = alive[keep], seen[keep], stalled[keep]
             sub, best = sub.take(keep), best.take(xp, keep)
@@ -497,7 +297,7 @@ def _iterate(st: _Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
             P, g = xp.take(P, at, axis=0), xp.take(g, at, axis=0)
     if len(alive):  # out of time before a step, or max_iter == 0 (scheme="cg")
         final.cost[alive] = best.cost
-        final.plan[_index(xp, alive, P)] = best.plan
+        final.plan[as_index(xp, alive, P)] = best.plan
         for k in sub.index:
             out.stop[k] = "time_limit" if cfg.max_iter else "no iterations"
     return final, price_s
@@ -528,7 +328,7 @@ def _vertex(grad: np.ndarray, p: np.ndarray, q: np.ndarray, permutation: bool) -
     return ot.emd(p, q, grad - grad.min(), numItermax=10_000_000, check_marginals=False)
 
 
-def _polish(st: _Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float = 0.0):
+def _polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float = 0.0):
     r"""Conditional-gradient steps with exact line search on plans ``(B, T, N, K)``.
 
     Along :math:`D = V - \pi` the objective is :math:`F(\pi) + b t + a t^2` with
@@ -555,9 +355,9 @@ def _polish(st: _Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float
             n, m = int(st.n[b]), int(st.m[b])
             V[b, t, :n, :m] = _vertex(host[b, t, :n, :m], p[b, :n], q[b, :m], st.permutations[b])
         D = _xp.from_numpy(V, R) - R
-        slope = _xp.to_numpy(_inner(xp, grad, D)).astype(np.float64)
+        slope = _xp.to_numpy(inner(xp, grad, D)).astype(np.float64)
         XD = st.apply(D)
-        curve = -2.0 * st.alpha * _xp.to_numpy(_inner(xp, XD, D)).astype(np.float64)
+        curve = -2.0 * st.alpha * _xp.to_numpy(inner(xp, XD, D)).astype(np.float64)
         active &= slope < -tiny
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(curve > 0, np.minimum(1.0, -slope / (2 * curve)), 1.0)
@@ -795,7 +595,7 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
             xp.zeros((pr.n, pr.m), dtype=xp.float64) if L is None else L
             for pr, L in zip(problems, linear)
         ]
-    st = _stack(problems, linear, index, N, K, cfg.alpha, dtype)
+    st = make_stack(problems, linear, index, N, K, cfg.alpha, dtype)
     starts, candidates = [], []
     for k in index:
         plans, names[k], extra = _starts(problems[k], items[k].G0, cfg.n_starts, cfg.seed)
@@ -818,21 +618,21 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
         out.plans[k] = plans
 
 
-def _polish_starts(st: _Stack, P, best: _Best, cfg: _Settings, names: list) -> tuple:
+def _polish_starts(st: Stack, P, best: Best, cfg: _Settings, names: list) -> tuple:
     """The plans the polish starts from, ``(B, T, N, K)``, their costs and names: every
     start (``"cg"``), or the best plans of the ``polish_top`` best starts and the first
     start as given (``"proximal"``: the conditional gradient from the product coupling,
     or from ``G0``, is POT's own path, and a different local optimum)."""
     xp = st.xp
-    rows = _index(xp, np.arange(P.shape[0])[:, None], P)
+    rows = as_index(xp, np.arange(P.shape[0])[:, None], P)
     if cfg.scheme == "cg":
         order = np.argsort(best.cost, axis=1, kind="stable")
-        R = best.plan[rows, _index(xp, order, P)]
+        R = best.plan[rows, as_index(xp, order, P)]
         cost = np.take_along_axis(best.cost, order, axis=1)
         return R, cost, [[f"{nm[t]}+cg" for t in o] for nm, o in zip(names, order)]
     top = min(cfg.polish_top, P.shape[1])
     order = np.argsort(best.cost, axis=1, kind="stable")[:, :top]
-    R = xp.concat([best.plan[rows, _index(xp, order, P)], P[:, :1]], axis=1)
+    R = xp.concat([best.plan[rows, as_index(xp, order, P)], P[:, :1]], axis=1)
     first = _xp.to_numpy(st.objective(P[:, :1])).astype(np.float64)
     cost = np.concatenate([np.take_along_axis(best.cost, order, axis=1), first], axis=1)
     labels = [[nm[t] for t in o] + [f"{nm[0]}+cg"] for nm, o in zip(names, order)]

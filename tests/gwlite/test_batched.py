@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from reference import gw_cost_dense, random_coupling
 from strategies import problems
 
-from gwlite.coupling import gw_cost
+from gwlite.bounds import sorted_sparse_coupling
+from gwlite.coupling import gw_cost, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import make_problem
-from gwlite.solvers import batched
+from gwlite.solvers import _sinkhorn, _stack, batched
 from gwlite.solvers.batched import padded_size, solve_batch
 
 FAST = {"max_iter": 40, "n_starts": 3, "polish": 5}
@@ -69,7 +70,7 @@ def test_never_worse_than_a_start(instance, n_starts, max_iter):
     G0 = G0 * (pp / np.maximum(G0.sum(1), 1e-300))[:, None]  # exact rows
     for start in (None, G0):
         (res,) = solve_batch([problem], G0=[start], n_starts=n_starts, max_iter=max_iter, polish=0)
-        sorted_plan = np.asarray(batched.to_dense(batched.sorted_sparse_coupling(problem)))
+        sorted_plan = np.asarray(to_dense(sorted_sparse_coupling(problem)))
         starts = [sorted_plan] + ([] if start is None else [start])
         if start is None or n_starts >= 2:  # the product coupling is the next start
             starts.append(pp[:, None] * qq[None, :])
@@ -102,7 +103,7 @@ def test_padded_size_is_small_and_covers(n):
 
 # ------------------------------------------------------------------ padding
 def _stack_of(problem, N, K):
-    return batched._stack([problem], None, [0], N, K, 1.0, np.float64)
+    return _stack.make_stack([problem], None, [0], N, K, 1.0, np.float64)
 
 
 def test_padding_changes_no_step_plan_or_cost():
@@ -122,10 +123,10 @@ def test_padding_changes_no_step_plan_or_cost():
         stack = _stack_of(problem, N, K)
         P = batched._padded(np, [start], N, K, np.float64)[None]
         g = np.where(stack.q > 0, 0.0, -np.inf) * np.ones((1, 1, 1))
-        floor = batched._sinkhorn.floor_for(np, np.float64)
+        floor = _sinkhorn.floor_for(np, np.float64)
         for _ in range(3):
-            P, g = batched._step(stack, P, g, cfg, floor)
-        R = batched._round(np, P, stack.p, stack.q)
+            P, g = _stack.mirror_step(stack, P, g, cfg.tau, cfg.eps, cfg.inner_iter, floor)
+        R = _stack.round_plans(np, P, stack.p, stack.q)
         out.append((P, R, stack.objective(R)))
     (P0, R0, c0), (P1, R1, c1) = out
     np.testing.assert_allclose(P1[..., :n, :m], P0, rtol=1e-10, atol=1e-15)
