@@ -35,7 +35,9 @@ in its batch. The steps, each a small function below:
   line search from the best plans; one exact OT per plan per step (an assignment for
   uniform weights and equal sizes, POT's network simplex otherwise).
 
-``scheme="cg"`` skips the mirror-descent loop: conditional gradient from every start.
+``scheme="cg"`` skips the mirror-descent loop: conditional gradient from every start
+(what wins on small problems, see the batch benchmark page); ``scheme="auto"`` picks it
+for problems of up to ``CG_UP_TO`` nodes (padded), the mirror descent above.
 
 References
 ----------
@@ -61,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gwlite import _xp
-from gwlite.bounds import certified_lp_lower, sorted_sparse_coupling
+from gwlite.bounds import _tie_tol, certified_lp_lower, mean_row_features, sorted_sparse_coupling
 from gwlite.coupling import gw_cost, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
@@ -91,7 +93,7 @@ from gwlite.solvers._stack import (
 )
 from gwlite.univariate import monotone_coupling
 
-__all__ = ["BATCH_OPTION_CHECKS", "DEFAULT_EPSILON", "padded_size", "solve_batch"]
+__all__ = ["BATCH_OPTION_CHECKS", "CG_UP_TO", "DEFAULT_EPSILON", "padded_size", "solve_batch"]
 
 #: default entropic weight, relative to the objective's scale (as ``method="proximal"``)
 DEFAULT_EPSILON = 5e-4
@@ -100,6 +102,9 @@ DEFAULT_EPSILON = 5e-4
 _CHECK_EVERY = 5
 _PATIENCE = 3
 _POLISH_STEPS = 20
+#: ``scheme="auto"`` runs the conditional gradient from every start (no mirror descent)
+#: on problems whose padded size is at most this: there one exact OT per step is cheap
+CG_UP_TO = 128
 # thread count of the matrix products when none is given, up to this padded size: a
 # stack of small products gains nothing from more threads, and one thread makes the
 # answer independent of the machine (a larger problem keeps the process's setting)
@@ -126,7 +131,7 @@ BATCH_OPTION_CHECKS = {
     "inner_iter": positive_int,
     "polish": optional(nonneg_int),
     "polish_top": positive_int,
-    "scheme": one_of(["proximal", "cg"]),
+    "scheme": one_of(["auto", "proximal", "cg"]),
     "dtype": optional(one_of(["float32", "float64"])),
     "time_limit": optional(positive_real),
     "seed": nonneg_int,
@@ -191,7 +196,7 @@ def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
     type. Random vertices depend on ``seed`` and the problem's size only."""
     xp = problem.xp
     p, q = (xp.astype(_xp.detach(w), xp.float64) for w in (problem.p, problem.q))
-    sorted_plan = xp.astype(to_dense(sorted_sparse_coupling(problem)), xp.float64)
+    sorted_plan = _sorted_plan(problem)
     plans, names = ([G0], ["G0"]) if G0 is not None else ([], [])
     plans += [p[:, None] * q[None, :], sorted_plan]
     names += ["product", "sorted"]
@@ -201,6 +206,24 @@ def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
         names.append(f"random{len(names)}")
     candidates = {"sorted": sorted_plan} | ({} if G0 is None else {"G0": G0})
     return plans[:n_starts], names[:n_starts], candidates
+
+
+def _sorted_plan(problem: GWProblem):
+    """The sorted coupling (:func:`gwlite.bounds.sorted_sparse_coupling`), float64 and
+    dense. Fast path: with uniform weights, equal sizes and no two features within the
+    tie tolerance on either side, it is the permutation that matches the sorted
+    mean-row features (no tie group to refine)."""
+    xp = problem.xp
+    if problem.uniform and problem.n == problem.m:
+        s1 = _xp.to_numpy(mean_row_features(problem.C1, problem.p))
+        s2 = _xp.to_numpy(mean_row_features(problem.C2, problem.q))
+        a, b = np.argsort(s1, kind="stable"), np.argsort(s2, kind="stable")
+        tol = _tie_tol(problem)
+        if np.all(np.diff(s1[a]) > tol) and np.all(np.diff(s2[b]) > tol):
+            plan = np.zeros((problem.n, problem.n))
+            plan[a, b] = 1.0 / problem.n
+            return xp.asarray(plan, device=_xp.device(problem.C1))
+    return xp.astype(to_dense(sorted_sparse_coupling(problem)), xp.float64)
 
 
 def _random_vertex(problem: GWProblem, p, q, rng):
@@ -235,6 +258,7 @@ class _Outcome:
     plans: list  # (name, plan, polish steps) of each problem's final candidates
     marginal_error: np.ndarray
     names: list  # each problem's start names
+    scheme: list  # each problem's scheme
 
 
 def _iterate(st: Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
@@ -359,7 +383,7 @@ def _polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float 
         XD = st.apply(D)
         curve = -2.0 * st.alpha * _xp.to_numpy(inner(xp, XD, D)).astype(np.float64)
         active &= slope < -tiny
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             t = np.where(curve > 0, np.minimum(1.0, -slope / (2 * curve)), 1.0)
         t = np.where(active, t, 0.0)
         if not active.any():
@@ -448,7 +472,7 @@ def solve_batch(
     inner_iter: int = 20,
     polish: int | None = None,
     polish_top: int = 1,
-    scheme: str = "proximal",
+    scheme: str = "auto",
     dtype: str | None = None,
     time_limit: float | None = None,
     seed: int = 0,
@@ -490,8 +514,11 @@ def solve_batch(
         Conditional-gradient steps from the best plans (default 20, ``0``: none).
     polish_top : int
         Polish the best plans of this many starts per problem.
-    scheme : {"proximal", "cg"}
+    scheme : {"auto", "proximal", "cg"}
         ``"cg"``: no mirror descent; conditional gradient from every start.
+        ``"proximal"``: mirror descent, then the polish from the best plans and from the
+        first start. ``"auto"`` (default): ``"cg"`` up to ``CG_UP_TO`` = 128 nodes
+        (padded), else ``"proximal"`` (decided for each problem by its own size).
     dtype : {None, "float32", "float64"}
         Precision of the loop (default float64, float32 on a GPU); the returned costs
         are always float64 prices of the returned plans.
@@ -547,6 +574,7 @@ def solve_batch(
             [None] * len(problems),
             np.zeros(len(problems)),
             [None] * len(problems),
+            [None] * len(problems),
         )
         for index in _groups(problems, cfg.n_starts):
             _solve_group(problems, items, index, cfg, deadline, outcome)
@@ -589,6 +617,10 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
     xp = first.xp
     dtype = _compute_dtype(first, cfg.dtype)
     N, K = padded_size(first.n), padded_size(first.m)
+    if cfg.scheme == "auto":
+        cfg = dataclasses.replace(cfg, scheme="cg" if max(N, K) <= CG_UP_TO else "proximal")
+    for k in index:
+        out.scheme[k] = cfg.scheme
     linear = [it.M for it in items] if any(it.M is not None for it in items) else None
     if linear is not None:
         linear = [
@@ -671,7 +703,7 @@ def _result(problem, item, out: _Outcome, k: int, low: float, cfg, lower, share,
     low = _xp.as_float(clamp_lower(low, upper))
     diagnostics = {
         "lower_kind": lower,
-        "scheme": cfg.scheme,
+        "scheme": out.scheme[k],
         "alpha": cfg.alpha,
         "starts": list(out.names[k]),
         "start_costs": out.start_costs[k],

@@ -153,14 +153,15 @@ def test_zero_weight_nodes_change_no_cost_or_bound():
     q = np.full(m, 1 / m)
     extra = _cloud(rng, n + 2)
     extra[:n, :n] = C1
-    (base,) = solve_batch([make_problem(C1, C2, p, q)], n_starts=3, max_iter=60)
-    (padded,) = solve_batch(
-        [make_problem(extra, C2, np.concatenate([p, [0.0, 0.0]]), q)], n_starts=3, max_iter=60
-    )
-    assert padded.upper == pytest.approx(base.upper, rel=1e-8, abs=1e-12)
-    assert padded.lower == pytest.approx(base.lower, rel=1e-8, abs=1e-12)
-    T = _plan(padded)
-    assert np.all(T[n:] == 0)
+    # two starts (product, sorted): random vertices are drawn for the problem's size
+    for scheme in ("proximal", "cg"):
+        options = {"n_starts": 2, "max_iter": 60, "scheme": scheme}
+        (base,) = solve_batch([make_problem(C1, C2, p, q)], **options)
+        weights = np.concatenate([p, [0.0, 0.0]])
+        (padded,) = solve_batch([make_problem(extra, C2, weights, q)], **options)
+        assert padded.upper == pytest.approx(base.upper, rel=1e-8, abs=1e-12)
+        assert padded.lower == pytest.approx(base.lower, rel=1e-8, abs=1e-12)
+        assert np.all(_plan(padded)[n:] == 0)
 
 
 # ------------------------------------------------------------------ machine independence
@@ -204,7 +205,8 @@ def test_time_limit_holds_under_emulated_load():
     try:
         limit = 1.0
         tick = time.perf_counter()
-        results = solve_batch(probs, time_limit=limit, max_iter=100_000, tol=0.0)
+        options = {"max_iter": 100_000, "tol": 0.0, "scheme": "proximal"}
+        results = solve_batch(probs, time_limit=limit, **options)
         elapsed = time.perf_counter() - tick
     finally:
         for w in workers:
