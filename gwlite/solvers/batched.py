@@ -282,9 +282,9 @@ def _iterate(st: Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
 
     def late(steps: int) -> bool:
         """Whether ``steps`` more steps, a pricing, the polish's first step and the final
-        pricing (about three pricings) would miss the deadline."""
+        pricing (about three pricings, and a margin) would miss the deadline."""
         return (
-            deadline is not None and time.perf_counter() + steps * step_s + 3 * price_s > deadline
+            deadline is not None and time.perf_counter() + steps * step_s + 4 * price_s > deadline
         )
 
     for it in range(1, cfg.max_iter + 1):
@@ -640,7 +640,7 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
     steps = np.zeros(cost.shape, dtype=np.int64)
     if cfg.polish:
         # the final pricing (about one pricing of the stack) must fit after the polish
-        polish_deadline = None if deadline is None else deadline - price_s
+        polish_deadline = None if deadline is None else deadline - 1.5 * price_s
         R, cost, steps = _polish(st, R, cost, cfg.polish, polish_deadline, price_s)
     for b, k in enumerate(index):
         n, m = problems[k].n, problems[k].m
