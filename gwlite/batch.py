@@ -49,7 +49,7 @@ AUTO_BATCH_OPTIONS = {
 # millisecond per problem of 50 points on two cores; it grows as n m (n + m))
 _TLB_MAX_ENTRIES = 40_000
 # starts of each problem's batched solve (conditional gradient on small problems)
-_N_STARTS = 2
+_N_STARTS = 1
 
 
 def _as_list(values, name: str, size: int | None):
@@ -191,7 +191,7 @@ def solve_auto(
     """``method="auto"`` on a batch: proven lower bounds (the mean-row closed form, TLB
     on problems up to 40,000 plan entries, ``lower`` when asked), then one batched
     solve for the plans with what is left of ``time_limit`` (default 10 s per
-    problem), starting from ``n_starts`` plans (default 2: the product and the sorted couplings). A stage the budget leaves out is named in ``diagnostics["skipped"]`` and
+    problem), starting from ``n_starts`` plans (default 1, the product coupling: POT's own start; the sorted coupling is a candidate in any case). A stage the budget leaves out is named in ``diagnostics["skipped"]`` and
     warned about."""
     import warnings
 
