@@ -227,7 +227,7 @@ def solve_auto(
         warnings.warn(
             f"gromov_wasserstein_batch(method='auto'): the time limit ({limit:.3g} s) ended "
             f"before stage(s) {skipped} ran on every problem; the intervals are looser",
-            RuntimeWarning,
+            UserWarning,
             stacklevel=3,
         )
     share = (time.perf_counter() - began) / len(problems)

@@ -119,3 +119,13 @@ def test_pairwise_through_the_batch_is_independent_of_tiles(method):
     direct = gwlite.gromov_wasserstein_batch(spaces[:1], spaces[4:5], method=method)[0]
     assert a.upper[0, 4] == direct.upper
     assert a.lower[0, 4] == pytest.approx(direct.lower, rel=1e-12)
+
+
+def test_single_auto_warns_when_its_budget_ends_before_a_stage():
+    rng = np.random.default_rng(4)
+    C1, C2 = _cloud(rng, 120), _cloud(rng, 110)
+    gwlite.gromov_wasserstein(C1[:5, :5], C2[:5, :5], time_limit=1.0)  # imports
+    with pytest.warns(UserWarning, match="time limit .* ended before stage"):
+        res = gwlite.gromov_wasserstein(C1, C2, time_limit=0.06)
+    assert res.diagnostics["stop_reason"] == "time_limit"
+    assert res.lower <= res.upper
