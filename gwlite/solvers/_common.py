@@ -8,8 +8,10 @@ never changes it (every GW value scales by the same power of it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +25,7 @@ from gwlite.problem import GWProblem
 
 __all__ = [
     "CERTIFY_RTOL",
+    "blas_threads",
     "OPTION_CHECKS",
     "certify_threshold",
     "check_G0",
@@ -45,6 +48,29 @@ __all__ = [
 #: ``upper - lower`` below this times the loss scale (``problem.scale()``, the largest
 #: entry to the power r) counts as a proven equality
 CERTIFY_RTOL = 1e-12
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int | None = None, busy_default: bool = True):
+    """Limit the BLAS threads for a solve (threadpoolctl); the setting is restored after.
+
+    ``threads=None``: one thread when the machine is busy (1-minute load average at least
+    its core count), where more threads only oversubscribe the cores, else unchanged.
+    """
+    if threads is None:
+        busy = (
+            busy_default
+            and hasattr(os, "getloadavg")
+            and os.getloadavg()[0] >= (os.cpu_count() or 1)
+        )
+        if not busy:
+            yield
+            return
+        threads = 1
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
 
 
 def lower_value(problem: GWProblem, kind: str):

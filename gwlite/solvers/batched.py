@@ -53,7 +53,6 @@ optimal transport via Sinkhorn iteration. NeurIPS 2017.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -70,6 +69,7 @@ from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers import _sinkhorn
 from gwlite.solvers._common import (
+    blas_threads,
     check_G0,
     clamp_lower,
     is_certified,
@@ -445,17 +445,12 @@ def _check_M(problem: GWProblem, M):
     return M
 
 
-@contextlib.contextmanager
 def _thread_limit(threads, largest: int):
-    """BLAS threads for the call (threadpoolctl): ``threads``, or one for small
-    problems (see ``_ONE_THREAD_UP_TO``); the process's setting is restored after."""
-    if threads is None and largest > _ONE_THREAD_UP_TO:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads or 1, user_api="blas"):
-        yield
+    """BLAS threads for the call: ``threads``, or one for small problems (see
+    ``_ONE_THREAD_UP_TO``), else the rule of :func:`~gwlite.solvers._common.blas_threads`."""
+    if threads is None and largest <= _ONE_THREAD_UP_TO:
+        threads = 1
+    return blas_threads(threads)
 
 
 def solve_batch(

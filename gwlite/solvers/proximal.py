@@ -72,6 +72,7 @@ from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers import _operators, _sinkhorn
 from gwlite.solvers._common import (
+    blas_threads,
     check_G0,
     clamp_lower,
     flag,
@@ -667,6 +668,7 @@ def _polish_check(name, value):
     polish_top=positive_int,
     dtype=optional(one_of(["float32", "float64"])),
     seed=nonneg_int,
+    threads=optional(positive_int),
     return_coupling=flag,
 )
 def solve(
@@ -686,6 +688,7 @@ def solve(
     time_limit: float | None = None,
     seed: int = 0,
     lower: str = "mean_row",
+    threads: int | None = None,
     return_coupling: bool = True,
 ) -> GWResult:
     r"""KL mirror descent from one or several starts; the best plan rounded, priced,
@@ -738,6 +741,11 @@ def solve(
         Seed of the random starts and of the randomized SVD.
     lower : {"mean_row", "flb", "slb", "tlb", "rank_one"}
         The proven lower bound reported as ``lower``.
+    threads : int, optional
+        BLAS threads during the call (threadpoolctl). ``None`` (default): one thread when
+        the machine is busy (load average at least its core count: more threads there
+        only oversubscribe the cores and slow every product), else the process's
+        setting. The answer does not depend on it beyond round-off and the time limit.
     return_coupling : bool
 
     Returns
@@ -759,106 +767,109 @@ def solve(
     >>> res.upper, res.certified  # it finds the reflection
     (0.0, True)
     """
-    began = time.perf_counter()
-    cfg = _settings(
-        problem,
-        n_starts=n_starts,
-        step=step,
-        epsilon=epsilon,
-        max_iter=max_iter,
-        tol=tol,
-        inner_iter=inner_iter,
-        rank=rank,
-        dtype=dtype,
-    )
-    _check_time_limit(time_limit)
-    steps = _polish_steps(polish, problem.n * problem.m, problem.backend)
-    if isinstance(polish_top, bool) or int(polish_top) != polish_top or polish_top < 1:
-        raise GWInputError(f"polish_top must be an integer >= 1, got {polish_top!r}")
-    _operators.check_loss_levels(problem)
-    xp = problem.xp
-    deadline = None if time_limit is None else began + time_limit
-    sub64, support = _on_support(problem, xp.float64)
-    G0 = None if G0 is None else support.restrict(xp, check_G0(problem, G0))
-    starts, names = _starts(sub64, int(n_starts), G0, seed)
-    sub = _on_support(problem, cfg.dtype)[0]
-    symmetric = sub64.is_symmetric()
-    exact = _operators.exact(sub, symmetric)
-    factored = _low_rank(sub, cfg, seed, symmetric)
-    # the user's plan and the sorted coupling compete too: never return worse
-    exact64 = _operators.exact(sub64, symmetric)
-    initial = []
-    for plan, name in zip(starts, names):
-        if name == "product":  # priced in closed form, O(n^2): always a candidate
-            initial.append((exact64.product_cost(xp, sub64.p, sub64.q), plan))
-        elif name in ("G0", "sorted"):
-            feasible, cost = _price64(xp, sub64, plan)
-            initial.append((cost, feasible))
-        else:
-            initial.append((math.inf, None))
-    sorted_candidate, sorted_note = _sorted_candidate(xp, sub64, names, deadline)
-    model = None if deadline is None else _time_model(sub, exact, len(starts), cfg.dtype)
-    # one exact OT solve costs about 5 exact steps on the CPU (more next to a GPU)
-    slow = 1 if problem.backend == "numpy" else 10
-    loop_deadline = deadline
-    if deadline is not None and steps:
-        estimate = 6 * slow * model.apply_s / len(starts)
-        loop_deadline = deadline - min(_POLISH_SHARE * (deadline - time.perf_counter()), estimate)
-    loop = _iterate(sub, exact, factored, starts, cfg, loop_deadline, initial, model)
-    step_s = loop.exact_step_s or (0.0 if model is None else model.apply_s / len(starts))
-    polish_est = 6 * slow * step_s
-    best, plan, cost, report = _finish(
-        xp,
-        sub64,
-        exact64,
-        loop,
-        steps,
-        int(polish_top),
-        deadline,
-        polish_est,
-        0.0 if model is None else model.price64_s,
-    )
-    if not steps and polish is None:
-        report.stop = "skipped (large problem; polish=True forces it)"
-    best_start, error = names[best], loop.raw_error[best]
-    if sorted_candidate is not None and sorted_candidate[1] < cost:
-        (plan, cost), best_start, error = sorted_candidate, "sorted (candidate)", 0.0
-    coupling = support.embed(xp, plan)
-    upper = _final_cost(problem, coupling, cost)
-    low = clamp_lower(lower_value(problem, lower), upper)
-    diagnostics = {
-        "lower_kind": lower,
-        "starts": names,
-        "start_costs": loop.best_cost,
-        "best_start": best_start,
-        "sorted_candidate": sorted_note,
-        "epsilon": cfg.eps,
-        "step": cfg.tau,
-        "dtype": "float32" if cfg.dtype == xp.float32 else "float64",
-        "rank": None if factored is None else factored.rank,
-        "rank_error": None if factored is None else factored.residual,
-        "factored_iter": loop.factored_iter,
-        "stop_reason": loop.stop,
-        "history": loop.history,
-        "iterate_time_s": loop.time_s,
-        **report.as_dict(),
-    }
-    certified = is_certified(problem, low, upper)
-    upper, low = result_scalars(problem, upper, low)  # one kind (tensors under grad)
-    return GWResult(
-        value=upper,
-        lower=low,
-        upper=upper,
-        coupling=xp.astype(coupling, problem.C1.dtype, copy=False) if return_coupling else None,
-        method="proximal",
-        loss_fun=problem.loss_fun,
-        converged=loop.stop in ("tol", "zero cost"),
-        n_iter=loop.n_iter,
-        marginal_error=error,
-        certified=certified,
-        time_s=0.0,
-        diagnostics=diagnostics,
-    )
+    with blas_threads(threads):
+        began = time.perf_counter()
+        cfg = _settings(
+            problem,
+            n_starts=n_starts,
+            step=step,
+            epsilon=epsilon,
+            max_iter=max_iter,
+            tol=tol,
+            inner_iter=inner_iter,
+            rank=rank,
+            dtype=dtype,
+        )
+        _check_time_limit(time_limit)
+        steps = _polish_steps(polish, problem.n * problem.m, problem.backend)
+        if isinstance(polish_top, bool) or int(polish_top) != polish_top or polish_top < 1:
+            raise GWInputError(f"polish_top must be an integer >= 1, got {polish_top!r}")
+        _operators.check_loss_levels(problem)
+        xp = problem.xp
+        deadline = None if time_limit is None else began + time_limit
+        sub64, support = _on_support(problem, xp.float64)
+        G0 = None if G0 is None else support.restrict(xp, check_G0(problem, G0))
+        starts, names = _starts(sub64, int(n_starts), G0, seed)
+        sub = _on_support(problem, cfg.dtype)[0]
+        symmetric = sub64.is_symmetric()
+        exact = _operators.exact(sub, symmetric)
+        factored = _low_rank(sub, cfg, seed, symmetric)
+        # the user's plan and the sorted coupling compete too: never return worse
+        exact64 = _operators.exact(sub64, symmetric)
+        initial = []
+        for plan, name in zip(starts, names):
+            if name == "product":  # priced in closed form, O(n^2): always a candidate
+                initial.append((exact64.product_cost(xp, sub64.p, sub64.q), plan))
+            elif name in ("G0", "sorted"):
+                feasible, cost = _price64(xp, sub64, plan)
+                initial.append((cost, feasible))
+            else:
+                initial.append((math.inf, None))
+        sorted_candidate, sorted_note = _sorted_candidate(xp, sub64, names, deadline)
+        model = None if deadline is None else _time_model(sub, exact, len(starts), cfg.dtype)
+        # one exact OT solve costs about 5 exact steps on the CPU (more next to a GPU)
+        slow = 1 if problem.backend == "numpy" else 10
+        loop_deadline = deadline
+        if deadline is not None and steps:
+            estimate = 6 * slow * model.apply_s / len(starts)
+            loop_deadline = deadline - min(
+                _POLISH_SHARE * (deadline - time.perf_counter()), estimate
+            )
+        loop = _iterate(sub, exact, factored, starts, cfg, loop_deadline, initial, model)
+        step_s = loop.exact_step_s or (0.0 if model is None else model.apply_s / len(starts))
+        polish_est = 6 * slow * step_s
+        best, plan, cost, report = _finish(
+            xp,
+            sub64,
+            exact64,
+            loop,
+            steps,
+            int(polish_top),
+            deadline,
+            polish_est,
+            0.0 if model is None else model.price64_s,
+        )
+        if not steps and polish is None:
+            report.stop = "skipped (large problem; polish=True forces it)"
+        best_start, error = names[best], loop.raw_error[best]
+        if sorted_candidate is not None and sorted_candidate[1] < cost:
+            (plan, cost), best_start, error = sorted_candidate, "sorted (candidate)", 0.0
+        coupling = support.embed(xp, plan)
+        upper = _final_cost(problem, coupling, cost)
+        low = clamp_lower(lower_value(problem, lower), upper)
+        diagnostics = {
+            "lower_kind": lower,
+            "starts": names,
+            "start_costs": loop.best_cost,
+            "best_start": best_start,
+            "sorted_candidate": sorted_note,
+            "epsilon": cfg.eps,
+            "step": cfg.tau,
+            "dtype": "float32" if cfg.dtype == xp.float32 else "float64",
+            "rank": None if factored is None else factored.rank,
+            "rank_error": None if factored is None else factored.residual,
+            "factored_iter": loop.factored_iter,
+            "stop_reason": loop.stop,
+            "history": loop.history,
+            "iterate_time_s": loop.time_s,
+            **report.as_dict(),
+        }
+        certified = is_certified(problem, low, upper)
+        upper, low = result_scalars(problem, upper, low)  # one kind (tensors under grad)
+        return GWResult(
+            value=upper,
+            lower=low,
+            upper=upper,
+            coupling=xp.astype(coupling, problem.C1.dtype, copy=False) if return_coupling else None,
+            method="proximal",
+            loss_fun=problem.loss_fun,
+            converged=loop.stop in ("tol", "zero cost"),
+            n_iter=loop.n_iter,
+            marginal_error=error,
+            certified=certified,
+            time_s=0.0,
+            diagnostics=diagnostics,
+        )
 
 
 # seconds per squared support size of pricing a sparse plan (2 cores, loaded: generous)

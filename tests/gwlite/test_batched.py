@@ -296,3 +296,13 @@ def test_single_proximal_is_never_worse_than_the_sorted_coupling(instance):
     res = gwlite.gromov_wasserstein(C1, C2, p, q, method="proximal", max_iter=5, polish=False)
     sorted_plan = np.asarray(gwlite.sorted_coupling(C1, C2, p, q))
     assert res.upper <= gw_cost_dense(C1, C2, sorted_plan) * (1 + 1e-9) + 1e-12
+
+
+def test_proximal_answer_does_not_depend_on_threads():
+    import gwlite
+
+    rng = np.random.default_rng(12)
+    C1, C2 = _cloud(rng, 60), _cloud(rng, 55)
+    one = gwlite.gromov_wasserstein(C1, C2, method="proximal", threads=1, max_iter=50)
+    two = gwlite.gromov_wasserstein(C1, C2, method="proximal", threads=2, max_iter=50)
+    assert one.upper == pytest.approx(two.upper, rel=1e-9)
