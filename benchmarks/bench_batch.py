@@ -157,7 +157,7 @@ def _busy(seconds: float) -> None:
         pass
 
 
-def bench_time_limit(n: int, repeats: int) -> list[dict]:
+def bench_time_limit(n: int, repeats: int, thread_settings=(1, 2)) -> list[dict]:
     rng = np.random.default_rng(1)
     X, Y = rng.random((n, 2)), rng.random((n, 2))
     C1 = np.linalg.norm(X[:, None] - X[None], axis=-1)
@@ -172,8 +172,9 @@ def bench_time_limit(n: int, repeats: int) -> list[dict]:
             for w in workers:
                 w.start()
         try:
-            for threads in (1, 2):
-                with threadpool_limits(limits=threads, user_api="blas"):
+            for threads in thread_settings:
+                # None: the solver's default (one thread when the machine is busy)
+                with threadpool_limits(limits=threads or 2, user_api="blas"):
                     c = context()
                     tick = time.perf_counter()
                     cg = float(ot.gromov.gromov_wasserstein2(C1, C2, p, p))
@@ -188,7 +189,7 @@ def bench_time_limit(n: int, repeats: int) -> list[dict]:
                                 "section": "time_limit",
                                 "n": n,
                                 "load": load,
-                                "threads": threads,
+                                "threads": "default" if threads is None else threads,
                                 "repeat": rep,
                                 "pot_cg_s": cg_s,
                                 "pot_cg": cg,
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--knn-spaces", type=int, default=1000)
     parser.add_argument("--n", type=int, nargs="+", default=[1000])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--threads", nargs="+", default=["1", "2"], help="BLAS threads: numbers or 'default'"
+    )
     args = parser.parse_args()
     if args.quick:
         args.spaces, args.sample, args.knn_spaces, args.n, args.repeats = 20, 50, 60, [300], 1
@@ -240,7 +244,8 @@ def main() -> None:
         out["rows"] += bench_knn(dataset(args.knn_spaces, args.points, seed=1), 10)
     if "time_limit" in args.sections:
         for n in args.n:
-            out["rows"] += bench_time_limit(n, args.repeats)
+            settings = [None if t == "default" else int(t) for t in args.threads]
+            out["rows"] += bench_time_limit(n, args.repeats, settings)
     if args.json:
         from gwlite.atomic import atomic_write_bytes
 
