@@ -12,7 +12,7 @@ POT's ``fused_gromov_wasserstein2`` convention (``M=None, alpha=1``: plain GW). 
 :math:`X(\pi) = C^1 \pi C^{2\top}` (square loss; symmetrised for asymmetric matrices),
 :math:`F(\pi) = \alpha(\kappa - 2\langle X(\pi), \pi\rangle) + (1 - \alpha)\langle M,
 \pi\rangle` on the polytope and :math:`\nabla F = (1 - \alpha) M - 4 \alpha X(\pi)` up
-to row and column terms that no step sees (:mod:`gwlite.solvers._operators`).
+to row and column terms that no step sees (``gwlite.solvers._operators``).
 
 Problems are grouped by a padded shape that depends on each problem alone
 (:func:`padded_size`); inside a group they are stacked ``(B, S, N, K)`` with ``S``
@@ -21,17 +21,17 @@ coupling, so padding changes no plan, cost or bound (proof in the theory page,
 *Padding with zero-weight nodes*), and a problem's answer never depends on the others
 in its batch. The steps, each a small function below:
 
-* **start** (:func:`_starts`): ``G0`` (when given), the product coupling, the sorted
+* **start** (``_starts``): ``G0`` (when given), the product coupling, the sorted
   coupling, then random vertices; ``G0`` and the sorted coupling are always priced and
   kept as candidates, whatever ``n_starts``, so the answer is never worse than them;
-* **step** (:func:`_step`): one KL mirror-descent step for the whole stack, as in
+* **step** (``_stack.mirror_step``): one KL mirror-descent step for the whole stack, as in
   :mod:`gwlite.solvers.proximal` (Peyre et al. 2016; Xu et al. 2019);
-* **round** (:func:`_round`): every iterate rounded onto its polytope (Altschuler
+* **round** (``_stack.round_plans``): every iterate rounded onto its polytope (Altschuler
   et al. 2017), and its sharpened vertex;
-* **price** (:func:`_price`): all rounded plans priced in one batched product; each
+* **price** (``_stack.price``): all rounded plans priced in one batched product; each
   problem keeps its best plan per start and stops on its own when its best cost
   stalls (finished problems leave the stack);
-* **polish** (:func:`_polish`): batched conditional gradient (Frank-Wolfe) with exact
+* **polish** (``_polish``): batched conditional gradient (Frank-Wolfe) with exact
   line search from the best plans; one exact OT per plan per step (an assignment for
   uniform weights and equal sizes, POT's network simplex otherwise).
 
