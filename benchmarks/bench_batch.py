@@ -14,6 +14,10 @@ Sections (rows in the JSON, a line each on stdout):
   a sample of the same pairs, next to the POT loop on that sample;
 * ``knn``      ``pairwise(method="auto", knn=10)`` on ``--knn-spaces`` spaces: time and
   the share of expensive calls saved;
+* ``gpu``      (asked for by ``benchmarks/gpu_check.sh``) 1,000 problems of n = 50 and
+  100 of n = 500 in one batch on every backend present (NumPy, torch-CUDA, CuPy), next
+  to POT's ``ot.solve_gromov_batch`` (entropic, equal sizes) on the same GPU: problems
+  per second and the mean GW cost of the plans (lower is better);
 * ``time_limit`` ``method="proximal"`` on one instance of ``n`` points with
   ``time_limit`` = POT CG's time / 5, with 1 and 2 BLAS threads, idle and with two busy
   processes next to it.
@@ -42,7 +46,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import gwlite
 
-SECTIONS = ("dataset", "schemes", "knn", "time_limit")
+SECTIONS = ("dataset", "schemes", "knn", "time_limit", "gpu")
+DEFAULT_SECTIONS = ("dataset", "schemes", "knn", "time_limit")
 
 
 def neuron_like(rng, n_points: int) -> np.ndarray:
@@ -210,11 +215,90 @@ def bench_time_limit(n: int, repeats: int, thread_settings=(1, 2)) -> list[dict]
     return rows
 
 
+def _converters() -> dict:
+    out = {"numpy": np.asarray}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["torch-cuda"] = lambda a: torch.as_tensor(a, device="cuda")
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        cupy.zeros(1)
+        out["cupy"] = cupy.asarray
+    except Exception:  # noqa: BLE001 - no CuPy or no device: the row is left out
+        pass
+    return out
+
+
+def _sync(backend: str) -> None:
+    if backend == "torch-cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def bench_gpu(cases) -> list[dict]:
+    """Problems per second of one batch on each backend, and POT's batch solver."""
+    rows = []
+    for B, n in cases:
+        spaces = dataset(2 * B, n, seed=2)
+        host1, host2 = spaces[:B], spaces[B:]
+        for name, to in _converters().items():
+            C1s, C2s = [to(C) for C in host1], [to(C) for C in host2]
+            gwlite.gromov_wasserstein_batch(C1s[:2], C2s[:2], method="proximal")  # warm-up
+            _sync(name)
+            tick = time.perf_counter()
+            res = gwlite.gromov_wasserstein_batch(C1s, C2s, method="proximal")
+            _sync(name)
+            wall = time.perf_counter() - tick
+            row = {"section": "gpu", "solver": "gwlite batch", "backend": name, "B": B, "n": n}
+            row.update(wall_s=wall, problems_per_s=B / wall, **context())
+            row["mean_cost"] = float(np.mean([float(r.upper) for r in res]))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if name == "numpy":
+                continue
+            try:  # POT's batched entropic GW on the same device (equal sizes only)
+                stack1, stack2 = to(np.stack(host1)), to(np.stack(host2))
+                ot.solve_gromov_batch(stack1[:2], stack2[:2])
+                _sync(name)
+                tick = time.perf_counter()
+                pot = ot.solve_gromov_batch(stack1, stack2)
+                _sync(name)
+                wall = time.perf_counter() - tick
+                plans = [np.asarray(gwlite._xp.to_numpy(T), dtype=np.float64) for T in pot.plan]
+                costs = [float(gwlite.gw_cost(a, b, T)) for a, b, T in zip(host1, host2, plans)]
+                rows.append(
+                    {
+                        "section": "gpu",
+                        "solver": "ot.solve_gromov_batch",
+                        "backend": name,
+                        "B": B,
+                        "n": n,
+                        "wall_s": wall,
+                        "problems_per_s": B / wall,
+                        "mean_cost": float(np.mean(costs)),
+                        **context(),
+                    }
+                )
+            except Exception as err:  # noqa: BLE001 - record why POT's row is missing
+                rows.append(
+                    {"section": "gpu", "solver": "ot.solve_gromov_batch", "error": repr(err)}
+                )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--sections", nargs="+", default=list(DEFAULT_SECTIONS), choices=SECTIONS)
+    parser.add_argument("--gpu-cases", nargs="+", default=["1000x50", "100x500"])
     parser.add_argument("--spaces", type=int, default=100)
     parser.add_argument("--points", type=int, default=50)
     parser.add_argument("--sample", type=int, default=300)
@@ -246,6 +330,9 @@ def main() -> None:
         for n in args.n:
             settings = [None if t == "default" else int(t) for t in args.threads]
             out["rows"] += bench_time_limit(n, args.repeats, settings)
+    if "gpu" in args.sections:
+        cases = [tuple(int(v) for v in c.split("x")) for c in args.gpu_cases]
+        out["rows"] += bench_gpu(cases)
     if args.json:
         from gwlite.atomic import atomic_write_bytes
 
