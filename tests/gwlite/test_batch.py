@@ -129,3 +129,11 @@ def test_single_auto_warns_when_its_budget_ends_before_a_stage():
         res = gwlite.gromov_wasserstein(C1, C2, time_limit=0.06)
     assert res.diagnostics["stop_reason"] == "time_limit"
     assert res.lower <= res.upper
+
+
+def test_pairwise_auto_on_local_processes_equals_this_process():
+    spaces = _spaces(seed=5, sizes=(5, 6, 7, 5, 6))
+    here = gwlite.pairwise(spaces, method="auto", engine=1, chunk=2, progress=False)
+    procs = gwlite.pairwise(spaces, method="auto", engine=2, chunk=2, progress=False)
+    np.testing.assert_array_equal(here.upper, procs.upper)
+    np.testing.assert_array_equal(here.lower, procs.lower)
