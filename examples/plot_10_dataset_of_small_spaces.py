@@ -73,9 +73,9 @@ print(f"POT CG loop     {pot_s:6.2f} s   (plans only); auto's plan no worse on {
 # Interval width against time
 # ---------------------------
 # Each point is one method on all 120 pairs: the median relative width of the proven
-# interval, against the wall time. The batched ``auto`` buys most of the width the
-# sorted bounds leave, at the cost of a loop of POT's conditional gradient, which alone
-# proves nothing (the dashed line marks its time).
+# interval, against the wall time. The batched ``auto`` narrows the interval the sorted
+# bounds leave, at a cost of the order of a loop of POT's conditional gradient, which
+# alone proves nothing (the dashed line marks its time).
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for name, (seconds, res) in runs.items():
     width = (res.upper[ii, jj] - res.lower[ii, jj]) / res.upper[ii, jj]
