@@ -12,7 +12,7 @@
 #   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh
 # The time limits add up to more than one 600 s call when every part runs long; to split
 # the work over two calls, name the parts: GPU_CHECK_SECTIONS="tests proximal" (parts:
-# tests, backends, proximal, gld, pairwise; all by default).
+# tests, backends, proximal, gld, pairwise, batch; all by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out/gpu_check}  # out/ is gitignored; copy results to benchmarks/results/
@@ -53,6 +53,7 @@ if want tests; then
 section "GPU tests (CUDA and CuPy cases; skips are listed with their reason)"
 timeout 200 $PY -m pytest -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
   tests/gwlite/test_backends.py tests/gwlite/test_pairwise_kernels.py tests/gwlite/test_proximal.py \
+  tests/gwlite/test_batched.py \
   tests/fusion -m "gpu" 2>&1 | tee "$OUT/gpu_tests.txt" | tail -40
 fi
 
@@ -83,6 +84,13 @@ if want pairwise; then
 section "benchmark: gwlite.pairwise on the whole atlas, torch-CUDA and CuPy next to NumPy"
 timeout 60 $PY benchmarks/bench_pairwise.py --sections gpu --json "$OUT/bench_pairwise_gpu.json" \
   2>&1 | tee "$OUT/bench_pairwise_gpu.md"
+fi
+
+if want batch; then
+if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then BATCHCASES="20x20 4x60"; else BATCHCASES="1000x50 100x500"; fi
+section "benchmark: one batch of many GW problems (gwlite batch vs ot.solve_gromov_batch)"
+timeout 240 $PY benchmarks/bench_batch.py --sections gpu --gpu-cases $BATCHCASES --spaces 4 \
+  --json "$OUT/bench_batch_gpu.json" 2>&1 | tee "$OUT/bench_batch_gpu.md"
 fi
 
 section done

@@ -5,6 +5,7 @@ true only when the value is proven to be the GW optimum.
 """
 
 from gwlite.api import METHODS, gromov_wasserstein
+from gwlite.batch import gromov_wasserstein_batch
 from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upper_bound
 from gwlite.coupling import gw_cost
 from gwlite.errors import GWInputError, GWSolverError
@@ -26,6 +27,7 @@ __all__ = [
     "PairwiseResult",
     "from_networkx",
     "gromov_wasserstein",
+    "gromov_wasserstein_batch",
     "gw_cost",
     "lower_bound",
     "pairwise",

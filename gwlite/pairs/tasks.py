@@ -206,10 +206,51 @@ def _batched(work: Work, layer: Layer, ii, jj):
     return lower, upper, _certified(lower, upper, _threshold(work, ii, jj, _r(layer)))
 
 
+def _batch_options(layer: Layer):
+    """The layer's options for :func:`gwlite.gromov_wasserstein_batch`, or None when the
+    layer runs pair by pair (another method or loss, an option with no batched form)."""
+    if layer.method not in ("proximal", "auto") or layer.loss_fun != "square_loss":
+        return None
+    from gwlite.batch import AUTO_BATCH_OPTIONS
+    from gwlite.solvers.batched import BATCH_OPTION_CHECKS
+
+    accepted = AUTO_BATCH_OPTIONS if layer.method == "auto" else BATCH_OPTION_CHECKS
+    if set(layer.options) - set(accepted) or isinstance(layer.options.get("polish"), bool):
+        return None
+    return dict(layer.options)
+
+
+def _through_batch(work: Work, layer: Layer, ii, jj, options: dict):
+    """The pairs as one :func:`gwlite.gromov_wasserstein_batch` call (one stack). A pair's
+    numbers depend on that pair only: padding and every per-problem choice follow from
+    its own sizes. ``time_limit`` stays per pair: the call gets it times the pairs."""
+    from gwlite.batch import gromov_wasserstein_batch
+
+    if options.get("time_limit") is not None:
+        options = dict(options, time_limit=options["time_limit"] * len(ii))
+    C1s, ps = zip(*(work.spaces[i] for i in ii.tolist()))
+    C2s, qs = zip(*(work.spaces[j] for j in jj.tolist()))
+    results = gromov_wasserstein_batch(
+        list(C1s),
+        list(C2s),
+        list(ps),
+        list(qs),
+        method=layer.method,
+        loss_fun=layer.loss_fun,
+        **options,
+    )
+    lower = np.array([_xp.as_float(r.lower) for r in results])
+    upper = np.array([_xp.as_float(r.upper) for r in results])
+    return lower, upper, np.array([r.certified for r in results], dtype=bool)
+
+
 def compute_pairs(work: Work, layer_name: str, ii: np.ndarray, jj: np.ndarray):
     """``(lower, upper, certified)`` of the pairs ``(ii[k], jj[k])`` on a layer."""
     layer = work.layers[layer_name]
     if not layer.batched:
+        options = _batch_options(layer)
+        if options is not None and len(ii):
+            return _through_batch(work, layer, ii, jj, options)
         return _per_pair(work, layer, ii, jj)
     lower, upper = np.empty(len(ii)), np.empty(len(ii))
     cert = np.zeros(len(ii), dtype=bool)

@@ -261,7 +261,27 @@ def solve(
             stop = "certified"
     if bar is not None:
         bar.close()
+    _warn_if_cut(best, stages, stop, cut, limit)
     return _result(problem, best, stop, cut, limit, return_coupling)
+
+
+def _warn_if_cut(best: _Best, stages: list, stop: str, cut: bool, limit: float) -> None:
+    """Say so when the budget ended before a stage ran or finished (the stages and
+    their notes are in ``diagnostics["stages"]``)."""
+    if not cut or stop == "certified":
+        return
+    import warnings
+
+    ran = {s["stage"]: s for s in best.stages}
+    missed = [name for name in stages if name not in ran or ran[name].get("cut")]
+    missed += [name for name, s in ran.items() if "skipped" in s and name not in missed]
+    warnings.warn(
+        f"method='auto': the time limit ({limit:.3g} s) ended before stage(s) {missed} ran "
+        "to completion; the interval is looser than a larger time_limit would give "
+        "(diagnostics['stages'] says what each stage did)",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _plan_stages(problem: GWProblem, lower) -> list[str]:

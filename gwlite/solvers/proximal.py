@@ -72,6 +72,8 @@ from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers import _operators, _sinkhorn
 from gwlite.solvers._common import (
+    blas_threads,
+    check_G0,
     clamp_lower,
     flag,
     is_certified,
@@ -179,34 +181,6 @@ def _polish_steps(polish, entries: int, backend: str) -> int:
 def _check_time_limit(time_limit) -> None:
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise GWInputError(f"time_limit must be > 0 seconds, got {time_limit!r}")
-
-
-def _check_G0(problem: GWProblem, G0):
-    """A user start: the right shape, finite, non-negative, with the problem's marginals."""
-    xp = problem.xp
-    if _xp.backend_name(G0) != problem.backend and not isinstance(G0, (list, tuple)):
-        raise GWInputError(
-            f"G0 is a {_xp.backend_name(G0)} array but the inputs are {problem.backend}; "
-            "pass G0 in the same array library as C1 and C2"
-        )
-    try:
-        G0 = xp.asarray(G0, device=_xp.device(problem.C1))
-    except Exception as err:  # noqa: BLE001 - any conversion failure is a bad input
-        raise GWInputError(f"G0 is not a numeric array: {err}") from err
-    if tuple(G0.shape) != (problem.n, problem.m):
-        raise GWInputError(
-            f"G0 must have shape (n, m) = ({problem.n}, {problem.m}), got {tuple(G0.shape)}"
-        )
-    G0 = xp.astype(_xp.detach(G0), xp.float64)
-    if not bool(xp.all(xp.isfinite(G0))) or bool(xp.any(G0 < 0)):
-        raise GWInputError("G0 must be finite and non-negative (a coupling of p and q)")
-    error = marginal_error(G0, problem.p, problem.q)
-    if not error <= 1e-6:
-        raise GWInputError(
-            f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > 1e-6); pass "
-            "a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another run"
-        )
-    return G0
 
 
 # --------------------------------------------------------------------- support
@@ -694,6 +668,7 @@ def _polish_check(name, value):
     polish_top=positive_int,
     dtype=optional(one_of(["float32", "float64"])),
     seed=nonneg_int,
+    threads=optional(positive_int),
     return_coupling=flag,
 )
 def solve(
@@ -713,6 +688,7 @@ def solve(
     time_limit: float | None = None,
     seed: int = 0,
     lower: str = "mean_row",
+    threads: int | None = None,
     return_coupling: bool = True,
 ) -> GWResult:
     r"""KL mirror descent from one or several starts; the best plan rounded, priced,
@@ -765,6 +741,11 @@ def solve(
         Seed of the random starts and of the randomized SVD.
     lower : {"mean_row", "flb", "slb", "tlb", "rank_one"}
         The proven lower bound reported as ``lower``.
+    threads : int, optional
+        BLAS threads during the call (threadpoolctl). ``None`` (default): one thread when
+        the machine is busy (load average at least its core count: more threads there
+        only oversubscribe the cores and slow every product), else the process's
+        setting. The answer does not depend on it beyond round-off and the time limit.
     return_coupling : bool
 
     Returns
@@ -786,101 +767,128 @@ def solve(
     >>> res.upper, res.certified  # it finds the reflection
     (0.0, True)
     """
-    began = time.perf_counter()
-    cfg = _settings(
-        problem,
-        n_starts=n_starts,
-        step=step,
-        epsilon=epsilon,
-        max_iter=max_iter,
-        tol=tol,
-        inner_iter=inner_iter,
-        rank=rank,
-        dtype=dtype,
-    )
-    _check_time_limit(time_limit)
-    steps = _polish_steps(polish, problem.n * problem.m, problem.backend)
-    if isinstance(polish_top, bool) or int(polish_top) != polish_top or polish_top < 1:
-        raise GWInputError(f"polish_top must be an integer >= 1, got {polish_top!r}")
-    _operators.check_loss_levels(problem)
-    xp = problem.xp
-    deadline = None if time_limit is None else began + time_limit
-    sub64, support = _on_support(problem, xp.float64)
-    G0 = None if G0 is None else support.restrict(xp, _check_G0(problem, G0))
-    starts, names = _starts(sub64, int(n_starts), G0, seed)
-    sub = _on_support(problem, cfg.dtype)[0]
-    symmetric = sub64.is_symmetric()
-    exact = _operators.exact(sub, symmetric)
-    factored = _low_rank(sub, cfg, seed, symmetric)
-    # the user's plan and the sorted coupling compete too: never return worse
-    exact64 = _operators.exact(sub64, symmetric)
-    initial = []
-    for plan, name in zip(starts, names):
-        if name == "product":  # priced in closed form, O(n^2): always a candidate
-            initial.append((exact64.product_cost(xp, sub64.p, sub64.q), plan))
-        elif name in ("G0", "sorted"):
-            feasible, cost = _price64(xp, sub64, plan)
-            initial.append((cost, feasible))
-        else:
-            initial.append((math.inf, None))
-    model = None if deadline is None else _time_model(sub, exact, len(starts), cfg.dtype)
-    # one exact OT solve costs about 5 exact steps on the CPU (more next to a GPU)
-    slow = 1 if problem.backend == "numpy" else 10
-    loop_deadline = deadline
-    if deadline is not None and steps:
-        estimate = 6 * slow * model.apply_s / len(starts)
-        loop_deadline = deadline - min(_POLISH_SHARE * (deadline - time.perf_counter()), estimate)
-    loop = _iterate(sub, exact, factored, starts, cfg, loop_deadline, initial, model)
-    step_s = loop.exact_step_s or (0.0 if model is None else model.apply_s / len(starts))
-    polish_est = 6 * slow * step_s
-    best, plan, cost, report = _finish(
-        xp,
-        sub64,
-        exact64,
-        loop,
-        steps,
-        int(polish_top),
-        deadline,
-        polish_est,
-        0.0 if model is None else model.price64_s,
-    )
-    if not steps and polish is None:
-        report.stop = "skipped (large problem; polish=True forces it)"
-    coupling = support.embed(xp, plan)
-    upper = _final_cost(problem, coupling, cost)
-    low = clamp_lower(lower_value(problem, lower), upper)
-    diagnostics = {
-        "lower_kind": lower,
-        "starts": names,
-        "start_costs": loop.best_cost,
-        "best_start": names[best],
-        "epsilon": cfg.eps,
-        "step": cfg.tau,
-        "dtype": "float32" if cfg.dtype == xp.float32 else "float64",
-        "rank": None if factored is None else factored.rank,
-        "rank_error": None if factored is None else factored.residual,
-        "factored_iter": loop.factored_iter,
-        "stop_reason": loop.stop,
-        "history": loop.history,
-        "iterate_time_s": loop.time_s,
-        **report.as_dict(),
-    }
-    certified = is_certified(problem, low, upper)
-    upper, low = result_scalars(problem, upper, low)  # one kind (tensors under grad)
-    return GWResult(
-        value=upper,
-        lower=low,
-        upper=upper,
-        coupling=xp.astype(coupling, problem.C1.dtype, copy=False) if return_coupling else None,
-        method="proximal",
-        loss_fun=problem.loss_fun,
-        converged=loop.stop in ("tol", "zero cost"),
-        n_iter=loop.n_iter,
-        marginal_error=_raw_error(loop.raw_error[best], coupling, problem),
-        certified=certified,
-        time_s=0.0,
-        diagnostics=diagnostics,
-    )
+    with blas_threads(threads):
+        began = time.perf_counter()
+        cfg = _settings(
+            problem,
+            n_starts=n_starts,
+            step=step,
+            epsilon=epsilon,
+            max_iter=max_iter,
+            tol=tol,
+            inner_iter=inner_iter,
+            rank=rank,
+            dtype=dtype,
+        )
+        _check_time_limit(time_limit)
+        steps = _polish_steps(polish, problem.n * problem.m, problem.backend)
+        if isinstance(polish_top, bool) or int(polish_top) != polish_top or polish_top < 1:
+            raise GWInputError(f"polish_top must be an integer >= 1, got {polish_top!r}")
+        _operators.check_loss_levels(problem)
+        xp = problem.xp
+        deadline = None if time_limit is None else began + time_limit
+        sub64, support = _on_support(problem, xp.float64)
+        G0 = None if G0 is None else support.restrict(xp, check_G0(problem, G0))
+        starts, names = _starts(sub64, int(n_starts), G0, seed)
+        sub = _on_support(problem, cfg.dtype)[0]
+        symmetric = sub64.is_symmetric()
+        exact = _operators.exact(sub, symmetric)
+        factored = _low_rank(sub, cfg, seed, symmetric)
+        # the user's plan and the sorted coupling compete too: never return worse
+        exact64 = _operators.exact(sub64, symmetric)
+        initial = []
+        for plan, name in zip(starts, names):
+            if name == "product":  # priced in closed form, O(n^2): always a candidate
+                initial.append((exact64.product_cost(xp, sub64.p, sub64.q), plan))
+            elif name in ("G0", "sorted"):
+                feasible, cost = _price64(xp, sub64, plan)
+                initial.append((cost, feasible))
+            else:
+                initial.append((math.inf, None))
+        sorted_candidate, sorted_note = _sorted_candidate(xp, sub64, names, deadline)
+        model = None if deadline is None else _time_model(sub, exact, len(starts), cfg.dtype)
+        # one exact OT solve costs about 5 exact steps on the CPU (more next to a GPU)
+        slow = 1 if problem.backend == "numpy" else 10
+        loop_deadline = deadline
+        if deadline is not None and steps:
+            estimate = 6 * slow * model.apply_s / len(starts)
+            loop_deadline = deadline - min(
+                _POLISH_SHARE * (deadline - time.perf_counter()), estimate
+            )
+        loop = _iterate(sub, exact, factored, starts, cfg, loop_deadline, initial, model)
+        step_s = loop.exact_step_s or (0.0 if model is None else model.apply_s / len(starts))
+        polish_est = 6 * slow * step_s
+        best, plan, cost, report = _finish(
+            xp,
+            sub64,
+            exact64,
+            loop,
+            steps,
+            int(polish_top),
+            deadline,
+            polish_est,
+            0.0 if model is None else model.price64_s,
+        )
+        if not steps and polish is None:
+            report.stop = "skipped (large problem; polish=True forces it)"
+        best_start, error = names[best], loop.raw_error[best]
+        if sorted_candidate is not None and sorted_candidate[1] < cost:
+            (plan, cost), best_start, error = sorted_candidate, "sorted (candidate)", 0.0
+        coupling = support.embed(xp, plan)
+        upper = _final_cost(problem, coupling, cost)
+        low = clamp_lower(lower_value(problem, lower), upper)
+        diagnostics = {
+            "lower_kind": lower,
+            "starts": names,
+            "start_costs": loop.best_cost,
+            "best_start": best_start,
+            "sorted_candidate": sorted_note,
+            "epsilon": cfg.eps,
+            "step": cfg.tau,
+            "dtype": "float32" if cfg.dtype == xp.float32 else "float64",
+            "rank": None if factored is None else factored.rank,
+            "rank_error": None if factored is None else factored.residual,
+            "factored_iter": loop.factored_iter,
+            "stop_reason": loop.stop,
+            "history": loop.history,
+            "iterate_time_s": loop.time_s,
+            **report.as_dict(),
+        }
+        certified = is_certified(problem, low, upper)
+        upper, low = result_scalars(problem, upper, low)  # one kind (tensors under grad)
+        return GWResult(
+            value=upper,
+            lower=low,
+            upper=upper,
+            coupling=xp.astype(coupling, problem.C1.dtype, copy=False) if return_coupling else None,
+            method="proximal",
+            loss_fun=problem.loss_fun,
+            converged=loop.stop in ("tol", "zero cost"),
+            n_iter=loop.n_iter,
+            marginal_error=_raw_error(error, coupling, problem),
+            certified=certified,
+            time_s=0.0,
+            diagnostics=diagnostics,
+        )
+
+
+# seconds per squared support size of pricing a sparse plan (2 cores, loaded: generous)
+_SPARSE_PRICE_S = 5e-8
+
+
+def _sorted_candidate(xp, sub64, names, deadline):
+    """The sorted coupling and its exact cost, a candidate whatever ``n_starts`` is (the
+    answer is never worse than it), and a note for the diagnostics. Under a time limit
+    whose tenth it would not fit in, it is left out and the note says so."""
+    if "sorted" in names:
+        return None, "a start"
+    coupling = sorted_sparse_coupling(sub64)
+    if deadline is not None:
+        estimate = _SPARSE_PRICE_S * coupling.nnz**2
+        if time.perf_counter() + 10 * estimate > deadline:
+            return None, f"skipped: pricing it (about {estimate:.2g} s) does not fit the limit"
+    cost = float(gw_cost(sub64.C1, sub64.C2, coupling, sub64.loss_fun, check=False))
+    return (to_dense(coupling), cost), "priced"
 
 
 def _price64(xp, sub64, plan):

@@ -1,0 +1,280 @@
+"""Many GW problems in one call: :func:`gromov_wasserstein_batch`.
+
+``method="proximal"`` and ``method="auto"`` solve the whole batch as one stack
+(:mod:`gwlite.solvers.batched`); every other method runs problem by problem, with its
+options checked once. Every input is validated before any work, and an error names
+the problem's index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+from collections.abc import Sequence
+
+from gwlite import _xp
+from gwlite.api import _preload, _solver, method_options
+from gwlite.errors import GWInputError
+from gwlite.problem import GWProblem, make_problem
+from gwlite.result import GWResult
+from gwlite.solvers import auto as _auto
+from gwlite.solvers._common import (
+    check_options,
+    clamp_lower,
+    is_certified,
+    lower_check,
+    lower_value,
+    nonneg_int,
+    nonneg_real,
+    optional,
+    positive_int,
+    positive_real,
+)
+from gwlite.solvers.batched import solve_batch
+
+__all__ = ["AUTO_BATCH_OPTIONS", "gromov_wasserstein_batch"]
+
+#: options of ``method="auto"`` in a batch, with their checks
+AUTO_BATCH_OPTIONS = {
+    "time_limit": optional(positive_real),
+    "rtol": nonneg_real,
+    "lower": optional(lower_check),
+    "n_starts": optional(positive_int),
+    "seed": nonneg_int,
+    "threads": optional(positive_int),
+}
+# the TLB stage runs when a problem has at most this many plan entries (about a
+# millisecond per problem of 50 points on two cores; it grows as n m (n + m))
+_TLB_MAX_ENTRIES = 40_000
+# starts of each problem's batched solve (conditional gradient on small problems)
+_N_STARTS = 1
+
+
+def _as_list(values, name: str, size: int | None):
+    """A sequence of per-problem inputs (a list, or a stack sliced along its first axis)."""
+    if values is None:
+        return [None] * size if size is not None else None
+    if hasattr(values, "shape") and hasattr(values, "ndim"):
+        return [values[k] for k in range(values.shape[0])]
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise GWInputError(f"{name} must be a sequence of arrays or a stacked array")
+    out = list(values)
+    if size is not None and len(out) != size:
+        raise GWInputError(f"{name} has {len(out)} entries but C1s has {size}")
+    return out
+
+
+def _problems(C1s, C2s, ps, qs, loss_fun: str) -> list[GWProblem]:
+    """Every problem validated (``GWInputError`` naming its index), one array library."""
+    C1s = _as_list(C1s, "C1s", None)
+    size = len(C1s)
+    C2s, ps, qs = (_as_list(v, n, size) for v, n in ((C2s, "C2s"), (ps, "ps"), (qs, "qs")))
+    problems, first = [], None
+    for k in range(size):
+        try:
+            problem = make_problem(C1s[k], C2s[k], ps[k], qs[k], loss_fun)
+        except GWInputError as err:
+            raise GWInputError(f"problem {k}: {err}") from err
+        if first is None:
+            first = problem.backend
+        elif problem.backend != first:
+            raise GWInputError(
+                f"problem {k}: its arrays are {problem.backend} but problem 0's are {first}; "
+                "pass every problem in one array library"
+            )
+        problems.append(problem)
+    return problems
+
+
+def gromov_wasserstein_batch(
+    C1s,
+    C2s,
+    ps=None,
+    qs=None,
+    *,
+    method: str = "auto",
+    loss_fun: str = "square_loss",
+    **options,
+) -> list[GWResult]:
+    r"""Gromov-Wasserstein for many pairs of spaces; one :class:`GWResult` each.
+
+    Parameters
+    ----------
+    C1s, C2s : sequence of arrays, or stacked arrays ``(B, n, n)`` and ``(B, m, m)``
+        The problems' structure matrices (NumPy, CuPy or torch, one library); sizes may
+        differ from one problem to the next.
+    ps, qs : sequence of arrays (entries may be None), or stacks, optional
+        Node weights; uniform when omitted.
+    method : str
+        ``"auto"`` (default): the best proven interval, from one batched solve: the
+        mean-row closed form and Memoli's TLB (problems up to 40,000 plan entries) as
+        lower bounds, and :func:`gwlite.solvers.batched.solve_batch` for the plan.
+        ``"proximal"``: :func:`~gwlite.solvers.batched.solve_batch` itself (its options).
+        Any other method of :func:`gwlite.gromov_wasserstein`: one call per problem.
+    loss_fun : {"square_loss", "abs_loss"}
+        The batched methods take ``square_loss`` only.
+    **options
+        The method's options, checked once before any work. ``"auto"``:
+        ``time_limit`` (seconds for the whole batch; default 10 s per problem),
+        ``rtol``, ``lower`` (an extra lower bound to compute), ``n_starts``,
+        ``seed``, ``threads``. ``"proximal"``: the keyword arguments of
+        :func:`~gwlite.solvers.batched.solve_batch` (``M``, ``alpha``, ``G0``...).
+
+    Returns
+    -------
+    list of GWResult
+        ``lower <= GW <= upper`` for each problem, as for
+        :func:`gwlite.gromov_wasserstein`.
+
+    Raises
+    ------
+    GWInputError
+        A bad problem (``"problem k: ..."``), mixed array libraries, unknown options or
+        bad option values; always before any work.
+
+    Examples
+    --------
+    >>> import numpy as np, gwlite
+    >>> C = np.abs(np.subtract.outer(np.arange(5.0), np.arange(5.0)))
+    >>> res = gwlite.gromov_wasserstein_batch([C, C[:4, :4]], [C[::-1, ::-1], C])
+    >>> res[0].upper, res[0].certified, res[1].lower <= res[1].upper
+    (0.0, True, True)
+    """
+    if method in ("auto", "proximal"):
+        accepted = (
+            AUTO_BATCH_OPTIONS
+            if method == "auto"
+            else {k: None for k in inspect.signature(solve_batch).parameters if k != "problems"}
+        )
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise GWInputError(
+                f"unknown option(s) {unknown} for method={method!r} in a batch; it accepts "
+                f"{list(accepted)}"
+            )
+        if method == "auto":
+            options = {k: AUTO_BATCH_OPTIONS[k](k, v) for k, v in options.items()}
+    else:
+        solver = _solver(method)
+        options = check_options(method, solver, options, method_options(method))
+    problems = _problems(C1s, C2s, ps, qs, loss_fun)
+    if not problems:
+        return []
+    _preload("auto" if method == "proximal" else method, options, problems[0].C1)
+    if method == "proximal":
+        return solve_batch(problems, **options)
+    if method == "auto":
+        return solve_auto(problems, **options)
+    results = []
+    for k, problem in enumerate(problems):
+        tick = time.perf_counter()
+        try:
+            res = solver(problem, **options)
+        except GWInputError as err:  # a problem-dependent option (G0, max_nodes...)
+            raise GWInputError(f"problem {k}: {err}") from err
+        results.append(dataclasses.replace(res, time_s=time.perf_counter() - tick))
+    return results
+
+
+def solve_auto(
+    problems: Sequence[GWProblem],
+    *,
+    time_limit: float | None = None,
+    rtol: float = _auto.DEFAULT_RTOL,
+    lower: str | None = None,
+    n_starts: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> list[GWResult]:
+    """``method="auto"`` on a batch: proven lower bounds (the mean-row closed form, TLB
+    on problems up to 40,000 plan entries, ``lower`` when asked), then one batched
+    solve for the plans with what is left of ``time_limit`` (default 10 s per
+    problem), starting from ``n_starts`` plans (default 1, the product coupling: POT's own start; the sorted coupling is a candidate in any case). A stage the budget leaves out is named in ``diagnostics["skipped"]`` and
+    warned about."""
+    import warnings
+
+    began = time.perf_counter()
+    limit = _auto.DEFAULT_TIME_LIMIT * len(problems) if time_limit is None else time_limit
+    deadline = began + limit
+    lows, skipped = [], []
+    for problem in problems:
+        # decided by each problem's own size: a pair's answer never depends on its batch
+        kinds = ["mean_row"] + (["tlb"] if problem.n * problem.m <= _TLB_MAX_ENTRIES else [])
+        kinds += [] if lower is None or lower in kinds else [lower]
+        best, by = -math.inf, ""
+        for kind in kinds:
+            if kind != "mean_row" and time.perf_counter() > began + 0.25 * limit:
+                skipped.append(kind)
+                continue
+            try:
+                value = _xp.as_float(lower_value(problem, kind))
+            except GWInputError:  # e.g. rank_one needs the square loss
+                continue
+            if value > best:
+                best, by = value, kind
+        lows.append((best, by))
+    starts = n_starts or _N_STARTS
+    left = deadline - time.perf_counter()
+    if left <= 0.01 * limit:
+        skipped.append("proximal")
+        plans = None
+    else:
+        plans = solve_batch(problems, n_starts=starts, time_limit=left, seed=seed, threads=threads)
+    skipped = sorted(set(skipped))
+    if skipped:
+        warnings.warn(
+            f"gromov_wasserstein_batch(method='auto'): the time limit ({limit:.3g} s) ended "
+            f"before stage(s) {skipped} ran on every problem; the intervals are looser",
+            UserWarning,
+            stacklevel=3,
+        )
+    share = (time.perf_counter() - began) / len(problems)
+    return [
+        _auto_result(pr, low, None if plans is None else plans[k], skipped, limit, share, rtol)
+        for k, (pr, low) in enumerate(zip(problems, lows))
+    ]
+
+
+def _auto_result(problem, low, plan, skipped, limit, share, rtol) -> GWResult:
+    from gwlite.bounds import sorted_sparse_coupling
+    from gwlite.coupling import gw_cost, to_dense
+
+    value, lower_by = low
+    if plan is None:  # no time for the batched solve: the sorted coupling
+        coupling = to_dense(sorted_sparse_coupling(problem))
+        upper = _xp.as_float(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun))
+        upper_by, n_iter, converged, error = "sorted", 0, False, 0.0
+    else:
+        coupling, upper, upper_by = plan.coupling, plan.upper, "proximal"
+        n_iter, converged, error = plan.n_iter, plan.converged, plan.marginal_error
+    lower = _xp.as_float(clamp_lower(value, upper))
+    gap = 0.0 if upper == 0 else (upper - lower) / abs(upper)
+    certified = is_certified(problem, lower, upper)
+    diagnostics = {
+        "lower_by": lower_by,
+        "upper_by": upper_by,
+        "relative_gap": gap,
+        "skipped": skipped,
+        "time_limit": limit,
+        "stop_reason": "certified"
+        if certified or gap <= rtol
+        else ("time_limit" if skipped else "all stages run"),
+    }
+    if plan is not None:
+        diagnostics["proximal"] = dict(plan.diagnostics)
+    return GWResult(
+        value=upper,
+        lower=lower,
+        upper=upper,
+        coupling=coupling,
+        method="auto",
+        loss_fun=problem.loss_fun,
+        converged=converged and not skipped,
+        n_iter=n_iter,
+        marginal_error=error,
+        certified=certified,
+        time_s=share,
+        diagnostics=diagnostics,
+    )
