@@ -137,3 +137,19 @@ def test_pairwise_auto_on_local_processes_equals_this_process():
     procs = gwlite.pairwise(spaces, method="auto", engine=2, chunk=2, progress=False)
     np.testing.assert_array_equal(here.upper, procs.upper)
     np.testing.assert_array_equal(here.lower, procs.lower)
+
+
+def test_auto_does_not_warn_when_every_stage_ran():
+    """An anytime stage stopped by the limit is the normal end of a budgeted call: the
+    stages are in the diagnostics, and no warning is raised when every stage ran."""
+    rng = np.random.default_rng(6)
+    C1, C2 = _cloud(rng, 12), _cloud(rng, 11)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = gwlite.gromov_wasserstein(C1, C2, time_limit=3.0)
+    ran = {s["stage"] for s in res.diagnostics["stages"] if "skipped" not in s}
+    if ran >= {"sorted", "tlb", "proximal"} and not any(
+        "skipped" in s for s in res.diagnostics["stages"]
+    ):
+        assert not [w for w in caught if "ended before stage" in str(w.message)]
+    assert res.lower <= res.upper
