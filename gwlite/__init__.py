@@ -6,8 +6,9 @@ true only when the value is proven to be the GW optimum.
 
 from gwlite.api import METHODS, gromov_wasserstein
 from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upper_bound
-from gwlite.coupling import gw_cost
+from gwlite.coupling import fgw_cost, gw_cost
 from gwlite.errors import GWInputError, GWSolverError
+from gwlite.fused import FUSED_METHODS, feature_cost, fused_gromov_wasserstein
 from gwlite.graphs import from_networkx
 from gwlite.pairs import Neighbours, PairwiseResult, pairwise
 from gwlite.psd import permutation_certificate, rank_one_bounds
@@ -17,6 +18,7 @@ from gwlite.univariate import wasserstein_1d
 __version__ = "0.1.0"
 
 __all__ = [
+    "FUSED_METHODS",
     "GWInputError",
     "GWResult",
     "GWSolverError",
@@ -24,7 +26,10 @@ __all__ = [
     "METHODS",
     "Neighbours",
     "PairwiseResult",
+    "feature_cost",
+    "fgw_cost",
     "from_networkx",
+    "fused_gromov_wasserstein",
     "gromov_wasserstein",
     "gw_cost",
     "lower_bound",
