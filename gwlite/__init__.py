@@ -5,6 +5,7 @@ true only when the value is proven to be the GW optimum.
 """
 
 from gwlite.api import METHODS, gromov_wasserstein
+from gwlite.barycenter import BarycenterResult, barycenter
 from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upper_bound
 from gwlite.coupling import fgw_cost, gw_cost
 from gwlite.errors import GWInputError, GWSolverError
@@ -18,6 +19,7 @@ from gwlite.univariate import wasserstein_1d
 __version__ = "0.1.0"
 
 __all__ = [
+    "BarycenterResult",
     "FUSED_METHODS",
     "GWInputError",
     "GWResult",
@@ -26,6 +28,7 @@ __all__ = [
     "METHODS",
     "Neighbours",
     "PairwiseResult",
+    "barycenter",
     "feature_cost",
     "fgw_cost",
     "from_networkx",
