@@ -282,3 +282,49 @@ def test_bad_methods_and_options_are_refused():
         gwlite.feature_cost(np.ones((2, 2)), np.ones((2, 3)))
     with pytest.raises(gwlite.GWInputError, match="metric"):
         gwlite.feature_cost(np.ones((2, 2)), np.ones((2, 2)), metric="nope")
+
+
+# ---------------------------------------------------------------- graphs and pairs
+def _attributed_graph(seed, n=5):
+    import networkx as nx
+
+    G = nx.gnp_random_graph(n, 0.6, seed=seed)
+    rng = np.random.default_rng(seed)
+    for v in G:
+        G.nodes[v]["x"] = rng.random(2).tolist()
+    return G
+
+
+def test_from_networkx_reads_features_and_leaves_plain_calls_unchanged():
+    G = _attributed_graph(0)
+    C, p = gwlite.from_networkx(G)
+    g = gwlite.from_networkx(G, node_attr="x")
+    assert np.array_equal(g.C, C) and np.array_equal(g.p, p)
+    assert np.array_equal(g.Y, np.array([G.nodes[v]["x"] for v in G]))
+    G.nodes[0]["x"] = "red"
+    with pytest.raises(gwlite.GWInputError, match="node 0"):
+        gwlite.from_networkx(G, node_attr="x")
+    G.nodes[0]["x"] = [0.0, 1.0]
+    del G.nodes[1]["x"]
+    with pytest.raises(gwlite.GWInputError, match="no attribute"):
+        gwlite.from_networkx(G, node_attr="x")
+
+
+def test_pairwise_with_alpha_matches_single_calls_and_knn_keeps_the_neighbours():
+    graphs = [_attributed_graph(s) for s in range(7)]
+    full = gwlite.pairwise(graphs, alpha=0.5, node_attr="x", method="cg", progress=False)
+    spaces = [gwlite.from_networkx(G, node_attr="x") for G in graphs]
+    a, b = spaces[1], spaces[4]
+    one = gwlite.fused_gromov_wasserstein(
+        gwlite.feature_cost(a.Y, b.Y), a.C, b.C, a.p, b.p, alpha=0.5, method="cg"
+    )
+    assert full.upper[1, 4] == full.upper[4, 1] == pytest.approx(one.upper, rel=1e-12)
+    assert full.lower[1, 4] == pytest.approx(one.lower, rel=1e-12)
+    pruned = gwlite.pairwise(spaces, alpha=0.5, knn=2, method="cg", progress=False)
+    assert pruned.n_evaluated <= full.n_evaluated
+    # both are intervals for the same numbers: they must overlap
+    assert np.all(pruned.lower <= full.upper + 1e-12) and np.all(full.lower <= pruned.upper + 1e-12)
+    with pytest.raises(gwlite.GWInputError, match="engine"):
+        gwlite.pairwise(spaces, alpha=0.5, engine=2, progress=False)
+    with pytest.raises(gwlite.GWInputError, match="spaces"):
+        gwlite.pairwise([np.eye(3), np.eye(3)], alpha=0.5, progress=False)
