@@ -17,6 +17,7 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.bounds import LOWER_BOUNDS, compute_lower
+from gwlite.coupling import marginal_error
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 
@@ -24,6 +25,7 @@ __all__ = [
     "CERTIFY_RTOL",
     "OPTION_CHECKS",
     "certify_threshold",
+    "check_G0",
     "check_options",
     "clamp_lower",
     "flag",
@@ -104,6 +106,34 @@ def result_scalars(problem: GWProblem, *values):
         else:
             out.append(xp.asarray(_xp.as_float(v), dtype=like.dtype, device=_xp.device(like)))
     return tuple(out)
+
+
+def check_G0(problem: GWProblem, G0):
+    """A user start: the right shape, finite, non-negative, with the problem's marginals."""
+    xp = problem.xp
+    if _xp.backend_name(G0) != problem.backend and not isinstance(G0, (list, tuple)):
+        raise GWInputError(
+            f"G0 is a {_xp.backend_name(G0)} array but the inputs are {problem.backend}; "
+            "pass G0 in the same array library as C1 and C2"
+        )
+    try:
+        G0 = xp.asarray(G0, device=_xp.device(problem.C1))
+    except Exception as err:  # noqa: BLE001 - any conversion failure is a bad input
+        raise GWInputError(f"G0 is not a numeric array: {err}") from err
+    if tuple(G0.shape) != (problem.n, problem.m):
+        raise GWInputError(
+            f"G0 must have shape (n, m) = ({problem.n}, {problem.m}), got {tuple(G0.shape)}"
+        )
+    G0 = xp.astype(_xp.detach(G0), xp.float64)
+    if not bool(xp.all(xp.isfinite(G0))) or bool(xp.any(G0 < 0)):
+        raise GWInputError("G0 must be finite and non-negative (a coupling of p and q)")
+    error = marginal_error(G0, problem.p, problem.q)
+    if not error <= 1e-6:
+        raise GWInputError(
+            f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > 1e-6); pass "
+            "a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another run"
+        )
+    return G0
 
 
 # ---------------------------------------------------------------- options

@@ -66,12 +66,13 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.bounds import sorted_sparse_coupling
-from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope, to_dense
+from gwlite.coupling import SparseCoupling, gw_cost, round_to_polytope, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers import _operators, _sinkhorn
 from gwlite.solvers._common import (
+    check_G0,
     clamp_lower,
     flag,
     is_certified,
@@ -179,34 +180,6 @@ def _polish_steps(polish, entries: int, backend: str) -> int:
 def _check_time_limit(time_limit) -> None:
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise GWInputError(f"time_limit must be > 0 seconds, got {time_limit!r}")
-
-
-def _check_G0(problem: GWProblem, G0):
-    """A user start: the right shape, finite, non-negative, with the problem's marginals."""
-    xp = problem.xp
-    if _xp.backend_name(G0) != problem.backend and not isinstance(G0, (list, tuple)):
-        raise GWInputError(
-            f"G0 is a {_xp.backend_name(G0)} array but the inputs are {problem.backend}; "
-            "pass G0 in the same array library as C1 and C2"
-        )
-    try:
-        G0 = xp.asarray(G0, device=_xp.device(problem.C1))
-    except Exception as err:  # noqa: BLE001 - any conversion failure is a bad input
-        raise GWInputError(f"G0 is not a numeric array: {err}") from err
-    if tuple(G0.shape) != (problem.n, problem.m):
-        raise GWInputError(
-            f"G0 must have shape (n, m) = ({problem.n}, {problem.m}), got {tuple(G0.shape)}"
-        )
-    G0 = xp.astype(_xp.detach(G0), xp.float64)
-    if not bool(xp.all(xp.isfinite(G0))) or bool(xp.any(G0 < 0)):
-        raise GWInputError("G0 must be finite and non-negative (a coupling of p and q)")
-    error = marginal_error(G0, problem.p, problem.q)
-    if not error <= 1e-6:
-        raise GWInputError(
-            f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > 1e-6); pass "
-            "a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another run"
-        )
-    return G0
 
 
 # --------------------------------------------------------------------- support
@@ -806,7 +779,7 @@ def solve(
     xp = problem.xp
     deadline = None if time_limit is None else began + time_limit
     sub64, support = _on_support(problem, xp.float64)
-    G0 = None if G0 is None else support.restrict(xp, _check_G0(problem, G0))
+    G0 = None if G0 is None else support.restrict(xp, check_G0(problem, G0))
     starts, names = _starts(sub64, int(n_starts), G0, seed)
     sub = _on_support(problem, cfg.dtype)[0]
     symmetric = sub64.is_symmetric()
