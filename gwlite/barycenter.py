@@ -192,14 +192,28 @@ def _pair(inp: _Inputs, C, Y, s: int) -> FusedProblem:
     return FusedProblem(gw, M, inp.alpha, C)
 
 
-def _update_couplings(inp: _Inputs, C, Y, Ts: list) -> list:
-    """Each coupling by conditional gradient from the previous one (POT's product
-    ``p q^T`` the first time); the old coupling is kept when the new one is not cheaper,
-    so the objective never rises."""
+def _new_plans(inp: _Inputs, pairs: list, Ts: list, method: str) -> list:
+    """``"cg"``: POT's conditional gradient pair by pair, from the previous coupling (the
+    product ``p q^T`` the first time); ``"proximal"``: every pair of the step in one
+    batched solve (:func:`gwlite.solvers.batched.solve_batch`), the previous couplings
+    among its starts."""
+    if method == "cg":
+        return [_cg_plan(fp, T, 10_000, 1e-9, 1e-9, False, None)[0] for fp, T in zip(pairs, Ts)]
+    from gwlite.solvers.batched import solve_batch
+
+    results = solve_batch(
+        [fp.gw for fp in pairs], M=[fp.M for fp in pairs], alpha=inp.alpha, G0=Ts, n_starts=2
+    )
+    return [np.asarray(res.coupling) for res in results]
+
+
+def _update_couplings(inp: _Inputs, C, Y, Ts: list, method: str = "cg") -> list:
+    """New couplings for the barycenter ``(C, Y)``; the old coupling is kept when the new
+    one is not cheaper, so the objective never rises."""
+    pairs = [_pair(inp, C, Y, s) for s in range(len(Ts))]
     out = []
-    for s, T in enumerate(Ts):
-        fp = _pair(inp, C, Y, s)
-        plan = _feasible(fp, _cg_plan(fp, T, 10_000, 1e-9, 1e-9, False, None)[0])[0]
+    for fp, T, plan in zip(pairs, Ts, _new_plans(inp, pairs, Ts, method)):
+        plan = _feasible(fp, plan)[0]
         out.append(plan if T is None or fp.cost(plan) <= fp.cost(T) else T)
     return out
 
@@ -292,10 +306,11 @@ class _Run:
     stop: str = "max_iter"
 
 
-def _descend(inp: _Inputs, C, Y, Ts, max_iter: int, tol: float, deadline: float, bar) -> _Run:
+def _descend(inp: _Inputs, C, Y, Ts, cfg: dict, deadline: float, bar) -> _Run:
     """Block-coordinate descent from ``(C, Y)`` (and couplings ``Ts``, or None):
     couplings, then structure and features."""
-    Ts = _update_couplings(inp, C, Y, Ts or [None] * len(inp.Cs))
+    max_iter, tol, method = cfg["max_iter"], cfg["tol"], cfg["method"]
+    Ts = _update_couplings(inp, C, Y, Ts or [None] * len(inp.Cs), method)
     costs = _costs(inp, C, Y, Ts)
     run = _Run(C, Y, Ts, costs, float(inp.lambdas @ costs), [])
     for _ in range(max_iter):
@@ -303,7 +318,7 @@ def _descend(inp: _Inputs, C, Y, Ts, max_iter: int, tol: float, deadline: float,
             run.stop = "time_limit"
             break
         C_new, Y_new = _update_structure(inp, run.Ts), _update_features(inp, run.Ts)
-        Ts = _update_couplings(inp, C_new, Y_new, run.Ts)
+        Ts = _update_couplings(inp, C_new, Y_new, run.Ts, method)
         costs = _costs(inp, C_new, Y_new, Ts)
         objective = float(inp.lambdas @ costs)
         bar.update(1)
@@ -355,8 +370,11 @@ def barycenter(
         Node features of each input (FGW barycenter, squared Euclidean feature cost).
     alpha : float in [0, 1], optional
         Weight of the structure term (FGW barycenter only; 0.5 by default with ``Ys``).
-    method : {"cg"}
-        The coupling solver: POT's conditional gradient, warm-started.
+    method : {"cg", "proximal"}
+        The coupling step: ``"cg"``, POT's conditional gradient pair by pair,
+        warm-started; ``"proximal"``, all couplings of a step in one batched solve
+        (gwlite's mirror descent with the linear term, the previous couplings among the
+        starts, :mod:`gwlite.solvers.batched`).
     loss_fun : {"square_loss"}
         The closed-form structure update holds for the square loss.
     max_iter : int
@@ -394,8 +412,10 @@ def barycenter(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    if method != "cg":
-        raise GWInputError(f"unknown method {method!r} for barycenter; choose one of ['cg']")
+    if method not in ("cg", "proximal"):
+        raise GWInputError(
+            f"unknown method {method!r} for barycenter; choose one of ['cg', 'proximal']"
+        )
     if loss_fun != "square_loss":
         raise GWInputError(
             "barycenter supports loss_fun='square_loss' only (its closed-form structure update)"
@@ -405,6 +425,7 @@ def barycenter(
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
         raise GWInputError(f"tol must be a number >= 0, got {tol!r}")
     inp = _check_inputs(Cs, n, lambdas, ps, p, Ys, alpha)
+    cfg = {"max_iter": max_iter, "tol": tol, "method": method}
     deadline = math.inf if time_limit is None else start + time_limit
     rng = np.random.default_rng(seed)
     runs = []
@@ -416,7 +437,7 @@ def barycenter(
             C0, Y0, Ts = (
                 _pot_start(inp, n, max_iter, seed) if k == 0 else (*_init(inp, n, k, rng), None)
             )
-            runs.append((k, _descend(inp, C0, Y0, Ts, max_iter, tol, deadline, bar)))
+            runs.append((k, _descend(inp, C0, Y0, Ts, cfg, deadline, bar)))
     k, best = min(runs, key=lambda item: item[1].objective)
     lowers = [fused_lower(_pair(inp, best.C, best.Y, s)).value for s in range(len(inp.Cs))]
     lowers = [min(low, cost) for low, cost in zip(lowers, best.costs)]  # round-off only

@@ -73,13 +73,17 @@ def fused_gromov_wasserstein(
         Node weights; uniform by default.
     alpha : float in [0, 1]
         Weight of the structure term: 0 is linear OT on ``M`` (``ot.emd2``), 1 is GW.
-    method : {"auto", "cg", "entropic", "exact"}
+    method : {"auto", "proximal", "cg", "entropic", "exact", "sdp"}
         ``"auto"`` (default): the fused TLB (a bound and its LP plan), POT's conditional
-        gradient from several starts, then ``"exact"`` for small uniform problems (and the
-        SDP relaxation, ``n m <= 36``, when a conic solver is installed) within
-        ``time_limit`` (10 s). ``"cg"``/``"entropic"``: POT's fused solvers (square loss),
+        gradient from POT's start and the bound's plan, the batched ``"proximal"`` stage,
+        then ``"exact"`` for small uniform problems and the SDP relaxation (``n m <= 36``,
+        when a conic solver is installed) within ``time_limit`` (10 s).
+        ``"proximal"``: gwlite's batched mirror descent with the linear term, several
+        starts, conditional-gradient polish (:mod:`gwlite.solvers.batched`). ``"cg"``/``"entropic"``: POT's fused solvers (square loss),
         the plan rounded onto the polytope and priced. ``"exact"``: branch and bound
         over permutations with the linear term (uniform weights, ``n == m``).
+        ``"sdp"``: the lifted semidefinite relaxation with the linear term (SCS; the
+        ``certify`` extra), a rigorous lower bound for small problems.
     loss_fun : {"square_loss", "abs_loss"}
     **options
         Method options, checked before any work (``lower``: ``"tlb"`` (default),

@@ -14,8 +14,11 @@ they provably are.
   couplings. Proofs in ``docs/theory_fused.md``.
 * ``sdp``: the lifted relaxation of :mod:`gwlite.solvers._sdp_model` with the linear
   term folded into the lifted cost (:math:`\sum_{kl}\pi_{kl} = 1`).
-* ``auto``: the fused TLB (a bound and a plan), the conditional gradient from several
-  starts, then ``exact`` and ``sdp`` when the problem is small, within ``time_limit``.
+* ``proximal``: the batched KL mirror descent of :mod:`gwlite.solvers.batched` with the
+  linear term, several starts, conditional-gradient polish.
+* ``auto``: the fused TLB (a bound and a plan), the conditional gradient from POT's
+  start and from the bound's plan, the batched proximal stage, then ``exact`` and
+  ``sdp`` when the problem is small, within ``time_limit``.
 
 All run on the host in float64; couplings come back in the caller's array library.
 
@@ -44,10 +47,24 @@ from gwlite.psd import permutation_certificate
 from gwlite.result import GWResult
 from gwlite.solvers import exact as exact_lib
 from gwlite.solvers import fused_sdp
-from gwlite.solvers._common import one_of, optional, positive_real, with_option_checks
+from gwlite.solvers._common import (
+    nonneg_int,
+    one_of,
+    optional,
+    positive_int,
+    positive_real,
+    with_option_checks,
+)
 from gwlite.solvers.pot import ENTROPIC_SOLVERS, _call_pot
 
-__all__ = ["FUSED_SOLVERS", "solve_auto", "solve_cg", "solve_entropic", "solve_exact"]
+__all__ = [
+    "FUSED_SOLVERS",
+    "solve_auto",
+    "solve_cg",
+    "solve_entropic",
+    "solve_exact",
+    "solve_proximal",
+]
 
 #: default entropic regularisation, relative to the fused loss scale
 EPSILON_REL = 0.1
@@ -55,6 +72,8 @@ EPSILON_REL = 0.1
 AUTO_EXACT_MAX_N = 10
 #: ``auto`` runs ``sdp`` up to this n * m
 AUTO_SDP_MAX_ENTRIES = 36
+#: share of the remaining time ``auto`` gives its proximal stage
+AUTO_PROXIMAL_SHARE = 0.5
 #: seconds for ``auto`` when no ``time_limit`` is given
 DEFAULT_TIME_LIMIT = 10.0
 
@@ -267,6 +286,71 @@ def solve_entropic(
 solve_entropic.imports = ("ot",)
 
 
+# ---------------------------------------------------------------- proximal (batched)
+def _batched(fp: FusedProblem, G0, **options):
+    """One fused problem through the batched core (:mod:`gwlite.solvers.batched`)."""
+    from gwlite.solvers.batched import solve_batch
+
+    return solve_batch([fp.gw], M=[fp.M], alpha=fp.alpha, G0=[G0], **options)[0]
+
+
+def solve_proximal(
+    fp: FusedProblem,
+    *,
+    G0=None,
+    n_starts: int = 4,
+    epsilon: float | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    polish: int | None = None,
+    scheme: str = "proximal",
+    time_limit: float | None = None,
+    seed: int = 0,
+    lower: str = "tlb",
+    return_coupling: bool = True,
+) -> GWResult:
+    """gwlite's batched KL mirror descent with the linear term (the gradient gains
+    :math:`(1 - \alpha) M`), from several starts, then conditional-gradient polish
+    (:func:`gwlite.solvers.batched.solve_batch`; square loss)."""
+    _require_square_loss(fp, "proximal")
+    G0 = _check_G0(fp, G0)
+    res = _batched(
+        fp,
+        G0,
+        n_starts=n_starts,
+        epsilon=epsilon,
+        max_iter=max_iter,
+        tol=tol,
+        polish=polish,
+        scheme=scheme,
+        time_limit=time_limit,
+        seed=seed,
+    )
+    plan, error = _feasible(fp, np.asarray(res.coupling))
+    bound = best_lower(fp, (lower,))
+    return _result(
+        fp,
+        "proximal",
+        plan,
+        max(bound.value, float(res.lower)),
+        converged=res.converged,
+        n_iter=res.n_iter,
+        marginal_error=error,
+        return_coupling=return_coupling,
+        diagnostics={"lower_kind": lower, "batched": dict(res.diagnostics)},
+    )
+
+
+solve_proximal.option_checks = {
+    "lower": _lower_choice,
+    "scheme": one_of(["proximal", "cg"]),
+    "n_starts": positive_int,
+    "polish": optional(nonneg_int),
+    "seed": nonneg_int,
+}
+solve_proximal.imports = ("ot",)
+
+
 # ---------------------------------------------------------------- exact
 @dataclass(frozen=True)
 class _Permutation:
@@ -421,6 +505,10 @@ def solve_auto(
                 break
             plan, _, _, _ = _cg_plan(fp, G0, 10_000, 1e-9, 1e-9, False, None)
             best.offer_plan(fp, f"cg({name})", _feasible(fp, plan)[0])
+        if not fp.is_certified(best.lower, best.upper) and remaining() > 0.1:
+            # the batched mirror descent from several starts, the best plan among them
+            res = _batched(fp, best.plan, time_limit=remaining() * AUTO_PROXIMAL_SHARE)
+            best.offer_plan(fp, "proximal", _feasible(fp, np.asarray(res.coupling))[0])
     if fp.is_certified(best.lower, best.upper):
         return _auto_result(fp, best, return_coupling)
     small = fp.gw.uniform and fp.n == fp.m and 1 < fp.n <= AUTO_EXACT_MAX_N
@@ -470,5 +558,6 @@ FUSED_SOLVERS = {
     "cg": solve_cg,
     "entropic": solve_entropic,
     "exact": solve_exact,
+    "proximal": solve_proximal,
     "sdp": fused_sdp.solve,
 }

@@ -141,7 +141,7 @@ def test_fused_tlb_dominates_the_split_bound(inst, alpha, seed):
 
 
 # ---------------------------------------------------------------- every method
-METHODS = ["auto", "cg", "entropic", "exact", "sdp"]
+METHODS = ["auto", "proximal", "cg", "entropic", "exact", "sdp"]
 
 
 @pytest.mark.parametrize("method", METHODS)
