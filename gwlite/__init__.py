@@ -5,7 +5,7 @@ true only when the value is proven to be the GW optimum.
 """
 
 from gwlite.api import METHODS, gromov_wasserstein
-from gwlite.barycenter import BarycenterResult, barycenter
+from gwlite.barycenters import BarycenterResult, barycenter
 from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upper_bound
 from gwlite.coupling import fgw_cost, gw_cost
 from gwlite.errors import GWInputError, GWSolverError

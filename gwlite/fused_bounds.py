@@ -58,8 +58,11 @@ __all__ = [
     "FUSED_LOWER_BOUNDS",
     "FusedLower",
     "FusedProblem",
+    "best_lower",
     "fused_lower",
     "make_fused_problem",
+    "structure_costs",
+    "unit_scale",
 ]
 
 FUSED_LOWER_BOUNDS = ("tlb", "mean_row", "flb", "slb", "rank_one")

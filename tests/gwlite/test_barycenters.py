@@ -15,7 +15,7 @@ from reference import gw_cost_dense, random_coupling
 
 import gwlite
 
-bary = sys.modules["gwlite.barycenter"]
+bary = sys.modules["gwlite.barycenters"]
 seeds = st.integers(0, 2**31 - 1)
 
 
