@@ -139,9 +139,9 @@ def make_fused_problem(
     def host(x):
         return np.asarray(_xp.to_numpy(_xp.detach(x)), dtype=np.float64)
 
-    gw = make_problem(
-        host(problem.C1), host(problem.C2), host(problem.p), host(problem.q), loss_fun
-    )
+    # weights already validated; widened from float32 they are renormalised in float64
+    p, q = host(problem.p), host(problem.q)
+    gw = make_problem(host(problem.C1), host(problem.C2), p / p.sum(), q / q.sum(), loss_fun)
     return FusedProblem(gw, host(M), alpha, problem.C1)
 
 

@@ -328,3 +328,14 @@ def test_pairwise_with_alpha_matches_single_calls_and_knn_keeps_the_neighbours()
         gwlite.pairwise(spaces, alpha=0.5, engine=2, progress=False)
     with pytest.raises(gwlite.GWInputError, match="spaces"):
         gwlite.pairwise([np.eye(3), np.eye(3)], alpha=0.5, progress=False)
+
+
+def test_float32_torch_inputs_give_a_coupling_in_torch():
+    torch = pytest.importorskip("torch")
+    C = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+    M = torch.rand(3, 3, generator=torch.Generator().manual_seed(0))
+    res = gwlite.fused_gromov_wasserstein(M, C, C, alpha=0.3, method="cg")
+    assert isinstance(res.coupling, torch.Tensor) and res.coupling.dtype == torch.float32
+    T = res.coupling.double().numpy()
+    expected = fgw_dense(M.double().numpy(), C.double().numpy(), C.double().numpy(), T, 0.3)
+    assert res.upper == pytest.approx(expected, rel=1e-6)
