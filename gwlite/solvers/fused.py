@@ -52,7 +52,6 @@ from gwlite.solvers._common import (
     one_of,
     optional,
     positive_int,
-    positive_real,
     with_option_checks,
 )
 from gwlite.solvers.pot import ENTROPIC_SOLVERS, _call_pot
@@ -185,6 +184,7 @@ def _cg_plan(fp: FusedProblem, G0, max_iter, tol_rel, tol_abs, armijo, symmetric
     return plan, n_iter, n_iter < max_iter, notes
 
 
+@with_option_checks(lower=_lower_choice)
 def solve_cg(
     fp: FusedProblem,
     *,
@@ -217,7 +217,6 @@ def solve_cg(
     )
 
 
-solve_cg.option_checks = {"lower": _lower_choice}
 solve_cg.imports = ("ot",)
 
 
@@ -294,6 +293,13 @@ def _batched(fp: FusedProblem, G0, **options):
     return solve_batch([fp.gw], M=[fp.M], alpha=fp.alpha, G0=[G0], **options)[0]
 
 
+@with_option_checks(
+    lower=_lower_choice,
+    scheme=one_of(["proximal", "cg"]),
+    n_starts=positive_int,
+    polish=optional(nonneg_int),
+    seed=nonneg_int,
+)
 def solve_proximal(
     fp: FusedProblem,
     *,
@@ -341,13 +347,6 @@ def solve_proximal(
     )
 
 
-solve_proximal.option_checks = {
-    "lower": _lower_choice,
-    "scheme": one_of(["proximal", "cg"]),
-    "n_starts": positive_int,
-    "polish": optional(nonneg_int),
-    "seed": nonneg_int,
-}
 solve_proximal.imports = ("ot",)
 
 
@@ -401,6 +400,7 @@ def _branch_and_bound(fp: FusedProblem, time_limit, max_nodes) -> _Permutation:
     return _Permutation(plan, lower, kind, certified, converged, outcome.nodes, outcome.perm)
 
 
+@with_option_checks(lower=_lower_choice)
 def solve_exact(
     fp: FusedProblem,
     *,
@@ -440,12 +440,6 @@ def solve_exact(
     )
 
 
-solve_exact.option_checks = {
-    "lower": _lower_choice,
-    "time_limit": optional(positive_real),
-}
-
-
 # ---------------------------------------------------------------- auto
 @dataclass
 class _Best:
@@ -478,6 +472,7 @@ def _starts(fp: FusedProblem, best: _Best) -> list[tuple[str, np.ndarray | None]
     return starts
 
 
+@with_option_checks(lower=_lower_choice)
 def solve_auto(
     fp: FusedProblem,
     *,
@@ -550,7 +545,6 @@ def _auto_result(fp: FusedProblem, best: _Best, return_coupling: bool) -> GWResu
     )
 
 
-solve_auto.option_checks = {"lower": _lower_choice}
 solve_auto.imports = ("ot",)
 
 FUSED_SOLVERS = {
