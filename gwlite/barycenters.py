@@ -195,7 +195,7 @@ def _pair(inp: _Inputs, C, Y, s: int) -> FusedProblem:
 def _new_plans(inp: _Inputs, pairs: list, Ts: list, method: str) -> list:
     """``"cg"``: POT's conditional gradient pair by pair, from the previous coupling (the
     product ``p q^T`` the first time); ``"proximal"``: every pair of the step in one
-    batched solve (:func:`gwlite.solvers.batched.solve_batch`), the previous couplings
+    batched solve (``gwlite.solvers.batched.solve_batch``), the previous couplings
     among its starts."""
     if method == "cg":
         return [_cg_plan(fp, T, 10_000, 1e-9, 1e-9, False, None)[0] for fp, T in zip(pairs, Ts)]
@@ -374,7 +374,7 @@ def barycenter(
         The coupling step: ``"cg"``, POT's conditional gradient pair by pair,
         warm-started; ``"proximal"``, all couplings of a step in one batched solve
         (gwlite's mirror descent with the linear term, the previous couplings among the
-        starts, :mod:`gwlite.solvers.batched`).
+        starts, ``gwlite.solvers.batched``).
     loss_fun : {"square_loss"}
         The closed-form structure update holds for the square loss.
     max_iter : int

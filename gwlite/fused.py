@@ -79,9 +79,10 @@ def fused_gromov_wasserstein(
         then ``"exact"`` for small uniform problems and the SDP relaxation (``n m <= 36``,
         when a conic solver is installed) within ``time_limit`` (10 s).
         ``"proximal"``: gwlite's batched mirror descent with the linear term, several
-        starts, conditional-gradient polish (:mod:`gwlite.solvers.batched`). ``"cg"``/``"entropic"``: POT's fused solvers (square loss),
-        the plan rounded onto the polytope and priced. ``"exact"``: branch and bound
-        over permutations with the linear term (uniform weights, ``n == m``).
+        starts, conditional-gradient polish (``gwlite.solvers.batched``).
+        ``"cg"``/``"entropic"``: POT's fused solvers (square loss), the plan rounded
+        onto the polytope and priced. ``"exact"``: branch and bound over permutations
+        with the linear term (uniform weights, ``n == m``).
         ``"sdp"``: the lifted semidefinite relaxation with the linear term (SCS; the
         ``certify`` extra), a rigorous lower bound for small problems.
     loss_fun : {"square_loss", "abs_loss"}

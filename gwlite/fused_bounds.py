@@ -65,6 +65,7 @@ __all__ = [
     "unit_scale",
 ]
 
+#: the names ``lower=`` accepts for fused GW (``tlb`` first: the default)
 FUSED_LOWER_BOUNDS = ("tlb", "mean_row", "flb", "slb", "rank_one")
 
 
@@ -119,7 +120,7 @@ class FusedProblem:
         return max((1 - self.alpha) * top, self.alpha * self.gw.scale())
 
     def is_certified(self, lower: float, upper: float) -> bool:
-        """``upper - lower`` within :data:`~gwlite.solvers._common.CERTIFY_RTOL` of the scale."""
+        """``upper - lower`` within ``CERTIFY_RTOL`` of the scale."""
         return bool(upper - lower <= CERTIFY_RTOL * self.scale())
 
     def to_like(self, plan: np.ndarray):

@@ -12,9 +12,9 @@ they provably are.
   loss, centred matrices both PSD or both NSD): a linear term keeps a concave objective
   concave; otherwise the spectral slack (times :math:`\alpha`) gives a bound over all
   couplings. Proofs in ``docs/theory_fused.md``.
-* ``sdp``: the lifted relaxation of :mod:`gwlite.solvers._sdp_model` with the linear
+* ``sdp``: the lifted relaxation of ``gwlite.solvers._sdp_model`` with the linear
   term folded into the lifted cost (:math:`\sum_{kl}\pi_{kl} = 1`).
-* ``proximal``: the batched KL mirror descent of :mod:`gwlite.solvers.batched` with the
+* ``proximal``: the batched KL mirror descent of ``gwlite.solvers.batched`` with the
   linear term, several starts, conditional-gradient polish.
 * ``auto``: the fused TLB (a bound and a plan), the conditional gradient from POT's
   start and from the bound's plan, the batched proximal stage, then ``exact`` and
@@ -287,7 +287,7 @@ solve_entropic.imports = ("ot",)
 
 # ---------------------------------------------------------------- proximal (batched)
 def _batched(fp: FusedProblem, G0, **options):
-    """One fused problem through the batched core (:mod:`gwlite.solvers.batched`)."""
+    """One fused problem through the batched core (``gwlite.solvers.batched``)."""
     from gwlite.solvers.batched import solve_batch
 
     return solve_batch([fp.gw], M=[fp.M], alpha=fp.alpha, G0=[G0], **options)[0]
@@ -317,7 +317,7 @@ def solve_proximal(
 ) -> GWResult:
     """gwlite's batched KL mirror descent with the linear term (the gradient gains
     :math:`(1 - \alpha) M`), from several starts, then conditional-gradient polish
-    (:func:`gwlite.solvers.batched.solve_batch`; square loss)."""
+    (``gwlite.solvers.batched.solve_batch``; square loss)."""
     _require_square_loss(fp, "proximal")
     G0 = _check_G0(fp, G0)
     res = _batched(

@@ -1,9 +1,9 @@
 r"""``method="sdp"`` for fused GW: the lifted relaxation with the linear term.
 
-The relaxation of :mod:`gwlite.solvers._sdp_model` on :math:`\alpha^{1/r} C^1,
+The relaxation of ``gwlite.solvers._sdp_model`` on :math:`\alpha^{1/r} C^1,
 \alpha^{1/r} C^2` with the linear term :math:`(1 - \alpha) M` folded into the lifted
 cost; every iterate's multipliers give a proven lower bound through
-:func:`gwlite.solvers._sdp_model.certify` (whatever the conic solver did), and the
+``gwlite.solvers._sdp_model.certify`` (whatever the conic solver did), and the
 vertex of the transport polytope most aligned with the first moment is priced as a
 plan. Proof in ``docs/theory_fused.md``.
 """
