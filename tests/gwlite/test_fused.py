@@ -339,3 +339,17 @@ def test_float32_torch_inputs_give_a_coupling_in_torch():
     T = res.coupling.double().numpy()
     expected = fgw_dense(M.double().numpy(), C.double().numpy(), C.double().numpy(), T, 0.3)
     assert res.upper == pytest.approx(expected, rel=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(problems(min_n=2, max_n=4, symmetric_only=True), alphas, seeds)
+def test_sdp_lower_is_below_every_coupling_built_here(inst, alpha, seed):
+    C1, C2, p, q = inst
+    rng = np.random.default_rng(seed)
+    p, q = _w(len(C1), p), _w(len(C2), q)
+    M = _M(rng, len(C1), len(C2))
+    res = gwlite.fused_gromov_wasserstein(M, C1, C2, p, q, alpha=alpha, method="sdp")
+    tol = _tol(M, C1, C2, "square_loss")
+    assert res.lower <= res.upper
+    for T in _couplings(M, C1, C2, p, q, rng):
+        assert res.lower <= fgw_dense(M, C1, C2, T, alpha) + tol
