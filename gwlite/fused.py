@@ -27,7 +27,12 @@ from gwlite.result import GWResult
 from gwlite.solvers._common import check_options
 from gwlite.solvers.fused import FUSED_SOLVERS
 
-__all__ = ["FUSED_METHODS", "feature_cost", "fused_gromov_wasserstein"]
+__all__ = [
+    "FUSED_METHODS",
+    "feature_cost",
+    "fused_gromov_wasserstein",
+    "fused_method_options",
+]
 
 FUSED_METHODS = tuple(FUSED_SOLVERS)
 
@@ -35,7 +40,13 @@ FUSED_METHODS = tuple(FUSED_SOLVERS)
 FEATURE_METRICS = ("sqeuclidean", "euclidean", "cityblock", "chebyshev", "cosine", "hamming")
 
 
-def _options(method: str) -> dict:
+def fused_method_options(method: str) -> dict:
+    """The options fused ``method`` accepts, with their defaults (``{name: default}``).
+
+    >>> from gwlite.fused import fused_method_options
+    >>> sorted(fused_method_options("exact"))
+    ['lower', 'max_nodes', 'return_coupling', 'time_limit']
+    """
     params = inspect.signature(FUSED_SOLVERS[method]).parameters
     return {name: par.default for name, par in params.items() if name != "fp"}
 
@@ -118,7 +129,7 @@ def fused_gromov_wasserstein(
     if not isinstance(method, str) or method not in FUSED_SOLVERS:
         raise GWInputError(f"unknown method {method!r}; choose one of {list(FUSED_SOLVERS)}")
     solver = FUSED_SOLVERS[method]
-    options = check_options(method, solver, options, _options(method))
+    options = check_options(method, solver, options, fused_method_options(method))
     for name in getattr(solver, "imports", ()):
         importlib.import_module(name)  # POT's first import is not part of the computation
     start = time.perf_counter()

@@ -63,6 +63,21 @@ def _cheap(fp) -> _Interval:
     return _Interval(lower, upper, fp.is_certified(lower, upper))
 
 
+def _validated(item: AttributedGraph, k: int, alpha, loss_fun) -> AttributedGraph:
+    """One space checked as fused GW checks its inputs (float64, on the host); errors
+    name the space."""
+    from gwlite.fused import feature_cost
+    from gwlite.fused_bounds import make_fused_problem
+
+    try:
+        M = feature_cost(item.Y, item.Y)
+        fp = make_fused_problem(M, item.C, item.C, item.p, item.p, alpha, loss_fun)
+    except GWInputError as err:
+        raise GWInputError(f"spaces[{k}]: {err}") from None
+    Y = np.asarray(item.Y, dtype=np.float64)
+    return AttributedGraph(fp.gw.C1, fp.gw.p, Y[:, None] if Y.ndim == 1 else Y)
+
+
 def fused_pairwise(
     spaces,
     *,
@@ -81,8 +96,11 @@ def fused_pairwise(
     """Fused GW intervals for every pair (see :func:`gwlite.pairwise`)."""
     from tqdm.auto import tqdm
 
-    from gwlite.fused import feature_cost, fused_gromov_wasserstein
-    from gwlite.fused_bounds import make_fused_problem
+    from gwlite.fused import feature_cost, fused_method_options
+    from gwlite.fused_bounds import FusedProblem
+    from gwlite.problem import GWProblem
+    from gwlite.solvers._common import check_options
+    from gwlite.solvers.fused import FUSED_SOLVERS
 
     start = time.perf_counter()
     items = _as_attributed(spaces, kind, weight, node_weights, node_attr)
@@ -92,16 +110,21 @@ def fused_pairwise(
     ):
         raise GWInputError(f"knn must be an integer in [1, {n - 1}] (N - 1), got {knn!r}")
 
-    def solve(i, j, how, **kw):
-        a, b = items[i], items[j]
-        M = feature_cost(a.Y, b.Y, metric)
-        if how == "cheap":
-            return _cheap(make_fused_problem(M, a.C, b.C, a.p, b.p, alpha, loss_fun))
-        return fused_gromov_wasserstein(
-            M, a.C, b.C, a.p, b.p, alpha=alpha, method=how, loss_fun=loss_fun, **kw
-        )
+    spaces64 = [_validated(item, k, alpha, loss_fun) for k, item in enumerate(items)]
+    solver = FUSED_SOLVERS.get(method)
+    if solver is None:
+        raise GWInputError(f"unknown method {method!r}; choose one of {list(FUSED_SOLVERS)}")
+    options = check_options(method, solver, options, fused_method_options(method))
 
-    solve(0, min(1, n - 1), method, **options)  # bad options refused before any work
+    def solve(i, j, how, **kw):
+        # every space was validated once: a pair is built, not re-checked
+        a, b = spaces64[i], spaces64[j]
+        M = feature_cost(a.Y, b.Y, metric)
+        uniform = bool(np.all(a.p == a.p[0]) and np.all(b.p == b.p[0]))
+        gw = GWProblem(a.C, b.C, a.p, b.p, loss_fun, uniform)
+        fp = FusedProblem(gw, M, alpha, a.C)
+        return _cheap(fp) if how == "cheap" else solver(fp, **kw)
+
     shape = (n, n)
     main = {k: np.zeros(shape) for k in ("lower", "upper")}
     main["certified"] = np.zeros(shape, dtype=bool)

@@ -328,6 +328,11 @@ def test_pairwise_with_alpha_matches_single_calls_and_knn_keeps_the_neighbours()
         gwlite.pairwise(spaces, alpha=0.5, engine=2, progress=False)
     with pytest.raises(gwlite.GWInputError, match="spaces"):
         gwlite.pairwise([np.eye(3), np.eye(3)], alpha=0.5, progress=False)
+    bad = spaces[:2] + [(spaces[2].C, spaces[2].p, np.full_like(spaces[2].Y, np.nan))]
+    with pytest.raises(gwlite.GWInputError, match=r"spaces\[2\]"):
+        gwlite.pairwise(bad, alpha=0.5, progress=False)
+    with pytest.raises(gwlite.GWInputError, match="unknown option"):
+        gwlite.pairwise(spaces, alpha=0.5, method="cg", epsilon=0.1, progress=False)
 
 
 def test_float32_torch_inputs_give_a_coupling_in_torch():
