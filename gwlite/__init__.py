@@ -5,10 +5,12 @@ true only when the value is proven to be the GW optimum.
 """
 
 from gwlite.api import METHODS, gromov_wasserstein
+from gwlite.barycenters import BarycenterResult, barycenter
 from gwlite.batch import gromov_wasserstein_batch
 from gwlite.bounds import LOWER_BOUNDS, lower_bound, sorted_coupling, sorted_upper_bound
-from gwlite.coupling import gw_cost
+from gwlite.coupling import fgw_cost, gw_cost
 from gwlite.errors import GWInputError, GWSolverError
+from gwlite.fused import FUSED_METHODS, feature_cost, fused_gromov_wasserstein
 from gwlite.graphs import from_networkx
 from gwlite.pairs import Neighbours, PairwiseResult, pairwise
 from gwlite.psd import permutation_certificate, rank_one_bounds
@@ -18,6 +20,8 @@ from gwlite.univariate import wasserstein_1d
 __version__ = "0.2.0"
 
 __all__ = [
+    "BarycenterResult",
+    "FUSED_METHODS",
     "GWInputError",
     "GWResult",
     "GWSolverError",
@@ -25,7 +29,11 @@ __all__ = [
     "METHODS",
     "Neighbours",
     "PairwiseResult",
+    "barycenter",
+    "feature_cost",
+    "fgw_cost",
     "from_networkx",
+    "fused_gromov_wasserstein",
     "gromov_wasserstein",
     "gromov_wasserstein_batch",
     "gw_cost",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
@@ -10,7 +11,67 @@ import numpy as np
 
 from gwlite.errors import GWInputError
 
-__all__ = ["BUILTIN_GRAPHS", "KINDS", "NODE_WEIGHTS", "builtin_graph", "from_networkx", "load"]
+
+@dataclass(frozen=True)
+class AttributedGraph:
+    """A graph with node features, as :func:`from_networkx` returns it with ``node_attr``.
+
+    Attributes
+    ----------
+    C : ndarray ``(n, n)``
+        Structure matrix.
+    p : ndarray ``(n,)``
+        Node weights.
+    Y : ndarray ``(n, d)``
+        Node features (one row per node, in ``list(G.nodes)`` order).
+    """
+
+    C: np.ndarray
+    p: np.ndarray
+    Y: np.ndarray
+
+
+def node_features(G: nx.Graph, node_attr: str) -> np.ndarray:
+    """The node attribute ``node_attr`` as an ``(n, d)`` float array (rows follow
+    ``list(G.nodes)``); a number gives one column, a sequence of numbers ``d`` columns.
+
+    Examples
+    --------
+    >>> import networkx as nx, gwlite
+    >>> G = nx.path_graph(2)
+    >>> nx.set_node_attributes(G, {0: [1.0, 0.0], 1: [0.0, 2.0]}, "x")
+    >>> gwlite.graphs.node_features(G, "x").tolist()
+    [[1.0, 0.0], [0.0, 2.0]]
+    """
+    rows = []
+    for node, data in G.nodes(data=True):
+        if node_attr not in data:
+            raise GWInputError(f"node {node!r} has no attribute {node_attr!r}")
+        try:
+            row = np.atleast_1d(np.asarray(data[node_attr], dtype=np.float64))
+        except (TypeError, ValueError):
+            raise GWInputError(
+                f"node {node!r} has {node_attr}={data[node_attr]!r}, not a number or a "
+                "sequence of numbers"
+            ) from None
+        if row.ndim != 1 or not np.all(np.isfinite(row)):
+            raise GWInputError(f"node {node!r} has a non-finite or nested {node_attr!r}")
+        rows.append(row)
+    if len({len(r) for r in rows}) > 1:
+        raise GWInputError(f"the nodes' {node_attr!r} attributes have different lengths")
+    return np.stack(rows)
+
+
+__all__ = [
+    "AttributedGraph",
+    "BUILTIN_GRAPHS",
+    "KINDS",
+    "NODE_WEIGHTS",
+    "builtin_graph",
+    "from_networkx",
+    "load",
+    "node_features",
+]
 
 KINDS = ("adjacency", "shortest_path", "laplacian", "heat")
 NODE_WEIGHTS = ("uniform", "degree")
@@ -102,8 +163,9 @@ def from_networkx(
     node_weights: str = "uniform",
     *,
     t: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Structure matrix and node weights of a networkx graph.
+    node_attr: str | None = None,
+) -> tuple[np.ndarray, np.ndarray] | AttributedGraph:
+    """Structure matrix and node weights of a networkx graph (and its node features).
 
     Parameters
     ----------
@@ -121,11 +183,17 @@ def from_networkx(
         ``"degree"``: proportional to the (weighted) degree.
     t : float
         Diffusion time of the heat kernel, finite and ``>= 0``.
+    node_attr : str, optional
+        A node attribute holding features (a number or a sequence of numbers per node,
+        see :func:`node_features`): the graph is then returned as an
+        :class:`AttributedGraph` ``(C, p, Y)`` for fused GW. Without it the return value
+        is unchanged.
 
     Returns
     -------
     C : ndarray ``(n, n)``
     p : ndarray ``(n,)``
+        or, with ``node_attr``, an :class:`AttributedGraph` holding them and ``Y``.
 
     Examples
     --------
@@ -148,15 +216,22 @@ def from_networkx(
     nodes = list(G.nodes)
     if not nodes:
         raise GWInputError("the graph has no nodes")
-    C = _structure(G, nodes, kind, weight, t)
+    if node_attr is not None and not isinstance(node_attr, str):
+        raise GWInputError(f"node_attr must be the name of a node attribute, got {node_attr!r}")
+    Y = None if node_attr is None else node_features(G, node_attr)
+    C, p = _structure(G, nodes, kind, weight, t), _node_weights(G, nodes, node_weights, weight)
+    return (C, p) if Y is None else AttributedGraph(C, p, Y)
+
+
+def _node_weights(G: nx.Graph, nodes: list, node_weights: str, weight) -> np.ndarray:
     if node_weights == "uniform":
-        return C, np.full(len(nodes), 1.0 / len(nodes))
+        return np.full(len(nodes), 1.0 / len(nodes))
     degree = np.array([d for _, d in G.degree(nodes, weight=weight)], dtype=np.float64)
     if degree.sum() <= 0:
         raise GWInputError("node_weights='degree' needs at least one edge of positive weight")
     if np.any(degree < 0):
         raise GWInputError("node_weights='degree' needs non-negative edge weights")
-    return C, degree / degree.sum()
+    return degree / degree.sum()
 
 
 def builtin_graph(name: str) -> nx.Graph:

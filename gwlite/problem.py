@@ -25,7 +25,15 @@ from gwlite.errors import GWInputError
 
 # the validation helpers (as_input_array, check_range, check_weights, checked_features)
 # are shared by gwlite's modules; users call make_problem
-__all__ = ["GWProblem", "LOSS_EXPONENTS", "check_features", "check_loss", "make_problem"]
+__all__ = [
+    "GWProblem",
+    "LOSS_EXPONENTS",
+    "check_alpha",
+    "check_cost_matrix",
+    "check_features",
+    "check_loss",
+    "make_problem",
+]
 
 #: ``loss_fun`` name -> exponent ``r`` of the loss ``L(a, b) = |a - b|^r``.
 LOSS_EXPONENTS = {"square_loss": 2, "abs_loss": 1}
@@ -485,3 +493,42 @@ def checked_features(problem: GWProblem, s1, s2):
     top = feature_top if feature_top > 1 else problem.entry_scale()
     wide = check_range(xp, dtype, top, size)
     return xp.astype(s1, wide, copy=False), xp.astype(s2, wide, copy=False)
+
+
+# ---------------------------------------------------------------- fused GW inputs
+def check_alpha(alpha) -> float:
+    """``alpha`` as a float in ``[0, 1]`` (the weight of the structure term in fused GW)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise GWInputError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    if not (math.isfinite(alpha) and 0 <= alpha <= 1):
+        raise GWInputError(f"alpha must be in [0, 1] (0: linear OT on M, 1: GW), got {alpha!r}")
+    return float(alpha)
+
+
+def check_cost_matrix(M, problem: GWProblem, name: str = "M"):
+    """The feature cost ``M`` of a fused problem: shape ``(n, m)``, finite, non-negative,
+    in the problem's array library and dtype."""
+    M = as_input_array(M, name)
+    if _xp.backend_name(M) != problem.backend:
+        raise GWInputError(
+            f"{name} is a {_xp.backend_name(M)} array but C1, C2 are {problem.backend}; "
+            "pass all of them in one array library"
+        )
+    xp = problem.xp
+    if tuple(M.shape) != (problem.n, problem.m):
+        raise GWInputError(
+            f"{name} must have shape (n, m) = {(problem.n, problem.m)} for C1 "
+            f"{(problem.n, problem.n)} and C2 {(problem.m, problem.m)}, got {tuple(M.shape)}"
+        )
+    top = _entry_range(xp, M, name)
+    if float(xp.min(_xp.detach(M))) < 0:
+        raise GWInputError(
+            f"{name} has negative entries; a feature cost is >= 0 (shift it by a constant: "
+            "that changes every coupling's cost by the same amount)"
+        )
+    dtype = problem.C1.dtype
+    if top * problem.n * problem.m * 2.0**_HEADROOM_LOG2 > float(xp.finfo(dtype).max):
+        raise GWInputError(
+            f"{name} has entries up to {top:.3g}, too large to sum in {dtype}; rescale M"
+        )
+    return xp.astype(M, dtype, copy=False)

@@ -39,6 +39,9 @@ def pairwise(
     node_weights: str = "uniform",
     chunk: int | None = None,
     repair: bool = False,
+    alpha: float | None = None,
+    node_attr: str | None = None,
+    metric: str = "sqeuclidean",
     **options,
 ) -> PairwiseResult:
     r"""GW intervals for every pair of a dataset of spaces, on all cores or a cluster.
@@ -89,6 +92,17 @@ def pairwise(
         With ``store``: chunks that no longer decode are reset and their pairs
         recomputed (listed in ``diagnostics["store_repaired"]``). Without it such a store
         is refused with the chunks' indices.
+    alpha : float in [0, 1], optional
+        Fused GW (:func:`gwlite.fused_gromov_wasserstein`) instead of GW: ``spaces`` are
+        then attributed, ``(C, p, Y)`` tuples, :class:`gwlite.graphs.AttributedGraph`
+        objects or graphs with ``node_attr``; ``M`` is :func:`gwlite.feature_cost` of the
+        features with ``metric``; ``method`` is a fused method (``gwlite.FUSED_METHODS``).
+        Runs in this process only (no ``engine``, ``store`` or ``chunk`` yet); see
+        :mod:`gwlite.pairs.fused`.
+    node_attr : str, optional
+        The node attribute holding the features of graph inputs (with ``alpha``).
+    metric : str
+        The feature metric of :func:`gwlite.feature_cost` (with ``alpha``).
     **options
         Options of ``method`` (e.g. ``lower="tlb"``, ``epsilon=...``); unknown names are
         refused before any work starts.
@@ -117,6 +131,26 @@ def pairwise(
     >>> bool(res.lower[0, 2] <= res.upper[0, 2]), res.upper.shape
     (True, (3, 3))
     """
+    if alpha is not None:
+        return _fused(
+            spaces,
+            alpha,
+            method,
+            loss_fun,
+            engine,
+            store,
+            chunk,
+            progress,
+            knn,
+            kind,
+            weight,
+            node_weights,
+            node_attr,
+            metric,
+            options,
+        )
+    if node_attr is not None:
+        raise GWInputError("node_attr= reads features for fused GW: pass alpha= too")
     start = time.perf_counter()
     from gwlite.pairs.spaces import as_spaces
     from gwlite.pairs.tasks import make_layer
@@ -390,6 +424,47 @@ class _Run:
             names=self.space_set.names,
             diagnostics=diagnostics,
         )
+
+
+def _fused(
+    spaces,
+    alpha,
+    method,
+    loss_fun,
+    engine,
+    store,
+    chunk,
+    progress,
+    knn,
+    kind,
+    weight,
+    node_weights,
+    node_attr,
+    metric,
+    options,
+) -> PairwiseResult:
+    from gwlite.pairs.fused import fused_pairwise
+
+    if store is not None or chunk is not None or engine not in (None, 1):
+        raise GWInputError(
+            "pairwise with alpha (fused GW) runs in this process: engine, store and chunk "
+            "are not supported yet (leave them out)"
+        )
+    method = "auto" if method == "sorted" else method  # the GW default has no fused form
+    return fused_pairwise(
+        spaces,
+        alpha=alpha,
+        method=method,
+        loss_fun=loss_fun,
+        metric=metric,
+        knn=knn,
+        progress=progress,
+        kind=kind,
+        weight=weight,
+        node_weights=node_weights,
+        node_attr=node_attr,
+        **options,
+    )
 
 
 def _symmetric(state: dict, tri: np.ndarray) -> dict:

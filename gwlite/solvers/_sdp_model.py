@@ -162,11 +162,21 @@ def scs_order(r: int) -> np.ndarray:
     return cols * (cols + 1) // 2 + rows
 
 
-def build_model(C1: np.ndarray, C2: np.ndarray, p: np.ndarray, q: np.ndarray, r: int) -> SDPModel:
-    """The reduced relaxation of ``GW_r(C1, C2, p, q)`` (positive weights, n, m >= 2)."""
+def build_model(
+    C1: np.ndarray, C2: np.ndarray, p: np.ndarray, q: np.ndarray, r: int, linear=None
+) -> SDPModel:
+    r"""The reduced relaxation of ``GW_r(C1, C2, p, q)`` (positive weights, n, m >= 2).
+
+    ``linear`` (``(n, m)``, fused GW) adds :math:`\langle \text{linear}, x\rangle`, folded
+    into the lifted cost as :math:`(l_{ij} + l_{kl}) / 2`: equal on every lifted
+    :math:`Z` with ``KZ = 0`` (rows of :math:`P` sum to :math:`x`), see ``docs/theory_fused.md``.
+    """
     n, m = len(p), len(q)
     N = n * m
     raw = lifted_cost(C1, C2, r)
+    if linear is not None:
+        flat = np.asarray(linear, dtype=np.float64).ravel()
+        raw = raw + (flat[:, None] + flat[None, :]) / 2
     L = (raw + raw.T) / 2
     U = kernel_basis(p, q)
     S = svec_matrix(U.shape[1])

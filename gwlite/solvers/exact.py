@@ -78,21 +78,27 @@ def _loss(d, r: int):
     return d * d if r == 2 else np.abs(d)
 
 
-def _perm_costs(C: np.ndarray, D: np.ndarray, perms: np.ndarray, r: int) -> np.ndarray:
-    """Unnormalised costs ``sum_ik L(C_ik, D_{s(i) s(k)})`` of a batch of permutations."""
+def _perm_costs(C: np.ndarray, D: np.ndarray, perms: np.ndarray, r: int, linear=None) -> np.ndarray:
+    """Unnormalised costs ``sum_ik L(C_ik, D_{s(i) s(k)})`` of a batch of permutations,
+    plus ``sum_i linear[i, s(i)]`` when a linear term is given (fused GW)."""
     permuted = D[perms[:, :, None], perms[:, None, :]]
-    return _loss(C[None] - permuted, r).sum(axis=(1, 2))
+    cost = _loss(C[None] - permuted, r).sum(axis=(1, 2))
+    if linear is not None:
+        cost = cost + linear[np.arange(perms.shape[1])[None, :], perms].sum(axis=1)
+    return cost
 
 
-def _perm_cost(C, D, perm, r: int) -> float:
-    return float(_perm_costs(C, D, perm[None], r)[0])
+def _perm_cost(C, D, perm, r: int, linear=None) -> float:
+    return float(_perm_costs(C, D, perm[None], r, linear)[0])
 
 
 # ---------------------------------------------------------------- incumbent
-def _two_opt(C, D, perm: np.ndarray, r: int, deadline: float) -> tuple[np.ndarray, float]:
+def _two_opt(
+    C, D, perm: np.ndarray, r: int, deadline: float, linear=None
+) -> tuple[np.ndarray, float]:
     """Best-improvement pair swaps until no swap lowers the cost (or time runs out)."""
     n = len(perm)
-    cost = _perm_cost(C, D, perm, r)
+    cost = _perm_cost(C, D, perm, r, linear)
     if n < 2:
         return perm, cost
     a, b = np.triu_indices(n, 1)
@@ -100,7 +106,7 @@ def _two_opt(C, D, perm: np.ndarray, r: int, deadline: float) -> tuple[np.ndarra
     while time.perf_counter() < deadline:
         cand = np.repeat(perm[None], len(a), axis=0)
         cand[rows, a], cand[rows, b] = perm[b], perm[a]
-        costs = _perm_costs(C, D, cand, r)
+        costs = _perm_costs(C, D, cand, r, linear)
         best = int(np.argmin(costs))
         if not costs[best] < cost:
             break
@@ -164,6 +170,7 @@ class _Search:
     best_perm: np.ndarray
     tol: float
     nodes: int = 0
+    linear: np.ndarray | None = None  # unnormalised linear term (fused GW), (n, n)
 
     def __post_init__(self):
         n = len(self.C)
@@ -177,6 +184,10 @@ class _Search:
         """The root node and the permutation its assignment problem picks."""
         C, D, r, order = self.C, self.D, self.r, self.order
         lin = _loss(np.diag(C)[order][:, None] - np.diag(D)[None, :], r)
+        if self.linear is not None:
+            # a linear term is a cost of row i -> column l: it joins the exact part and
+            # travels with every child's slice of ``lin``
+            lin = lin + self.linear[order]
         quad = _row_transport(self.row_tables[0], _sorted_offdiag_rows(D), r)
         bound, cols = _lap(lin + quad)
         perm = np.empty(len(C), dtype=np.int64)
@@ -186,7 +197,7 @@ class _Search:
     def _offer(self, perm_of_order: np.ndarray) -> None:
         perm = np.empty_like(perm_of_order)
         perm[self.order] = perm_of_order
-        cost = _perm_cost(self.C, self.D, perm, self.r)
+        cost = _perm_cost(self.C, self.D, perm, self.r, self.linear)
         if cost < self.best_cost:
             self.best_cost, self.best_perm = cost, perm
 
@@ -257,30 +268,37 @@ def _row_order(C: np.ndarray, r: int) -> np.ndarray:
     return np.argsort(-spread, kind="stable")
 
 
-def _incumbent(C, D, r: int, root_perm: np.ndarray, deadline: float):
+def _incumbent(C, D, r: int, root_perm: np.ndarray, deadline: float, linear=None):
     """Best 2-opt local optimum over the starts; also the sorted start's own value."""
     n = len(C)
     rng = np.random.default_rng(0)  # fixed seed: the same input gives the same search
     starts = [_sorted_permutation(C, D), root_perm]
+    if linear is not None:
+        starts.append(_lap(linear)[1])
     starts += [rng.permutation(n) for _ in range(_RANDOM_STARTS)]
     best_perm, best_cost, sorted_cost = None, np.inf, None
     for k, start in enumerate(starts):
         if k and time.perf_counter() >= deadline:
             break
-        perm, cost = _two_opt(C, D, start, r, deadline)
+        perm, cost = _two_opt(C, D, start, r, deadline, linear)
         sorted_cost = cost if sorted_cost is None else sorted_cost
         if cost < best_cost:
             best_perm, best_cost = perm, cost
     return best_perm, best_cost, sorted_cost
 
 
-def _search(C, D, r: int, deadline: float, max_nodes: int | None) -> _Outcome:
+def _search(C, D, r: int, deadline: float, max_nodes: int | None, linear=None) -> _Outcome:
+    """Branch and bound for ``min_s sum_ik L(C_ik, D_s(i)s(k)) + sum_i linear[i, s(i)]``."""
     n = len(C)
     scale = (np.abs(C).max() + np.abs(D).max()) ** r
+    if linear is not None:
+        scale = max(scale, float(np.abs(linear).max()) / n)
     tol = _PRUNE_RTOL * n * n * max(scale, 1e-300)
-    search = _Search(C, D, r, _row_order(C, r), np.inf, np.arange(n), tol)
+    search = _Search(C, D, r, _row_order(C, r), np.inf, np.arange(n), tol, linear=linear)
     root, root_perm = search.root()
-    search.best_perm, search.best_cost, sorted_cost = _incumbent(C, D, r, root_perm, deadline)
+    search.best_perm, search.best_cost, sorted_cost = _incumbent(
+        C, D, r, root_perm, deadline, linear
+    )
     start_cost = search.best_cost
     stack = [root] if n > 1 else []
     stop = "optimal"
