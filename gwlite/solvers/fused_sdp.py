@@ -104,7 +104,8 @@ def solve(
 
     if not available("scs"):
         raise GWInputError(
-            "method='sdp' needs the conic solver 'scs': pip install 'gwlite[certify]'; "
+            "method='sdp' needs the conic solver 'scs': pip install scs (gwlite's 'certify' "
+            "extra); "
             "method='exact' or 'auto' give proven bounds without it"
         )
     limit = DEFAULT_MAX_SIZE if max_size is None else max_size
