@@ -10,6 +10,7 @@ from gwlite.coupling import gw_cost
 from gwlite.errors import GWInputError, GWSolverError
 from gwlite.graphs import from_networkx
 from gwlite.pairs import Neighbours, PairwiseResult, pairwise
+from gwlite.pointcloud import PointCloud
 from gwlite.psd import permutation_certificate, rank_one_bounds
 from gwlite.result import GWResult
 from gwlite.univariate import wasserstein_1d
@@ -24,6 +25,7 @@ __all__ = [
     "METHODS",
     "Neighbours",
     "PairwiseResult",
+    "PointCloud",
     "from_networkx",
     "gromov_wasserstein",
     "gw_cost",
