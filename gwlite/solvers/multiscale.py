@@ -71,7 +71,7 @@ STREAMED_MEAN_ROW_MAX = 8 * 10**8
 # the coarse plan is used as it is when its support is at most this many times k1 + k2
 _SPARSE_FACTOR = 4
 # candidate partners per point of the rigid matching
-_CANDIDATES = 8
+_CANDIDATES = 32
 # the rigid matching is tried when the Procrustes residual is below this share of the spread
 _RIGID_RESIDUAL = 0.05
 
