@@ -47,8 +47,6 @@ CLOUD_LOWER_BOUNDS = ("mean_row", "flb", "quantized_slb", "quantized_tlb")
 DEFAULT_BOUND_CLUSTERS = 500
 # quantile levels of the TLB bands (cells of the common grid)
 _TLB_LEVELS = 256
-# cumulative weights are compared with this slack, always in the bound's favour
-_LEVEL_TOL = 1e-10
 # relative slack on the pair intervals, which are computed in floating point
 _INTERVAL_SLACK = 1e-9
 # entries of one (rows, k, levels) block of the TLB band costs
@@ -71,23 +69,32 @@ def pair_intervals(Q: Quantisation, metric: str) -> tuple[np.ndarray, np.ndarray
     return lo, hi
 
 
-def _band(values: np.ndarray, weights: np.ndarray, levels: np.ndarray, low: bool) -> np.ndarray:
-    """A step quantile function evaluated on the cells of ``levels``, conservatively.
+def _cum_error(size: int) -> float:
+    """A bound on the round-off of ``size`` normalised cumulative sums (``size`` ulps)."""
+    return 4 * size * float(np.finfo(np.float64).eps)
 
-    ``low``: the value at each cell's left end (from the right), a lower bound of the
-    quantile function on the cell; else the value at its right end (from the left), an
-    upper bound. Cumulative weights are normalised to end at 1 and compared with a
-    slack that only moves the values outwards.
+
+def _band(values: np.ndarray, weights: np.ndarray, levels: np.ndarray, low: bool) -> np.ndarray:
+    r"""A step quantile function on the cells of ``levels``, conservatively.
+
+    With :math:`\varepsilon` = :func:`_cum_error` bounding the round-off of the computed
+    cumulative weights, ``low`` gives a value at most the quantile function on
+    :math:`[u_t + 2\varepsilon, u_{t+1}]` (evaluated at :math:`u_t + \varepsilon`), else a
+    value at least it on :math:`[u_t, u_{t+1} - 2\varepsilon]`: on the inner part of each
+    cell (width less :math:`4\varepsilon`) the band holds whatever the round-off.
     """
     order = np.argsort(values, kind="stable")
     v = values[order]
     cum = np.cumsum(weights[order])
     cum /= cum[-1]
-    if low:
-        idx = np.searchsorted(cum, levels[:-1] - _LEVEL_TOL, side="right")
-    else:
-        idx = np.searchsorted(cum, levels[1:] + _LEVEL_TOL, side="left")
-    return v[np.minimum(idx, len(v) - 1)]
+    eps = _cum_error(len(v))
+    at = levels[:-1] + eps if low else levels[1:] - eps
+    return v[np.minimum(np.searchsorted(cum, at, side="left"), len(v) - 1)]
+
+
+def _inner_widths(levels: np.ndarray, size: int) -> np.ndarray:
+    """Cell widths less the slivers where round-off leaves the band unknown (gap 0 there)."""
+    return np.maximum(np.diff(levels) - 4 * _cum_error(size), 0.0)
 
 
 def _gap_power(low1, high1, low2, high2, r: int):
@@ -107,7 +114,7 @@ def band_gap_lower(lo1, hi1, w1, lo2, hi2, w2, r: int) -> float:
     cums = [np.cumsum(w[np.argsort(v, kind="stable")]) for v, w in ((lo1, w1), (hi1, w1))]
     cums += [np.cumsum(w[np.argsort(v, kind="stable")]) for v, w in ((lo2, w2), (hi2, w2))]
     levels = np.unique(np.concatenate([[0.0, 1.0]] + [np.clip(c / c[-1], 0, 1) for c in cums]))
-    widths = np.diff(levels)
+    widths = _inner_widths(levels, max(len(lo1), len(lo2)))
     gap = _gap_power(
         _band(lo1, w1, levels, True),
         _band(hi1, w1, levels, False),
@@ -137,7 +144,7 @@ def band_costs(Q1: Quantisation, Q2: Quantisation, metrics, r: int) -> np.ndarra
     r""":math:`\tilde M_{ab} \le W_r^r(C^1_{i\cdot} \# p, C^2_{j\cdot} \# q)` for every
     :math:`i \in a`, :math:`j \in b`: the band gaps on a uniform grid of quantile levels."""
     levels = np.linspace(0.0, 1.0, _TLB_LEVELS + 1)
-    widths = np.diff(levels)
+    widths = _inner_widths(levels, max(Q1.k, Q2.k))
     low1, high1 = _row_bands(Q1, metrics[0], levels)
     low2, high2 = _row_bands(Q2, metrics[1], levels)
     M = np.empty((Q1.k, Q2.k))

@@ -142,7 +142,7 @@ def _entries(coupling, shape: tuple[int, int]):
     return rows.astype(np.int64), cols.astype(np.int64), np.asarray(values, dtype=np.float64)
 
 
-def _check_coupling(rows, cols, values, c1: PointCloud, c2: PointCloud, marginals: bool):
+def _check_coupling(rows, cols, values, shape, p, q):
     if not np.all(np.isfinite(values)):
         raise GWInputError("coupling has non-finite entries (NaN or Inf)")
     if values.size and values.min() < -1e-8 * max(values.max(), 0.0):
@@ -150,26 +150,26 @@ def _check_coupling(rows, cols, values, c1: PointCloud, c2: PointCloud, marginal
     mass = float(values.sum())
     if not abs(mass - 1) <= 1e-8:
         raise GWInputError(f"coupling has total mass {mass:.6g}, not 1")
-    if marginals:
-        a = np.bincount(rows, values, minlength=c1.n)
-        b = np.bincount(cols, values, minlength=c2.n)
-        error = max(np.abs(a - c1.p).sum(), np.abs(b - c2.p).sum())
+    for idx, target, size, name in ((rows, p, shape[0], "p"), (cols, q, shape[1], "q")):
+        if target is None:
+            continue
+        target = np.asarray(_xp.to_numpy(as_input_array(target, name)), dtype=np.float64)
+        error = np.abs(np.bincount(idx, values, minlength=size) - target).sum()
         if not error <= 1e-8:
-            raise GWInputError(f"coupling's marginals are off p and q by {error:.3g} (l1)")
+            raise GWInputError(f"coupling's marginal is off {name} by {error:.3g} (l1)")
 
 
 def gw_cost_clouds(C1, C2, coupling, loss_fun: str, p, q, check: bool) -> float:
     """:func:`gwlite.gw_cost` when ``C1`` or ``C2`` is a :class:`PointCloud`: exact, never
-    sampled, in blocks of bounded memory (:func:`geometry.gw_cost_sparse`)."""
+    sampled, in blocks of bounded memory (:func:`geometry.gw_cost_sparse`). As for
+    matrices, ``p`` and ``q`` are the marginals the coupling must have, when given."""
     from gwlite.coupling import gw_cost
 
     check_loss(loss_fun)
-    marginals = p is not None or q is not None
-    C1, C2 = _with_weights(C1, p, "p"), _with_weights(C2, q, "q")
     if not (is_point_cloud(C1) and is_point_cloud(C2)):
-        D1, D2, p, q = _both_dense(C1, C2, p, q, "gw_cost with a matrix and a cloud")
+        D1, D2, _, _ = _both_dense(C1, C2, None, None, "gw_cost with a matrix and a cloud")
         return gw_cost(D1, D2, coupling, loss_fun, p=p, q=q, check=check)
     rows, cols, values = _entries(coupling, (C1.n, C2.n))
     if check:
-        _check_coupling(rows, cols, values, C1, C2, marginals)
+        _check_coupling(rows, cols, values, (C1.n, C2.n), p, q)
     return geometry.gw_cost_sparse(C1, C2, rows, cols, values, loss_fun)
