@@ -61,18 +61,6 @@ def _instance(pair: str, n: int):
     return X, trefoil(n, seed=2), None
 
 
-def _product_cost(c1, c2) -> float:
-    """Exact GW cost of the product coupling p q^T (closed form)."""
-    from gwlite.pointcloud.geometry import pair_moments
-
-    def moments(c):
-        V = c.centered()
-        return float(c.p @ pair_moments(V, c.p, 2)), float(c.p @ pair_moments(V, c.p, 4))
-
-    (s1, f1), (s2, f2) = moments(c1), moments(c2)
-    return f1 + f2 - 2 * s1 * s2
-
-
 def _run_cell(pair: str, method: str, n: int) -> dict:
     import numpy as np
 
@@ -156,7 +144,7 @@ def _run_cell(pair: str, method: str, n: int) -> dict:
         upper=upper,
         price_s=time.perf_counter() - tick,
         marginal_error=float(max(np.abs(a - c1.p).sum(), np.abs(b - c2.p).sum())),
-        product_cost=_product_cost(c1, c2),
+        product_cost=geometry.product_cost(c1, c2),
         rss_after_imports_mb=rss0,
         peak_rss_mb=_rss_mb(),
     )

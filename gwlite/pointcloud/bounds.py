@@ -36,6 +36,7 @@ from gwlite.univariate import wasserstein_1d
 __all__ = [
     "CLOUD_LOWER_BOUNDS",
     "DEFAULT_BOUND_CLUSTERS",
+    "band_costs",
     "band_gap_lower",
     "cloud_lower",
     "pair_intervals",

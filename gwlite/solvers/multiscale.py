@@ -70,6 +70,8 @@ DEFAULT_CLUSTERS = 1000
 STREAMED_MEAN_ROW_MAX = 8 * 10**8
 # the coarse plan is used as it is when its support is at most this many times k1 + k2
 _SPARSE_FACTOR = 4
+# refinement stops once a step gains less than this share of the energy
+_REFINE_RTOL = 1e-2
 # candidate partners per point of the rigid matching
 _CANDIDATES = 32
 # the rigid matching is tried when the Procrustes residual is below this share of the spread
@@ -205,7 +207,11 @@ def _refine(lifter: _Lifter, plan: _Sparse, max_refine: int) -> tuple[_Sparse, l
         if not energy < history[-1]:
             candidate = lifter.solve_blocks(lifter.slope(plan))
             energy = lifter.energy(candidate)
-        if not energy < history[-1] * (1 - 1e-12):
+        if not energy < history[-1]:
+            break
+        if energy > history[-1] * (1 - _REFINE_RTOL):  # kept, but the steps have stalled
+            plan = candidate
+            history.append(energy)
             break
         plan = candidate
         history.append(energy)
