@@ -84,7 +84,7 @@ def gromov_wasserstein_clouds(C1, C2, p, q, method: str, loss_fun: str, options:
                 "multiscale, no n x n matrix"
             )
         return _multiscale(C1, C2, loss_fun, options, route)
-    D1, D2, p, q = _both_dense(C1, C2, None, None, f"method={method!r}")
+    D1, D2, p, q = _both_dense(C1, C2, p, q, f"method={method!r}")
     result = gromov_wasserstein(D1, D2, p, q, method=method, loss_fun=loss_fun, **options)
     route = f"{method}: dense distance matrices ({D1.shape[0]} and {D2.shape[0]} points)"
     return dataclasses.replace(result, diagnostics={**result.diagnostics, "route": route})
@@ -118,7 +118,7 @@ def lower_bound_clouds(C1, C2, p, q, loss_fun: str, lower: str) -> float:
         return cloud_lower(C1, C2, lower, loss_fun)
     if lower in ("quantized_slb", "quantized_tlb"):
         raise GWInputError(f"lower={lower!r} takes two gwlite.PointCloud inputs")
-    D1, D2, p, q = _both_dense(C1, C2, None, None, f"lower={lower!r}")
+    D1, D2, p, q = _both_dense(C1, C2, p, q, f"lower={lower!r}")
     return lower_bound(D1, D2, p, q, loss_fun=loss_fun, lower=lower)
 
 

@@ -270,3 +270,15 @@ def test_bad_couplings_are_refused():
         gwlite.gw_cost(c, c, np.full((3, 3), 1.0))
     with pytest.raises(gwlite.GWInputError, match="negative"):
         gwlite.gw_cost(c, c, np.array([[0.5, -0.1, 0], [0, 0.3, 0], [0, 0, 0.3]]))
+
+
+def test_a_cloud_and_a_matrix_are_compared_through_the_matrix():
+    c1, c2 = _cloud_pair(4, 8, 6, 2, 3, "euclidean", False)
+    (D1, p), (D2, _) = _dense(c1), _dense(c2)
+    q = np.linspace(1, 2, 6) / np.linspace(1, 2, 6).sum()
+    got = gwlite.gromov_wasserstein(c1, D2, None, q, method="sorted")
+    want = gwlite.gromov_wasserstein(D1, D2, p, q, method="sorted")
+    assert (got.lower, got.upper) == pytest.approx((want.lower, want.upper), abs=1e-12)
+    assert gwlite.lower_bound(c1, D2, None, q, lower="tlb") == pytest.approx(
+        gwlite.lower_bound(D1, D2, p, q, lower="tlb"), abs=1e-12
+    )
