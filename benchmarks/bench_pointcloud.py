@@ -189,23 +189,27 @@ def _write(name: str, rows: list) -> None:
 
 
 def _table() -> None:
+    """Markdown tables of every part measured so far (for docs/benchmarks/pointcloud.md)."""
     for name in PARTS:
         path = RESULTS / f"bench_pointcloud_{name}.json"
         if not path.exists():
             continue
-        print(f"\n### {name}\n")
-        print("| pair | method | n | time (s) | peak RSS (MB) | upper | lower | marg. err | load |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print(
+            "\n| pair | method | n | wall (s) | CPU (s) | peak RSS (MB) | upper | lower "
+            "| upper / product | marginal error | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in json.loads(path.read_text())["rows"]:
             if "error" in r:
-                print(f"| {r['pair']} | {r['method']} | {r['n']} | failed | | | | | |")
+                print(f"| {r['pair']} | {r['method']} | {r['n']} | failed | | | | | | | |")
                 continue
-            low = r.get("lower")
+            low, cpu = r.get("lower"), r.get("cpu_s")
             print(
-                f"| {r['pair']} | {r['method']} | {r['n']} | {r['time_s']:.1f} | "
-                f"{r['peak_rss_mb']:.0f} | {r['upper']:.6g} | "
-                f"{'' if low is None else f'{low:.4g}'} | {r['marginal_error']:.1e} | "
-                f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f} |"
+                f"| {r['pair']} | {r['method']} | {r['n']:,} | {r['time_s']:.0f} | "
+                f"{'n/a' if cpu is None else f'{cpu:.1f}'} | {r['peak_rss_mb']:.0f} | "
+                f"{r['upper']:.5g} | {'' if low is None else f'{low:.4g}'} | "
+                f"{r['upper'] / r['product_cost']:.2e} | {r['marginal_error']:.1e} | "
+                f"{r['load_before'][0]:.0f} to {r['load_after'][0]:.0f} |"
             )
 
 

@@ -42,7 +42,7 @@ class PointCloud:
     weights : array ``(n,)``, optional
         Positive point masses summing to 1; uniform when omitted.
     chunk_entries : int
-        Largest number of distances held at once (default :data:`CHUNK_ENTRIES`). It
+        Largest number of distances held at once (default :data:`gwlite.pointcloud.CHUNK_ENTRIES`). It
         changes memory and speed, never a result beyond round-off.
 
     Raises
@@ -112,6 +112,7 @@ class PointCloud:
 
 
 def is_point_cloud(x: Any) -> bool:
+    """True for a :class:`PointCloud` (the public functions dispatch on it)."""
     return isinstance(x, PointCloud)
 
 

@@ -30,6 +30,7 @@ from gwlite.pointcloud._cloud import PointCloud
 
 __all__ = [
     "distances",
+    "factored_cross",
     "factors",
     "gw_cost_lowrank",
     "gw_cost_sparse",
