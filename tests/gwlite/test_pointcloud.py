@@ -11,7 +11,7 @@ from reference import best_permutation, gw_cost_dense, random_coupling
 from scipy.spatial.distance import cdist
 
 import gwlite
-from gwlite.pointcloud import PointCloud, dispatch
+from gwlite.pointcloud import PointCloud, dispatch, geometry
 from gwlite.pointcloud.bounds import cloud_lower
 from gwlite.pointcloud.samples import rigid_copy, torus, trefoil
 
@@ -59,6 +59,8 @@ def test_bounds_and_costs_equal_the_dense_ones(seed, n, m, d1, d2, metric, loss_
         _close(got, gwlite.lower_bound(D1, D2, p, q, loss_fun=loss_fun, lower=lower), scale)
     T = random_coupling(np.random.default_rng(seed), p, q)
     _close(gwlite.gw_cost(c1, c2, T, loss_fun), gw_cost_dense(D1, D2, T, loss_fun), scale)
+    product = gw_cost_dense(D1, D2, np.outer(p, q))
+    _close(geometry.product_cost(c1, c2), product, scale)
     sparse = scipy.sparse.csr_array(T)
     _close(
         gwlite.gw_cost(c1, c2, sparse, loss_fun, p=p, q=q),
