@@ -56,14 +56,16 @@ class Quantisation:
 
 def quantise(cloud: PointCloud, k: int, seed: int = 0) -> Quantisation:
     """Partition ``cloud`` into at most ``k`` clusters by k-means (SciPy's ``kmeans2``,
-    k-means++ seeding); each point is its own cluster when ``k >= n``."""
+    ``_KMEANS_ITER`` Lloyd steps from ``k`` random points, :math:`O(n k d)` each); each
+    point is its own cluster when ``k >= n``."""
     X, p = cloud.X, cloud.p
     if k >= cloud.n:
         labels = np.arange(cloud.n)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # empty clusters are dropped below
-            _, labels = kmeans2(X, k, iter=_KMEANS_ITER, minit="++", seed=seed)
+            # seeds drawn among the points: SciPy's k-means++ seeding costs O(n k^2 d)
+            _, labels = kmeans2(X, k, iter=_KMEANS_ITER, minit="points", seed=seed)
         labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
     k = int(labels.max()) + 1
     masses = np.bincount(labels, p, minlength=k)

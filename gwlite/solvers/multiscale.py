@@ -3,7 +3,7 @@ r"""``method="multiscale"``: a feasible coupling of two large point clouds, pric
 The stages, each timed in ``diagnostics["stages"]``:
 
 1. **quantise** both clouds into about ``n_clusters`` clusters by k-means
-   (SciPy's ``kmeans2``, k-means++ seeding), as quantized GW does
+   (SciPy's ``kmeans2`` from random points), as quantized GW does
    (Chowdhury, Miller & Needham 2021);
 2. **coarse**: solve GW between the cluster centres (weights: the cluster masses) with
    gwlite's own ``method="proximal"``; its plan :math:`\Gamma` is a sparse vertex;
