@@ -61,13 +61,15 @@ from gwlite.solvers._common import (
     with_option_checks,
 )
 
-__all__ = ["DEFAULT_CLUSTERS", "STREAMED_MEAN_ROW_MAX", "solve"]
+__all__ = ["DEFAULT_CLUSTERS", "RIGID_MAX", "STREAMED_MEAN_ROW_MAX", "solve"]
 
 #: representatives per cloud of the coarse problem
 DEFAULT_CLUSTERS = 1000
 #: ``lower="best"`` includes the streamed (O(n^2 d)) euclidean mean-row bound only when
 #: ``n^2 + m^2`` is at most this; the closed forms are always included
 STREAMED_MEAN_ROW_MAX = 8 * 10**8
+#: the rigid matching (a permutation refinement) is tried up to this many points
+RIGID_MAX = 20_000
 # the coarse plan is used as it is when its support is at most this many times k1 + k2
 _SPARSE_FACTOR = 4
 # refinement stops once a step gains less than this share of the energy
@@ -170,10 +172,12 @@ def _rigid_matching(lifter: _Lifter, plan: _Sparse) -> _Sparse | None:
     restricted to each point's ``_CANDIDATES`` nearest moved neighbours (SciPy's sparse
     LAPJV) is a permutation. It is tried only when the plan's Procrustes residual is
     below ``_RIGID_RESIDUAL`` of the clouds' spread, where the candidates contain a
-    perfect matching in practice; its energy decides whether it is kept.
+    perfect matching in practice, and up to :data:`RIGID_MAX` points (the sparse LAPJV
+    ran for over 20 minutes on a rotated copy of a 100,000-point torus, whose symmetry
+    leaves many near-ties); its energy decides whether it is kept.
     """
     c1, c2 = lifter.c1, lifter.c2
-    if not (c1.n == c2.n and c1.d == c2.d and c1.uniform and c2.uniform):
+    if not (c1.n == c2.n <= RIGID_MAX and c1.d == c2.d and c1.uniform and c2.uniform):
         return None
     U, V = c1.centered(), c2.centered()
     H = (U[plan.rows] * plan.values[:, None]).T @ V[plan.cols]
