@@ -13,6 +13,7 @@ from gwlite.errors import GWInputError, GWSolverError
 from gwlite.fused import FUSED_METHODS, feature_cost, fused_gromov_wasserstein
 from gwlite.graphs import from_networkx
 from gwlite.pairs import Neighbours, PairwiseResult, pairwise
+from gwlite.pointcloud import PointCloud
 from gwlite.psd import permutation_certificate, rank_one_bounds
 from gwlite.result import GWResult
 from gwlite.univariate import wasserstein_1d
@@ -32,6 +33,7 @@ __all__ = [
     "barycenter",
     "feature_cost",
     "fgw_cost",
+    "PointCloud",
     "from_networkx",
     "fused_gromov_wasserstein",
     "gromov_wasserstein",

@@ -9,6 +9,7 @@ import time
 
 from gwlite import _xp
 from gwlite.errors import GWInputError
+from gwlite.pointcloud import is_point_cloud
 from gwlite.problem import make_problem
 from gwlite.result import GWResult
 from gwlite.solvers import SOLVERS, check_options
@@ -19,6 +20,8 @@ METHODS = tuple(SOLVERS)
 
 
 def _solver(method: str):
+    if method == "multiscale":
+        raise GWInputError("method='multiscale' takes point clouds: pass gwlite.PointCloud(X)")
     if not isinstance(method, str) or method not in SOLVERS:
         raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
     return SOLVERS[method]
@@ -69,9 +72,12 @@ def gromov_wasserstein(
 
     Parameters
     ----------
-    C1, C2 : array ``(n, n)`` and ``(m, m)``
+    C1, C2 : array ``(n, n)`` and ``(m, m)``, or :class:`gwlite.PointCloud`
         Structure matrices (distances, adjacency, kernels), NumPy, CuPy or torch;
-        sizes may differ. Integer inputs are cast to float.
+        sizes may differ. Integer inputs are cast to float. Point clouds never become
+        matrices with ``method="multiscale"``, nor with ``"auto"`` above
+        ``gwlite.pointcloud.dispatch.DENSE_MAX`` points (it then runs ``multiscale`` and
+        says so in ``diagnostics["route"]``); other methods use their distance matrices.
     p, q : array, optional
         Node weights (non-negative, summing to 1); uniform by default.
     method : {"auto", "sorted", "proximal", "cg", "entropic", "exact", "sdp", "rlt"}
@@ -91,6 +97,8 @@ def gromov_wasserstein(
         small problems (``n * m <= 100`` without ``max_size=``).
         ``"rlt"``: the RLT dual ascent, a proven lower bound above TLB for graphs of
         tens of nodes (``n * m <= 4096``), every iterate a bound.
+        ``"multiscale"``: point clouds only (:mod:`gwlite.solvers.multiscale`): quantise,
+        solve, lift and refine; a sparse plan priced exactly, with the point-cloud bounds.
     loss_fun : {"square_loss", "abs_loss"}
     **options
         Method-specific options, each checked before any work (unknown names and bad
@@ -126,6 +134,10 @@ def gromov_wasserstein(
     >>> gwlite.gromov_wasserstein(K2, np.eye(2), method="cg").upper  # beats both permutations (1.0)
     0.5
     """
+    if is_point_cloud(C1) or is_point_cloud(C2):
+        from gwlite.pointcloud.dispatch import gromov_wasserstein_clouds
+
+        return gromov_wasserstein_clouds(C1, C2, p, q, method, loss_fun, options)
     solver = _solver(method)
     # every option and input is checked before any work, and before any heavy import
     # (POT imports torch and jax when installed): a refused call must be fast

@@ -44,6 +44,7 @@ import numpy as np
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, coupling_inner, gw_cost, to_dense
 from gwlite.errors import GWInputError
+from gwlite.pointcloud import is_point_cloud
 from gwlite.problem import GWProblem, checked_features, make_problem
 from gwlite.psd import rank_one_lower
 from gwlite.univariate import monotone_coupling, quantile_merge, wasserstein_1d
@@ -288,8 +289,11 @@ def lower_bound(
 
     Parameters
     ----------
-    C1, C2 : array ``(..., n, n)``, ``(..., m, m)``
-        Structure matrices (NumPy, CuPy or torch); leading dimensions are a batch.
+    C1, C2 : array ``(..., n, n)``, ``(..., m, m)``, or :class:`gwlite.PointCloud`
+        Structure matrices (NumPy, CuPy or torch); leading dimensions are a batch. Point
+        clouds also take ``lower="quantized_slb"`` and ``"quantized_tlb"``
+        (:mod:`gwlite.pointcloud.bounds`), and need no matrix for those, ``mean_row``
+        and ``flb``.
     p, q : array, optional
         Node weights, uniform by default.
     loss_fun : {"square_loss", "abs_loss"}
@@ -323,6 +327,10 @@ def lower_bound(
             stacklevel=2,
         )
         lower = kind
+    if is_point_cloud(C1) or is_point_cloud(C2):
+        from gwlite.pointcloud.dispatch import lower_bound_clouds
+
+        return lower_bound_clouds(C1, C2, p, q, loss_fun, lower)
     # the mean-row bound reads each matrix once: its entry check rides on the row sums
     cheap = lower == "mean_row"
     problem = make_problem(C1, C2, p, q, loss_fun, batch=True, check_entries=not cheap)

@@ -37,6 +37,7 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.errors import GWInputError
+from gwlite.pointcloud import is_point_cloud
 from gwlite.problem import (
     as_input_array,
     check_alpha,
@@ -191,8 +192,9 @@ def gw_cost(C1, C2, coupling, loss_fun: str = "square_loss", *, p=None, q=None, 
 
     Parameters
     ----------
-    C1, C2 : array ``(n, n)``, ``(m, m)``
-    coupling : array ``(n, m)`` or SparseCoupling
+    C1, C2 : array ``(n, n)``, ``(m, m)``, or :class:`gwlite.PointCloud`
+        Point clouds are priced exactly without an ``n x n`` matrix (a float).
+    coupling : array ``(n, m)``, SparseCoupling, or a SciPy sparse array (clouds)
         A coupling: non-negative, of total mass 1 (within round-off of its dtype).
     loss_fun : {"square_loss", "abs_loss"}
     p, q : array, optional
@@ -222,6 +224,10 @@ def gw_cost(C1, C2, coupling, loss_fun: str = "square_loss", *, p=None, q=None, 
     >>> float(gwlite.gw_cost(C, C, np.full((2, 2), 0.25)))  # the product coupling
     0.5
     """
+    if is_point_cloud(C1) or is_point_cloud(C2):
+        from gwlite.pointcloud.dispatch import gw_cost_clouds
+
+        return gw_cost_clouds(C1, C2, coupling, loss_fun, p, q, check)
     check_loss(loss_fun)
     if check:
         C1, C2, coupling = _checked_inputs(C1, C2, coupling, loss_fun, p, q)

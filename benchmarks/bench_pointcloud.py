@@ -1,0 +1,233 @@
+"""GW between point clouds: gwlite's point-cloud path next to POT and OTT-JAX.
+
+Instances (``gwlite.pointcloud.samples``, squared Euclidean distances, uniform weights):
+a torus (seed 1) against a trefoil tube (seed 2), and the torus against a rotated,
+translated and shuffled copy of itself (GW = 0).
+
+Parts (each cell runs in its own subprocess, so that its peak RSS is its own):
+
+* ``small`` (n = 1500): ``pot_cg`` (``ot.gromov.gromov_wasserstein`` on the two dense
+  matrices), ``multiscale`` and ``auto`` (``gwlite.gromov_wasserstein`` on
+  ``PointCloud`` inputs);
+* ``mid`` (n = 20,000): ``multiscale``, ``ott_lrgw`` (OTT-JAX ``LRGromovWasserstein`` on
+  ``PointCloud`` geometries, rank 10) and ``pot_lowrank``
+  (``ot.lowrank_gromov_wasserstein_samples``, rank 10);
+* ``large`` (n = 100,000): ``multiscale`` on both pairs.
+
+Every plan is priced by the same exact float64 formula
+(:func:`gwlite.pointcloud.geometry.gw_cost_sparse`, or ``gw_cost_lowrank`` for the
+low-rank plans ``Q diag(1/g) R^T``, which are never formed), outside the timed call.
+Each cell records wall time, CPU time of its process (all threads), peak RSS of its process (``ru_maxrss``) and the RSS after its
+imports, ``uptime`` load before and after, and the BLAS threads (threadpoolctl).
+
+Usage::
+
+    python benchmarks/bench_pointcloud.py --part small          # -> results/bench_pointcloud_small.json
+    python benchmarks/bench_pointcloud.py --table               # markdown tables of all parts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PARTS = {
+    "small": (1500, [("pair", "pot_cg"), ("pair", "multiscale"), ("pair", "auto")]),
+    "mid": (20000, [("pair", "multiscale"), ("pair", "ott_lrgw"), ("pair", "pot_lowrank")]),
+    "large": (100_000, [("pair", "multiscale"), ("rigid", "multiscale")]),
+}
+RANK = 10
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _instance(pair: str, n: int):
+    from gwlite.pointcloud.samples import rigid_copy, torus, trefoil
+
+    X = torus(n, seed=1)
+    if pair == "rigid":
+        Y, perm = rigid_copy(X, seed=3)
+        return X, Y, perm
+    return X, trefoil(n, seed=2), None
+
+
+def _run_cell(pair: str, method: str, n: int) -> dict:
+    import numpy as np
+
+    import gwlite
+    from gwlite.pointcloud import geometry
+
+    X, Y, perm = _instance(pair, n)
+    c1, c2 = gwlite.PointCloud(X, "sqeuclidean"), gwlite.PointCloud(Y, "sqeuclidean")
+    out: dict = {}
+    if method == "pot_cg":
+        import ot
+
+        rss0 = _rss_mb()
+        start, cpu = time.perf_counter(), time.process_time()
+        D1, D2 = geometry.distances(X, X, "sqeuclidean"), geometry.distances(Y, Y, "sqeuclidean")
+        plan = ot.gromov.gromov_wasserstein(D1, D2, c1.p, c2.p, "square_loss")
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        rows, cols = np.nonzero(plan)
+        values = plan[rows, cols]
+    elif method in ("multiscale", "auto"):
+        rss0 = _rss_mb()
+        start, cpu = time.perf_counter(), time.process_time()
+        res = gwlite.gromov_wasserstein(c1, c2, method=method, progress=False)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        out.update(lower=float(res.lower), reported_upper=float(res.upper))
+        out["route"] = res.diagnostics.get("route")
+        if "stages" in res.diagnostics:
+            out["stages"] = res.diagnostics["stages"]
+        out["bounds"] = res.diagnostics.get("bounds")
+        coo = __import__("scipy.sparse").sparse.coo_array(res.coupling)
+        rows, cols, values = coo.row, coo.col, coo.data
+    elif method == "ott_lrgw":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        from ott.geometry import pointcloud
+        from ott.problems.quadratic import quadratic_problem
+        from ott.solvers.quadratic import gromov_wasserstein_lr
+
+        rss0 = _rss_mb()
+        start, cpu = time.perf_counter(), time.process_time()
+        prob = quadratic_problem.QuadraticProblem(
+            pointcloud.PointCloud(X), pointcloud.PointCloud(Y)
+        )
+        solver = gromov_wasserstein_lr.LRGromovWasserstein(
+            rank=RANK, min_iterations=200, max_iterations=2000
+        )
+        sol = solver(prob)
+        q, r, g = (np.asarray(a) for a in (sol.q, sol.r, sol.g))
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        out["settings"] = {"rank": RANK, "min_iterations": 200, "max_iterations": 2000}
+        out["converged"] = bool(sol.converged)
+        L, R = q / g, r
+    elif method == "pot_lowrank":
+        import ot
+
+        rss0 = _rss_mb()
+        start, cpu = time.perf_counter(), time.process_time()
+        Q, R, g = ot.lowrank_gromov_wasserstein_samples(X, Y, rank=RANK, seed_init=0)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        out["settings"] = {"rank": RANK, "defaults": "numItermax=1000, stopThr=1e-4"}
+        L = Q / g
+    else:
+        raise SystemExit(f"unknown method {method}")
+    tick = time.perf_counter()
+    if method in ("ott_lrgw", "pot_lowrank"):
+        upper = geometry.gw_cost_lowrank(c1, c2, L, R)
+        a, b = L @ R.sum(axis=0), R @ L.sum(axis=0)
+    else:
+        upper = geometry.gw_cost_sparse(c1, c2, rows, cols, values, "square_loss")
+        a = np.bincount(rows, values, minlength=n)
+        b = np.bincount(cols, values, minlength=n)
+        if perm is not None:
+            truth = np.argsort(perm)
+            out["true_partner_mass"] = float(values[truth[rows] == cols].sum())
+    out.update(
+        pair=pair,
+        method=method,
+        n=n,
+        time_s=elapsed,
+        cpu_s=cpu,
+        upper=upper,
+        price_s=time.perf_counter() - tick,
+        marginal_error=float(max(np.abs(a - c1.p).sum(), np.abs(b - c2.p).sum())),
+        product_cost=geometry.product_cost(c1, c2),
+        rss_after_imports_mb=rss0,
+        peak_rss_mb=_rss_mb(),
+    )
+    return out
+
+
+def _threads() -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {f"{i['internal_api']}": i["num_threads"] for i in threadpool_info()}
+
+
+def _part(name: str, threads: int) -> None:
+    n, cells = PARTS[name]
+    rows = []
+    for pair, method in cells:
+        load_before = os.getloadavg()
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        proc = subprocess.run(
+            [sys.executable, __file__, "--cell", pair, method, str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if proc.returncode:
+            row = {"pair": pair, "method": method, "n": n, "error": proc.stderr[-2000:]}
+        else:
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row.update(load_before=load_before, load_after=os.getloadavg(), threads=threads)
+        print(json.dumps({k: v for k, v in row.items() if k != "stages"}), flush=True)
+        rows.append(row)
+        _write(name, rows)
+
+
+def _write(name: str, rows: list) -> None:
+    from gwlite.atomic import atomic_write_bytes
+
+    meta = {"machine": "2 cores shared with seven other helpers (busy)", "blas": _threads()}
+    path = RESULTS / f"bench_pointcloud_{name}.json"
+    atomic_write_bytes(path, json.dumps({"meta": meta, "rows": rows}, indent=1).encode())
+
+
+def _table() -> None:
+    """Markdown tables of every part measured so far (for docs/benchmarks/pointcloud.md)."""
+    for name in PARTS:
+        path = RESULTS / f"bench_pointcloud_{name}.json"
+        if not path.exists():
+            continue
+        print(
+            "\n| pair | method | n | wall (s) | CPU (s) | peak RSS (MB) | upper | lower "
+            "| upper / product | marginal error | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in json.loads(path.read_text())["rows"]:
+            if "error" in r:
+                print(f"| {r['pair']} | {r['method']} | {r['n']} | failed | | | | | | | |")
+                continue
+            low, cpu = r.get("lower"), r.get("cpu_s")
+            print(
+                f"| {r['pair']} | {r['method']} | {r['n']:,} | {r['time_s']:.0f} | "
+                f"{'n/a' if cpu is None else f'{cpu:.1f}'} | {r['peak_rss_mb']:.0f} | "
+                f"{r['upper']:.5g} | {'' if low is None else f'{low:.4g}'} | "
+                f"{r['upper'] / r['product_cost']:.2e} | {r['marginal_error']:.1e} | "
+                f"{r['load_before'][0]:.0f} to {r['load_after'][0]:.0f} |"
+            )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=list(PARTS))
+    parser.add_argument("--cell", nargs=3, metavar=("PAIR", "METHOD", "N"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args(argv)
+    if args.cell:
+        pair, method, n = args.cell
+        print(json.dumps(_run_cell(pair, method, int(n))))
+    elif args.part:
+        _part(args.part, args.threads)
+    elif args.table:
+        _table()
+
+
+if __name__ == "__main__":
+    main()
