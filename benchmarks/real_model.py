@@ -18,11 +18,15 @@ Writes, atomically, under ``--out`` (default ``benchmarks/results/real_model``):
   completion, cleansed answers);
 * ``runs/<template>.<task>.<method>.json``: accuracy with its 95% Wilson interval, empty and
   unparsable answers, wall time, items per minute, load average and threads;
-* ``summary.json``: all runs and the setting (machine, torch, load, threads).
+* ``summary.json``: all runs over the rounds every cell finished, the paired comparison
+  of the two methods on the same items (exact McNemar test), and the setting (machine,
+  torch, load, threads).
 
 References
 ----------
 - T. Kojima et al., "Large Language Models are Zero-Shot Reasoners", NeurIPS 2022.
+- Q. McNemar, "Note on the sampling error of the difference between correlated
+  proportions or percentages", Psychometrika 12 (1947), 153-157.
 - E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
   JASA 22 (1927), 209-212.
 """
@@ -30,6 +34,7 @@ References
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -99,9 +104,7 @@ def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: 
     return timing["_timing"]
 
 
-def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
-    """Accuracy with its Wilson interval and the empty / unparsable counts of a combo's
-    first ``n_done`` items, read back from its chunk files."""
+def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], float]:
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
     rows, wall = [], 0.0
@@ -113,6 +116,14 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         wall += lines[0]["_timing"]["wall_s"]
         rows.extend(lines[1:])
     rows.sort(key=lambda r: r["index"])
+    return rows, wall
+
+
+def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
+    """Accuracy with its Wilson interval and the empty / unparsable counts of a combo's
+    first ``n_done`` items, read back from its chunk files."""
+    template, task, method = combo
+    rows, wall = _read_rows(out, combo, n_done)
     correct = sum(r["correct"] for r in rows)
     low, high = wilson(correct, len(rows))
     return {
@@ -129,6 +140,35 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         "n_unparsable_robust": sum(r["pred_robust"] == "" for r in rows),
         "wall_s": wall,
         "items_per_min": 60 * len(rows) / wall if wall > 0 else float("nan"),
+    }
+
+
+def paired_effect(out: Path, template: str, task: str, n_done: int) -> dict:
+    """Zero-shot-CoT against Zero-shot on the same items: exact McNemar test.
+
+    ``b`` items only CoT answers correctly, ``c`` only Zero-shot; under the null of equal
+    accuracy ``b ~ Binomial(b + c, 1/2)`` (McNemar 1947, exact form). The difference of
+    accuracies is ``(b - c) / n``, with the Wald interval of a paired difference.
+    """
+    zs, _ = _read_rows(out, (template, task, "zero_shot"), n_done)
+    cot, _ = _read_rows(out, (template, task, "zero_shot_cot"), n_done)
+    if [r["index"] for r in zs] != [r["index"] for r in cot]:
+        raise ValueError(f"{template}/{task}: the two methods were run on different items")
+    n = len(zs)
+    b = sum(y["correct"] and not x["correct"] for x, y in zip(zs, cot))
+    c = sum(x["correct"] and not y["correct"] for x, y in zip(zs, cot))
+    diff = (b - c) / n if n else float("nan")
+    half = 1.96 * math.sqrt(max(b + c - n * diff**2, 0.0)) / n if n else float("nan")
+    p = binomtest(b, b + c).pvalue if b + c else 1.0
+    return {
+        "template": template,
+        "task": task,
+        "n": n,
+        "only_cot": b,
+        "only_zero_shot": c,
+        "difference": diff,
+        "ci95": [diff - half, diff + half],
+        "p_mcnemar": float(p),
     }
 
 
@@ -163,6 +203,11 @@ def write_summary(out: Path, args, extra: dict) -> dict:
         "setting": _setting(),
         **extra,
         "runs": [combo_summary(out, c, n_done) for c in combos],
+        "cot_vs_zero_shot": [
+            paired_effect(out, template, task, n_done)
+            for template in args.templates
+            for task in args.tasks
+        ],
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
@@ -171,9 +216,9 @@ def write_summary(out: Path, args, extra: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="items per task (default 100)")
-    parser.add_argument("--chunk", type=int, default=10, help="items per round (default 10)")
+    parser.add_argument("--chunk", type=int, default=20, help="items per round (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated tasks")
-    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=TEMPLATES)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

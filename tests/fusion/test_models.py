@@ -166,3 +166,38 @@ def test_real_model_cli_writes_summary_with_counts(smollm2, tmp_path):
     assert row["n_unparsable"] == sum(r["pred"] == "" for r in records)
     assert all(r["answer_prompt"].startswith("Q: ") for r in records)  # the paper's prompt kept
     assert os.path.commonpath([str(gguf), summary["model"]]) == str(gguf)
+
+
+@pytest.mark.slow
+def test_real_model_cache_build_and_online_teacher_agree(smollm2, tmp_path):
+    from fusion.cache import TeacherCache
+    from fusion.cache.__main__ import main
+    from fusion.teachers import OnlineTeacher
+
+    gguf, cache_root, _ = smollm2
+    pairs = [
+        ("What is the capital of France?", "Paris is the capital of France."),
+        ("Add 2 and 3.", "2 + 3 = 5."),
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs))
+    out = tmp_path / "cache"
+    code = main([
+        "build", "--gguf-file", str(gguf), "--model-cache", str(cache_root), "--data", str(data),
+        "--out", str(out), "--k", "8", "--device", "cpu", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    cache = TeacherCache(out)
+    assert cache.manifest["teacher"] == str(gguf)
+    teacher = OnlineTeacher(
+        None, gguf_file=gguf, cache_dir=cache_root, logprobs_dtype=torch.float16
+    )
+    assert teacher.name == str(gguf) and teacher.vocab_size == 49152
+    topk, mask = teacher.topk(teacher.encode(pairs), 8)
+    for b in range(len(pairs)):
+        n = len(cache[b].logprobs)
+        assert int(mask[b].sum()) == n > 0
+        torch.testing.assert_close(topk.logprobs[b, :n], cache[b].logprobs, rtol=0, atol=0)
+        assert torch.equal(topk.indices[b, :n], cache[b].indices.long())
+    # a real model is confident where the answer is forced: "5" after "2 + 3 = "
+    assert float(topk.logprobs[1, :n].float().max(-1).values.max().exp()) > 0.5
