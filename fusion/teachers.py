@@ -246,8 +246,9 @@ def resolve_teacher(spec: Any) -> Teacher:
     ----------
     spec : TeacherCache, OnlineTeacher, torch.nn.Module, str or path-like
         A directory holding ``manifest.json`` is a cache, one holding ``config.json`` a
-        model (run online); a loaded model runs online with the tokenizer saved next to
-        it (use :class:`OnlineTeacher` to pass a tokenizer).
+        model (run online), a ``.gguf`` file a model run online after a one-time
+        de-quantisation (:func:`fusion.models.load_causal_lm`); a loaded model runs online
+        with the tokenizer saved next to it (use :class:`OnlineTeacher` to pass a tokenizer).
 
     Raises
     ------
@@ -266,9 +267,11 @@ def resolve_teacher(spec: Any) -> Teacher:
             return TeacherCache(path)
         if (path / "config.json").is_file():
             return OnlineTeacher(path)
+        if path.suffix == ".gguf" and path.is_file():
+            return OnlineTeacher(None, gguf_file=path)
         raise FileNotFoundError(
-            f"teacher not found: {path} is neither a teacher cache (manifest.json) nor a model "
-            "directory (config.json)"
+            f"teacher not found: {path} is neither a teacher cache (manifest.json), a model "
+            "directory (config.json) nor a GGUF file"
         )
     raise TypeError(
         "a teacher is a cache directory, a model directory, a loaded model, a TeacherCache or "

@@ -201,3 +201,15 @@ def test_real_model_cache_build_and_online_teacher_agree(smollm2, tmp_path):
         assert torch.equal(topk.indices[b, :n], cache[b].indices.long())
     # a real model is confident where the answer is forced: "5" after "2 + 3 = "
     assert float(topk.logprobs[1, :n].float().max(-1).values.max().exp()) > 0.5
+
+
+@pytest.mark.slow
+def test_real_model_gguf_path_is_an_online_teacher_for_the_trainers(smollm2, monkeypatch):
+    from fusion.teachers import OnlineTeacher, resolve_teacher
+
+    gguf, cache_root, model = smollm2
+    monkeypatch.setenv(fm.CACHE_ENV, str(cache_root))  # the fixture's converted copy
+    teacher = resolve_teacher(str(gguf))
+    assert isinstance(teacher, OnlineTeacher) and teacher.name == str(gguf)
+    first = next(iter(teacher.model.parameters()))
+    assert torch.equal(first, next(iter(model.parameters())))
