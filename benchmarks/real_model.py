@@ -105,10 +105,12 @@ def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: 
     return timing["_timing"]
 
 
-def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], float, list[float]]:
+def _read_rows(
+    out: Path, combo: tuple, n_done: int
+) -> tuple[list[dict], float, list[float], list[int]]:
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
-    rows, wall, loads = [], 0.0, []
+    rows, wall, loads, sizes = [], 0.0, [], set()
     for path in sorted(folder.glob("*.jsonl")):
         start, stop = (int(x) for x in path.stem.split("-"))
         if stop > n_done:
@@ -117,15 +119,16 @@ def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], float,
         wall += lines[0]["_timing"]["wall_s"]
         loads += [lines[0]["_timing"]["load_before"][0], lines[0]["_timing"]["load_after"][0]]
         rows.extend(lines[1:])
+        sizes.add(stop - start)
     rows.sort(key=lambda r: r["index"])
-    return rows, wall, loads
+    return rows, wall, loads, sorted(sizes)
 
 
 def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
     """Accuracy with its Wilson interval and the empty / unparsable counts of a combo's
     first ``n_done`` items, read back from its chunk files."""
     template, task, method = combo
-    rows, wall, loads = _read_rows(out, combo, n_done)
+    rows, wall, loads, sizes = _read_rows(out, combo, n_done)
     correct = sum(r["correct"] for r in rows)
     low, high = wilson(correct, len(rows))
     return {
@@ -143,6 +146,8 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         "wall_s": wall,
         "items_per_min": 60 * len(rows) / wall if wall > 0 else float("nan"),
         "load_1min": [min(loads), max(loads)] if loads else None,
+        # items per chunk file; each chunk was generated in one batch of that size here
+        "chunk_sizes": sizes,
         # the share of the most frequent gold answer: what always giving it would score
         "majority": max(Counter(r["gold"] for r in rows).values()) / len(rows) if rows else None,
     }
@@ -181,17 +186,19 @@ def _combos(args) -> list[tuple[str, str, str]]:
     return [(t, task, m) for t in args.templates for task in args.tasks for m in METHODS]
 
 
-def _done_chunks(out: Path, combo: tuple) -> set[int]:
+def _done_chunks(out: Path, combo: tuple) -> dict[int, int]:
+    """``{start: stop}`` of the finished chunk files of a combination."""
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
-    return {int(p.stem.split("-")[0]) for p in folder.glob("*.jsonl")} if folder.is_dir() else set()
+    spans = (p.stem.split("-") for p in folder.glob("*.jsonl")) if folder.is_dir() else ()
+    return {int(start): int(stop) for start, stop in spans}
 
 
-def _prefix_done(done: set[int], n: int, chunk: int) -> int:
-    """Items ``[0, k)`` covered by consecutive finished chunks."""
+def _prefix_done(done: dict[int, int], n: int) -> int:
+    """Items ``[0, k)`` covered by consecutive finished chunks (of any size)."""
     k = 0
     while k < n and k in done:
-        k = min(k + chunk, n)
+        k = min(done[k], n)
     return k
 
 
@@ -206,7 +213,7 @@ def write_summary(out: Path, args, extra: dict) -> dict:
     kept = {key: previous[key] for key in ("load_at_start", "model_load_s") if key in previous}
     pairs = [(t, task) for t in args.templates for task in args.tasks]
     n_done = {
-        pair: min(_prefix_done(_done_chunks(out, (*pair, m)), args.n, args.chunk) for m in METHODS)
+        pair: min(_prefix_done(_done_chunks(out, (*pair, m)), args.n) for m in METHODS)
         for pair in pairs
     }
     summary = {
@@ -261,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     # rounds: every combination gets its next chunk before any gets two, so a run stopped
     # early still compares every cell on the same items
     starts = range(0, args.n, args.chunk)
-    todo = [(s, c) for s in starts for c in combos if s not in _done_chunks(out, c)]
+    todo = [
+        (s, c) for s in starts for c in combos if _prefix_done(_done_chunks(out, c), args.n) <= s
+    ]
     for start, combo in tqdm(todo, desc="chunks"):
         timing = run_chunk(models[combo[0]], items[combo[1]], combo, start, args, out)
         tqdm.write(
