@@ -213,3 +213,13 @@ def test_real_model_gguf_path_is_an_online_teacher_for_the_trainers(smollm2, mon
     assert isinstance(teacher, OnlineTeacher) and teacher.name == str(gguf)
     first = next(iter(teacher.model.parameters()))
     assert torch.equal(first, next(iter(model.parameters())))
+
+
+def test_cache_cli_needs_a_teacher_or_a_gguf_file(tmp_path, capsys):
+    from fusion.cache.__main__ import main
+
+    assert main(["build", "--data", "d.jsonl", "--out", str(tmp_path / "c")]) == 2
+    assert "--teacher DIR or --gguf-file FILE" in capsys.readouterr().err
+    missing = tmp_path / "none.gguf"
+    assert main(["build", "--gguf-file", str(missing), "--data", "d", "--out", "c"]) == 2
+    assert "GGUF file not found" in capsys.readouterr().err
