@@ -105,30 +105,37 @@ def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: 
     return timing["_timing"]
 
 
-def _read_rows(
-    out: Path, combo: tuple, n_done: int
-) -> tuple[list[dict], float, list[float], list[int]]:
+def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], dict]:
+    """Records of items ``[0, n_done)`` and the timing of the chunk files holding them.
+
+    The timing (``wall_s``, ``items`` timed, loads, chunk sizes) covers whole files, so a
+    chunk of which only a part is scored still gives an exact rate.
+    """
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
-    rows, wall, loads, sizes = [], 0.0, [], set()
+    rows, timing = [], {"wall_s": 0.0, "items": 0, "loads": [], "sizes": set()}
     for path in sorted(folder.glob("*.jsonl")):
         start, stop = (int(x) for x in path.stem.split("-"))
-        if stop > n_done:
+        if start >= n_done:
             continue
         lines = [line for _, line in iter_jsonl(path)]
-        wall += lines[0]["_timing"]["wall_s"]
-        loads += [lines[0]["_timing"]["load_before"][0], lines[0]["_timing"]["load_after"][0]]
-        rows.extend(lines[1:])
-        sizes.add(stop - start)
+        head = lines[0]["_timing"]
+        timing["wall_s"] += head["wall_s"]
+        timing["items"] += len(lines) - 1
+        timing["loads"] += [head["load_before"][0], head["load_after"][0]]
+        timing["sizes"].add(stop - start)
+        rows.extend(r for r in lines[1:] if r["index"] < n_done)
     rows.sort(key=lambda r: r["index"])
-    return rows, wall, loads, sorted(sizes)
+    timing["sizes"] = sorted(timing["sizes"])
+    return rows, timing
 
 
 def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
     """Accuracy with its Wilson interval and the empty / unparsable counts of a combo's
     first ``n_done`` items, read back from its chunk files."""
     template, task, method = combo
-    rows, wall, loads, sizes = _read_rows(out, combo, n_done)
+    rows, timing = _read_rows(out, combo, n_done)
+    wall, loads = timing["wall_s"], timing["loads"]
     correct = sum(r["correct"] for r in rows)
     low, high = wilson(correct, len(rows))
     return {
@@ -144,10 +151,11 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         "n_unparsable": sum(r["pred"] == "" for r in rows),
         "n_unparsable_robust": sum(r["pred_robust"] == "" for r in rows),
         "wall_s": wall,
-        "items_per_min": 60 * len(rows) / wall if wall > 0 else float("nan"),
+        "items_timed": timing["items"],
+        "items_per_min": 60 * timing["items"] / wall if wall > 0 else float("nan"),
         "load_1min": [min(loads), max(loads)] if loads else None,
         # items per chunk file; each chunk was generated in one batch of that size here
-        "chunk_sizes": sizes,
+        "chunk_sizes": timing["sizes"],
         # the share of the most frequent gold answer: what always giving it would score
         "majority": max(Counter(r["gold"] for r in rows).values()) / len(rows) if rows else None,
     }
