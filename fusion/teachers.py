@@ -69,7 +69,7 @@ class OnlineTeacher:
     ----------
     model : transformers.PreTrainedModel, str or path-like
         A loaded causal LM, used in the dtype it was loaded in, or a checkpoint directory
-        (loaded with ``AutoModelForCausalLM``, ``dtype="auto"``).
+        (loaded by :func:`fusion.models.load_causal_lm`, ``dtype="auto"``).
     tokenizer : transformers.PreTrainedTokenizerBase, str or path-like, optional
         The teacher's tokenizer; by default loaded from the checkpoint (the model's
         ``name_or_path`` for a loaded model).
@@ -88,6 +88,11 @@ class OnlineTeacher:
         default cache bit for bit); by default they stay fp32.
     name : str, optional
         Shown in messages and ``repr``.
+    gguf_file : str or path-like, optional
+        Load the teacher from a GGUF file (absolute, or relative to ``model``, which may
+        then be ``None``), de-quantised once and cached by :func:`fusion.models.load_causal_lm`.
+    cache_dir : str or path-like, optional
+        Where that de-quantised copy is kept (default :func:`fusion.models.default_cache_dir`).
 
     Examples
     --------
@@ -108,9 +113,17 @@ class OnlineTeacher:
         response_only_head: bool = False,
         logprobs_dtype: torch.dtype | None = None,
         name: str | None = None,
+        gguf_file: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
+        from fusion.models import load_causal_lm, resolve_source
+
+        if gguf_file is not None:
+            source = resolve_source(model, gguf_file=gguf_file, cache_dir=cache_dir)
+            name = name or str(source.gguf_file)
+            model = source.path
         if isinstance(model, str | os.PathLike):
             path = Path(model)
             if not (path / "config.json").is_file():
@@ -118,7 +131,7 @@ class OnlineTeacher:
                     f"teacher model directory not found (no config.json): {path}"
                 )
             name = name or str(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+            model = load_causal_lm(path, dtype="auto")
             tokenizer = tokenizer or path
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"an online teacher must be a model or its directory, got {model!r}")
@@ -230,8 +243,9 @@ def resolve_teacher(spec: Any) -> Teacher:
     ----------
     spec : TeacherCache, OnlineTeacher, torch.nn.Module, str or path-like
         A directory holding ``manifest.json`` is a cache, one holding ``config.json`` a
-        model (run online); a loaded model runs online with the tokenizer saved next to
-        it (use :class:`OnlineTeacher` to pass a tokenizer).
+        model (run online), a ``.gguf`` file a model run online after a one-time
+        de-quantisation (:func:`fusion.models.load_causal_lm`); a loaded model runs online
+        with the tokenizer saved next to it (use :class:`OnlineTeacher` to pass a tokenizer).
 
     Raises
     ------
@@ -250,9 +264,11 @@ def resolve_teacher(spec: Any) -> Teacher:
             return TeacherCache(path)
         if (path / "config.json").is_file():
             return OnlineTeacher(path)
+        if path.suffix == ".gguf" and path.is_file():
+            return OnlineTeacher(None, gguf_file=path)
         raise FileNotFoundError(
-            f"teacher not found: {path} is neither a teacher cache (manifest.json) nor a model "
-            "directory (config.json)"
+            f"teacher not found: {path} is neither a teacher cache (manifest.json), a model "
+            "directory (config.json) nor a GGUF file"
         )
     raise TypeError(
         "a teacher is a cache directory, a model directory, a loaded model, a TeacherCache or "

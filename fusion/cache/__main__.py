@@ -36,7 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="run a teacher over JSONL data and cache its top-k")
-    b.add_argument("--teacher", required=True, help="local transformers checkpoint directory")
+    b.add_argument(
+        "--teacher",
+        help="local transformers checkpoint directory (with --gguf-file: the folder holding it)",
+    )
+    b.add_argument(
+        "--gguf-file",
+        help="teacher as a GGUF file (absolute, or relative to --teacher), de-quantised once",
+    )
+    b.add_argument(
+        "--model-cache",
+        help="where de-quantised GGUF models are kept (default: $FUSION_MODEL_CACHE, "
+        "else ~/.cache/fusion/models)",
+    )
     b.add_argument("--tokenizer", help="tokenizer directory (default: the teacher's)")
     b.add_argument(
         "--data", required=True, help="JSONL file: 'prompt' and 'response', or 'messages'"
@@ -127,11 +139,24 @@ def _report(manifest: dict, before: tuple[int, int], out: str) -> str:
     return line
 
 
+def _teacher(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The teacher's checkpoint folder and, for a GGUF file, its name for the manifest."""
+    if args.teacher is None and args.gguf_file is None:
+        raise ValueError("give --teacher DIR or --gguf-file FILE")
+    if args.gguf_file is None:
+        return args.teacher, None
+    from fusion.models import resolve_source
+
+    source = resolve_source(args.teacher, gguf_file=args.gguf_file, cache_dir=args.model_cache)
+    return source.path, str(source.gguf_file)
+
+
 def _build(args: argparse.Namespace) -> int:
     rank, world_size = _ranks(args)
     before = (0, 0) if args.overwrite else _done(Path(args.out), rank, world_size)
+    teacher, teacher_name = _teacher(args)
     manifest = build(
-        args.teacher,
+        teacher,
         args.tokenizer,
         args.data,
         args.out,
@@ -147,6 +172,7 @@ def _build(args: argparse.Namespace) -> int:
         response_only_head=args.response_only_head,
         device=args.device,
         model_dtype=args.model_dtype,
+        teacher_name=teacher_name,
         overwrite=args.overwrite,
         progress=not args.quiet,
         rank=rank,

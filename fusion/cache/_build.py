@@ -118,13 +118,14 @@ def _default_device(rank: int, world_size: int) -> str:
 def _load_teacher(teacher: Any, tokenizer: Any, device: Any, model_dtype: Any):
     """Return ``(model, tokenizer, name)``; loads both from disk when given a path."""
     if isinstance(teacher, str | os.PathLike):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from fusion.models import load_causal_lm
 
         path = Path(teacher)
         if not path.exists():
             raise FileNotFoundError(f"teacher checkpoint not found: {path}")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype or "auto")
-        model.to(device)
+        model = load_causal_lm(path, dtype=model_dtype or "auto", device=device)
         if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or path)
         return model, tokenizer, str(teacher)

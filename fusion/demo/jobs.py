@@ -422,10 +422,9 @@ def _save_model(model: Any, tokenizer: Any, final: Path) -> None:
 
 
 def _load_model(path: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM
+    from fusion.models import load_causal_lm
 
-    model = AutoModelForCausalLM.from_pretrained(str(path))
-    return model.eval(), load_tokenizer(path)
+    return load_causal_lm(path), load_tokenizer(path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -216,6 +216,7 @@ def reading(rows: Sequence[Row], own_tasks: dict[ModelId, str] | None = None) ->
             f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}] (paired over {c.n} seeds, better in "
             f"{wins} of {c.n}; p = {c.p:.2g})."
         )
+    text += _versus_majority(cell, tasks)
     if "worse" in verdicts:
         text += _WHY_WORSE
     elif "better" in verdicts:
@@ -226,6 +227,36 @@ def reading(rows: Sequence[Row], own_tasks: dict[ModelId, str] | None = None) ->
         " These are 0.2M-parameter models trained for minutes: the demo shows the pipeline "
         "working end to end and how to read its numbers; `python -m fusion study` measures "
         "when distillation helps."
+    )
+
+
+def _versus_majority(cell: dict, tasks: Sequence[str]) -> str:
+    """Whether any pivot arm's mean accuracy beats the majority answer on some task.
+
+    Without that, the arms' differences are among models that have not learned the tasks,
+    which the reading must say before any "+x points against SFT".
+    """
+    baseline = ModelId.baseline()
+    pivots = [ModelId.pivot(arm) for arm in Arm]
+    tasks = [t for t in tasks if (t, baseline) in cell]
+    if not tasks:
+        return ""
+    wins = [
+        f"{model.label} on {task} ({100 * cell[(task, model)]['accuracy_mean']:.0f}% against "
+        f"{100 * cell[(task, baseline)]['accuracy_mean']:.0f}%)"
+        for task in tasks
+        for model in pivots
+        if (task, model) in cell
+        and cell[(task, model)]["accuracy_mean"] > cell[(task, baseline)]["accuracy_mean"]
+    ]
+    if wins:
+        return " Above the majority-answer baseline: " + ", ".join(wins) + "."
+    majority = ", ".join(
+        f"{100 * cell[(task, baseline)]['accuracy_mean']:.0f}% on {task}" for task in tasks
+    )
+    return (
+        f" No pivot beats the majority-answer baseline on any task ({majority}): the "
+        "differences above are between pivots that have not learned the tasks."
     )
 
 

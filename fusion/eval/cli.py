@@ -15,12 +15,13 @@ from pathlib import Path
 
 from fusion.eval.loaders import DATASETS, load_bbh, load_dataset
 from fusion.eval.prompts import (
+    CHAT_METHODS,
     DEFAULT_COT_TRIGGER,
     MAX_NEW_TOKENS_ANSWER,
     MAX_NEW_TOKENS_REASONING,
     check_method,
 )
-from fusion.eval.runner import EvalResult, evaluate
+from fusion.eval.runner import ContextNeed, EvalResult, context_need, evaluate
 from fusion.eval.tasks import GENERATORS, generate_task
 from fusion.jsonio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 
@@ -39,7 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m fusion.eval",
         description="Zero-shot-CoT evaluation (Kojima et al., 2022) of a local causal LM.",
     )
-    parser.add_argument("--model", required=True, help="directory written by save_pretrained")
+    parser.add_argument(
+        "--model",
+        help="directory written by save_pretrained (with --gguf-file: the folder holding it)",
+    )
+    parser.add_argument(
+        "--gguf-file",
+        help="GGUF model file (absolute, or relative to --model), de-quantised once and cached",
+    )
+    parser.add_argument(
+        "--model-cache",
+        help="where de-quantised GGUF models are kept (default: $FUSION_MODEL_CACHE, "
+        "else ~/.cache/fusion/models)",
+    )
+    parser.add_argument(
+        "--chat-template",
+        action="store_true",
+        help="wrap prompts in the tokenizer's chat template (zero-shot methods only)",
+    )
     parser.add_argument("--tokenizer", help="tokenizer directory (default: --model)")
     parser.add_argument(
         "--tasks",
@@ -209,28 +227,16 @@ def _in_hub_cache(model: str) -> bool:
     return isinstance(found, str)
 
 
-def run(args: argparse.Namespace) -> list[tuple[str, EvalResult]]:
-    """Load the items and the model, evaluate every (task, method), write the outputs.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed options of :func:`build_parser`.
-
-    Returns
-    -------
-    list of (str, EvalResult)
-        One entry per (task, method), in command-line order.
-
-    Raises
-    ------
-    ValueError
-        For invalid options or inputs, before the model is loaded.
-    """
+def _check_inputs(args: argparse.Namespace) -> tuple[list[str], list[tuple], list | None]:
+    """Methods, ``(name, task, items)`` workload and exemplars; raises before any model load."""
     methods = [check_method(m) for m in _split(args.method)]
     names = _split(args.tasks)
     if not names or not methods:
         raise ValueError("--tasks and --method must name at least one entry")
+    if args.model is None and args.gguf_file is None:
+        raise ValueError("give --model DIR or --gguf-file FILE")
+    if args.chat_template and set(methods) - set(CHAT_METHODS):
+        raise ValueError(f"--chat-template supports the methods {list(CHAT_METHODS)} only")
     paths = _data_paths(args.data)
     unused = set(paths) - set(names)
     if unused:
@@ -239,36 +245,113 @@ def run(args: argparse.Namespace) -> list[tuple[str, EvalResult]]:
     exemplars = _exemplars(args.exemplars)
     if any(m.startswith("few_shot") for m in methods) and not exemplars:
         raise ValueError("few-shot methods need --exemplars")
+    if args.gguf_file is None:
+        _check_model_path(str(args.model))
+    return methods, workload, exemplars
 
-    _check_model_path(str(args.model))
+
+def context_message(name: str, need: ContextNeed) -> str:
+    """One line saying which run does not fit the context and what to change.
+
+    Parameters
+    ----------
+    name : str
+        The task as given in ``--tasks``.
+    need : ContextNeed
+        Its worst case (:func:`fusion.eval.runner.context_need`).
+
+    Returns
+    -------
+    str
+        Names the task, the method, the token counts and the ``--max-new-tokens-*`` flags.
+    """
+    flags = "--max-new-tokens-answer"
+    if need.method in ("zero_shot_cot", "few_shot_cot"):
+        flags = "--max-new-tokens-reasoning and/or " + flags
+    return (
+        f"task {name!r}, method {need.method}: the longest prompt has {need.prompt_tokens} "
+        f"tokens and generation adds up to {need.new_tokens}, {need.tokens} > the model's "
+        f"context length of {need.context_length}; lower {flags} "
+        f"(by at least {need.tokens - need.context_length} in all), or leave the task out"
+    )
+
+
+def run(args: argparse.Namespace) -> tuple[list[tuple[str, EvalResult]], list[str]]:
+    """Load the items and the model, evaluate every (task, method), write the outputs.
+
+    Every (task, method) is checked against the model's context length before anything
+    is generated; the runs that do not fit are skipped (and listed in ``summary.json``
+    under ``"skipped"``), the others run and are written.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`build_parser`.
+
+    Returns
+    -------
+    (list of (str, EvalResult), list of str)
+        One entry per (task, method) that ran, in command-line order, and one message per
+        (task, method) skipped because it does not fit the context.
+
+    Raises
+    ------
+    ValueError
+        For invalid options or inputs, before the model is loaded.
+    """
+    methods, workload, exemplars = _check_inputs(args)
     from fusion.eval.models import HFModel  # imports torch; only now that inputs are valid
 
     model = HFModel(
-        args.model, args.tokenizer, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        args.model,
+        args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        gguf_file=args.gguf_file,
+        cache_dir=args.model_cache,
+        chat_template=args.chat_template,
     )
-    out = Path(args.out)
-    rows: list[tuple[str, EvalResult]] = []
+    budgets = {
+        "cot_trigger": args.cot_trigger,
+        "exemplars": exemplars,
+        "max_new_tokens_reasoning": args.max_new_tokens_reasoning,
+        "max_new_tokens_answer": args.max_new_tokens_answer,
+    }
+    runs, skipped = [], []
     for name, task, items in workload:
         for method in methods:
-            result = evaluate(
-                model,
-                items,
-                task=task,
-                method=method,
-                cot_trigger=args.cot_trigger,
-                exemplars=exemplars,
-                max_new_tokens_reasoning=args.max_new_tokens_reasoning,
-                max_new_tokens_answer=args.max_new_tokens_answer,
-                batch_size=args.batch_size,
-                progress=not args.no_progress,
-            )
-            write_jsonl_atomic(
-                out / f"{name}.{method}.jsonl", (r.to_dict() for r in result.records)
-            )
-            rows.append((name, result))
+            need = context_need(model, items, task=task, method=method, **budgets)
+            if need is not None and not need.fits:
+                skipped.append(context_message(name, need))
+            else:
+                runs.append((name, task, items, method))
+    out = Path(args.out)
+    rows: list[tuple[str, EvalResult]] = []
+    for name, task, items, method in runs:
+        result = evaluate(
+            model,
+            items,
+            task=task,
+            method=method,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            **budgets,
+        )
+        write_jsonl_atomic(out / f"{name}.{method}.jsonl", (r.to_dict() for r in result.records))
+        rows.append((name, result))
     summary = [{**r.summary(), "task": name, "task_key": r.task} for name, r in rows]
-    write_json_atomic(out / "summary.json", {"model": str(args.model), "results": summary})
-    return rows
+    model_name = str(args.gguf_file if args.gguf_file is not None else args.model)
+    write_json_atomic(
+        out / "summary.json",
+        {
+            "model": model_name,
+            "chat_template": args.chat_template,
+            "results": summary,
+            "skipped": skipped,
+        },
+    )
+    return rows, skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,15 +366,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: 0 on success, 2 for invalid input (one line on stderr; the usage is
-        printed only for command-line syntax errors, by argparse).
+        printed only for command-line syntax errors, by argparse) and when a (task, method)
+        does not fit the model's context (one line per skipped run, after the others ran
+        and were written).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rows = run(args)
+        rows, skipped = run(args)
     except (ValueError, OSError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
-    print(format_table(rows))
+    if rows:
+        print(format_table(rows))
     print(f"\nper-item records and summary.json written to {args.out}")
-    return 0
+    for message in skipped:
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2 if skipped else 0

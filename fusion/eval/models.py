@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from fusion.eval.prompts import MAX_NEW_TOKENS_ANSWER
+from fusion.eval.prompts import MAX_NEW_TOKENS_ANSWER, chat_turns
 
 
 class HFModel:
@@ -19,12 +19,13 @@ class HFModel:
 
     Parameters
     ----------
-    path_or_model : str, path-like or transformers.PreTrainedModel
+    path_or_model : str, path-like, transformers.PreTrainedModel or None
         A local directory written by ``save_pretrained`` (or a hub id already in the local
-        cache), or a model object.
+        cache), a model object, or (with ``gguf_file``) the folder holding the GGUF file
+        or ``None``.
     tokenizer : str, path-like or transformers.PreTrainedTokenizerBase, optional
-        Defaults to the tokenizer saved next to the model; required when
-        ``path_or_model`` is an object.
+        Defaults to the tokenizer saved next to the model (or in the GGUF file); required
+        when ``path_or_model`` is an object.
     device : str or torch.device, optional
         Where to run. Default: ``"cuda"`` when available, else ``"cpu"``, for a path; the
         model's current device for an object.
@@ -36,6 +37,15 @@ class HFModel:
         Never contact the hub (the default; the evaluation is meant to run offline).
     trust_remote_code : bool
         Passed to ``from_pretrained``.
+    gguf_file : str or path-like, optional
+        Load a GGUF file, de-quantised once and cached (:func:`fusion.models.load_causal_lm`).
+    cache_dir : str or path-like, optional
+        Where the de-quantised copy of ``gguf_file`` is kept
+        (default :func:`fusion.models.default_cache_dir`).
+    chat_template : bool
+        Wrap each prompt in the tokenizer's chat template: the question as the user's
+        message, the rest of the paper's prompt as the start of the assistant's turn
+        (:func:`fusion.eval.prompts.chat_turns`; zero-shot methods only).
 
     Notes
     -----
@@ -63,20 +73,23 @@ class HFModel:
         batch_size: int = 8,
         local_files_only: bool = True,
         trust_remote_code: bool = False,
+        gguf_file: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        chat_template: bool = False,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
+
+        from fusion.models import load_causal_lm, resolve_source
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
+        self.chat_template = bool(chat_template)
         hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
-        if isinstance(path_or_model, (str, os.PathLike)):
-            kwargs = dict(hub)
-            if dtype is not None:
-                kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-            model = AutoModelForCausalLM.from_pretrained(path_or_model, **kwargs)
-            tokenizer = path_or_model if tokenizer is None else tokenizer
+        if gguf_file is not None or isinstance(path_or_model, (str, os.PathLike)):
+            source = resolve_source(path_or_model, gguf_file=gguf_file, cache_dir=cache_dir)
+            model = load_causal_lm(source.path, dtype=dtype, **hub)
+            tokenizer = source.path if tokenizer is None else tokenizer
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         else:
             model = path_or_model
@@ -86,6 +99,31 @@ class HFModel:
             model = model.to(device)
         self.model = model.eval()
         self.tokenizer = _prepare_tokenizer(tokenizer, hub)
+        if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("chat_template=True, but the tokenizer has no chat template")
+
+    def render(self, prompt: str) -> str:
+        """The text the model reads for ``prompt``: itself, or its chat-template form.
+
+        With ``chat_template=True``, :func:`~fusion.eval.prompts.chat_turns` splits the
+        prompt; the question becomes the user message (after the template's default
+        system message, if it has one) and the rest follows the generation prompt.
+        """
+        if not self.chat_template:
+            return prompt
+        question, rest = chat_turns(prompt)
+        head = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        return head + rest
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Number of tokens of each prompt as the model reads it (after :meth:`render`)."""
+        if not prompts:
+            return []
+        texts = [self.render(p) for p in prompts]
+        encoded = self.tokenizer(texts, add_special_tokens=not self.chat_template)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     @property
     def context_length(self) -> int | None:
@@ -126,7 +164,7 @@ class HFModel:
             raise ValueError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        lengths = self.count_tokens(list(prompts))
         self._check_fits(lengths, max_new_tokens)
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         outputs: list[str] = [""] * len(prompts)
@@ -150,7 +188,14 @@ class HFModel:
         from transformers import GenerationConfig
 
         tok = self.tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+        enc = tok(
+            [self.render(p) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            # the chat template writes its special tokens itself
+            add_special_tokens=not self.chat_template,
+        )
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,

@@ -253,3 +253,38 @@ def few_shot_prompt(question: str, demo: str) -> str:
         ``demo + "Q: {question}\\nA:"``.
     """
     return demo + question_block(question)
+
+
+#: Methods whose prompts :func:`chat_turns` can split (one question block at the start).
+CHAT_METHODS: tuple[str, ...] = ("zero_shot", "zero_shot_cot")
+
+
+def chat_turns(prompt: str) -> tuple[str, str]:
+    """Split a zero-shot prompt into the user's turn and the start of the assistant's.
+
+    With a chat template the paper's prompt ``"Q: {question}\\nA: {rest}"`` becomes a user
+    message ``{question}`` followed by an assistant turn that already begins with
+    ``{rest}`` (the trigger, and for stage 2 the pasted reasoning and the answer trigger),
+    so the triggers stay in the model's own voice, as in the paper.
+
+    Parameters
+    ----------
+    prompt : str
+        A ``zero_shot`` or ``zero_shot_cot`` prompt (:data:`CHAT_METHODS`); few-shot
+        prompts hold several question blocks and are not split.
+
+    Returns
+    -------
+    (str, str)
+        ``(question, rest)``: split at the first ``"\\nA:"``, without the leading ``"Q: "``
+        and the single space after ``"A:"``; ``(prompt, "")`` when there is no ``"\\nA:"``.
+
+    Examples
+    --------
+    >>> chat_turns("Q: 2 + 3 =\\nA: Let's think step by step.")
+    ('2 + 3 =', "Let's think step by step.")
+    """
+    question, sep, rest = prompt.partition("\nA:")
+    if not sep:
+        return prompt, ""
+    return question.removeprefix("Q: "), rest.removeprefix(" ")

@@ -88,14 +88,35 @@ class EvalResult:
         """Fraction correct under the robust cleansing (``nan`` for no items)."""
         return _mean([r.correct_robust for r in self.records])
 
+    @property
+    def n_empty(self) -> int:
+        """Items whose answer completion is empty or whitespace only."""
+        return sum(not r.answer_text.strip() for r in self.records)
+
+    @property
+    def n_unparsable(self) -> int:
+        """Items whose answer the paper's cleansing could not extract (``pred == ""``).
+
+        Empty completions are counted here too: they have nothing to extract.
+        """
+        return sum(r.pred == "" for r in self.records)
+
+    @property
+    def n_unparsable_robust(self) -> int:
+        """Items whose answer the robust cleansing could not extract."""
+        return sum(r.pred_robust == "" for r in self.records)
+
     def summary(self) -> dict[str, Any]:
-        """Task, method, ``n`` and both accuracies as a dict."""
+        """Task, method, ``n``, both accuracies and the empty / unparsable counts as a dict."""
         return {
             "task": self.task,
             "method": self.method,
             "n": self.n,
             "accuracy": self.accuracy,
             "robust_accuracy": self.robust_accuracy,
+            "n_empty": self.n_empty,
+            "n_unparsable": self.n_unparsable,
+            "n_unparsable_robust": self.n_unparsable_robust,
         }
 
 
@@ -152,6 +173,28 @@ class _Plan:
     budget_reasoning: int
     budget_answer: int
 
+    def longest_prompts(self, items: Sequence[Mapping[str, Any]]) -> tuple[list[str], int]:
+        """The prompts that grow longest (stage 2 with an empty reasoning) and their budget."""
+        if self.method == "zero_shot_cot":
+            prompts = [
+                P.cot_stage2_prompt(
+                    P.cot_stage1_prompt(it["question"], self.cot_trigger),
+                    "",
+                    self.task,
+                    it.get("choices"),
+                )
+                for it in items
+            ]
+            return prompts, self.budget_reasoning + self.budget_answer
+        if self.method == "zero_shot":
+            prompts = [
+                P.zero_shot_prompt(it["question"], self.task, it.get("choices")) for it in items
+            ]
+            return prompts, self.budget_answer
+        prompts = [P.few_shot_prompt(it["question"], self.demo) for it in items]
+        budget = self.budget_reasoning if self.method == "few_shot_cot" else self.budget_answer
+        return prompts, budget
+
     def run(self, generate: Generate, items: Sequence[Mapping[str, Any]]) -> list[tuple]:
         """(prompt, reasoning, answer_prompt, answer_text) for each item."""
         questions = [item["question"] for item in items]
@@ -174,6 +217,98 @@ class _Plan:
             budget = self.budget_reasoning if self.method == "few_shot_cot" else self.budget_answer
         answers = generate(first, budget)
         return [(p, None, p, a) for p, a in zip(first, answers)]
+
+
+@dataclass(frozen=True)
+class ContextNeed:
+    """How many positions a (task, method) run needs at most, against the model's limit.
+
+    Attributes
+    ----------
+    task, method : str
+        The run.
+    prompt_tokens : int
+        Longest prompt the model reads, triggers included (for ``zero_shot_cot``: the
+        stage-2 prompt with an empty reasoning).
+    new_tokens : int
+        Generation budgets added to it (reasoning + answer for ``zero_shot_cot``).
+    context_length : int
+        The model's limit.
+    """
+
+    task: str
+    method: str
+    prompt_tokens: int
+    new_tokens: int
+    context_length: int
+
+    @property
+    def tokens(self) -> int:
+        """Positions needed in the worst case."""
+        return self.prompt_tokens + self.new_tokens
+
+    @property
+    def fits(self) -> bool:
+        """Whether the worst case fits the context."""
+        return self.tokens <= self.context_length
+
+
+def context_need(
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    task: str,
+    method: str = "zero_shot_cot",
+    cot_trigger: str = P.DEFAULT_COT_TRIGGER,
+    exemplars: Sequence[Mapping[str, str]] | None = None,
+    max_new_tokens_reasoning: int = P.MAX_NEW_TOKENS_REASONING,
+    max_new_tokens_answer: int = P.MAX_NEW_TOKENS_ANSWER,
+) -> ContextNeed | None:
+    """Worst-case positions of a run, computed before any generation.
+
+    Parameters
+    ----------
+    model : object
+        Checked if it has ``context_length`` (an int) and ``count_tokens(prompts)``, as
+        :class:`fusion.eval.HFModel` does; other models give ``None``.
+    items, task, method, cot_trigger, exemplars, max_new_tokens_reasoning, max_new_tokens_answer
+        As for :func:`evaluate`.
+
+    Returns
+    -------
+    ContextNeed or None
+        ``None`` for models that declare no context length or cannot count tokens.
+
+    Notes
+    -----
+    For ``zero_shot_cot`` the stage-2 prompt is counted with an empty reasoning plus the
+    full reasoning budget: it assumes the decoded reasoning re-encodes to no more tokens
+    than were generated (true of the usual BPE round trip; the check made while
+    generating stays as a backstop).
+    """
+    limit = getattr(model, "context_length", None)
+    count = getattr(model, "count_tokens", None)
+    if not isinstance(limit, int) or not callable(count) or not items:
+        return None
+    task = GENERATORS[task][0] if task in GENERATORS else task
+    plan = _make_plan(
+        task, method, cot_trigger, exemplars, max_new_tokens_reasoning, max_new_tokens_answer
+    )
+    prompts, new_tokens = plan.longest_prompts(items)
+    return ContextNeed(task, method, max(count(prompts)), new_tokens, limit)
+
+
+def _make_plan(
+    task: str,
+    method: str,
+    cot_trigger: str,
+    exemplars: Sequence[Mapping[str, str]] | None,
+    budget_reasoning: int,
+    budget_answer: int,
+) -> _Plan:
+    few_shot = method.startswith("few_shot")
+    demo = P.exemplar_text(exemplars or [], cot=method == "few_shot_cot") if few_shot else ""
+    return _Plan(task, method, cot_trigger, demo, budget_reasoning, budget_answer)
 
 
 def _score(task: str, method: str, index: int, item: Mapping[str, Any], run: tuple) -> Record:
@@ -276,9 +411,9 @@ def evaluate(
     _positive("max_new_tokens_answer", max_new_tokens_answer)
     _positive("batch_size", batch_size)
     _check_items(items, task)
-    few_shot = method.startswith("few_shot")
-    demo = P.exemplar_text(exemplars or [], cot=method == "few_shot_cot") if few_shot else ""
-    plan = _Plan(task, method, cot_trigger, demo, max_new_tokens_reasoning, max_new_tokens_answer)
+    plan = _make_plan(
+        task, method, cot_trigger, exemplars, max_new_tokens_reasoning, max_new_tokens_answer
+    )
     generate = _generator(model)
     records: list[Record] = []
     with tqdm(total=len(items), desc=f"{task}/{method}", disable=not progress) as bar:

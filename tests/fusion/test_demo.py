@@ -436,3 +436,20 @@ def test_quick_demo_meets_its_targets(tmp_path):
         best = max(acc[(f"pivot {arm.value}", task)] for arm in Arm)
         assert best >= acc[("majority answer", task)] + 0.15, (task, acc)
     print(f"--quick took {elapsed:.0f} s")  # measured, not asserted (see docs/benchmarks.md)
+
+
+def test_reading_says_when_no_pivot_beats_the_majority_answer():
+    own = {COIN: "coin_flip", ARITH: "multistep_arithmetic"}
+    # the baseline of synthetic_rows scores 50% on every task
+    text = reading(synthetic_rows([0.40, 0.45], [0.45, 0.48], [0.30, 0.50]), own)
+    assert "No pivot beats the majority-answer baseline on any task" in text
+    assert "50% on coin_flip" in text and "have not learned the tasks" in text
+    # one arm above the baseline on the average of its seeds: named, and no such warning
+    text = reading(synthetic_rows([0.40, 0.45], [0.55, 0.65], [0.30, 0.50]), own)
+    assert "No pivot beats" not in text
+    assert (
+        "Above the majority-answer baseline: pivot SFT+ULD on coin_flip (60% against 50%)" in text
+    )
+    # equal to the baseline is not above it
+    text = reading(synthetic_rows([0.5, 0.5], [0.5, 0.5], [0.5, 0.5]), own)
+    assert "No pivot beats the majority-answer baseline" in text

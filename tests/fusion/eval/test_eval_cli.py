@@ -207,3 +207,96 @@ def test_module_entry_point():
         [sys.executable, "-m", "fusion.eval", "--help"], capture_output=True, text=True
     )
     assert shown.returncode == 0 and "--tasks" in shown.stdout
+
+
+@pytest.fixture(scope="module")
+def short_model_dir(tmp_path_factory):
+    """A model of 200 positions: coin-flip prompts (~250 characters) do not fit, sums do."""
+    from fusion.tiny import char_tokenizer, tiny_causal_lm
+
+    tok = char_tokenizer([string.printable])
+    path = tmp_path_factory.mktemp("short")
+    tiny_causal_lm(tok, d_model=32, n_head=2, max_positions=200).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_context_checked_before_any_generation(short_model_dir, tmp_path, capsys, monkeypatch):
+    import fusion.eval.cli as cli
+
+    events = []
+    check, evaluate = cli.context_need, cli.evaluate
+
+    def recorded_check(*args, **kwargs):
+        events.append(("check", kwargs["task"], kwargs["method"]))
+        return check(*args, **kwargs)
+
+    def recorded_evaluate(*args, **kwargs):
+        events.append(("generate", kwargs["task"], kwargs["method"]))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "context_need", recorded_check)
+    monkeypatch.setattr(cli, "evaluate", recorded_evaluate)
+    out = tmp_path / "out"
+    code = run_cli(
+        short_model_dir, out, "--tasks", "multistep_arithmetic,coin_flip",
+        "--method", "zero_shot_cot,zero_shot", "--n", "3",
+    )  # fmt: skip
+    assert code == 2
+    kinds = [kind for kind, _, _ in events]
+    assert kinds == ["check"] * 4 + ["generate"] * 2  # every check before the first token
+    assert {(t, m) for k, t, m in events if k == "generate"} == {
+        ("multistep_arithmetic", "zero_shot_cot"),
+        ("multistep_arithmetic", "zero_shot"),
+    }
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 2 and all("'coin_flip'" in line for line in err)
+    cot = next(line for line in err if "zero_shot_cot" in line)
+    assert "--max-new-tokens-reasoning" in cot and "--max-new-tokens-answer" in cot
+    assert "context length of 200" in cot
+    # what fits is still written, and the summary says what was skipped
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["task"] for s in summary["results"]] == ["multistep_arithmetic"] * 2
+    assert len(summary["skipped"]) == 2
+    assert not list(out.glob("coin_flip.*"))
+
+
+def test_context_need_bounds_the_real_prompts(short_model_dir, tmp_path):
+    from fusion.eval import HFModel, evaluate, generate_task
+    from fusion.eval.runner import context_need
+
+    model = HFModel(short_model_dir, device="cpu")
+    items = generate_task("multistep_arithmetic", 4, seed=1)
+    budgets = {"max_new_tokens_reasoning": 5, "max_new_tokens_answer": 3}
+    for method in ("zero_shot", "zero_shot_cot"):
+        need = context_need(model, items, task="multistep_arithmetic", method=method, **budgets)
+        assert need is not None and need.fits and need.context_length == 200
+        result = evaluate(
+            model, items, task="multistep_arithmetic", method=method, progress=False, **budgets
+        )
+        # each prompt the model really read, plus its budget, stays within the worst case
+        longest = max(model.count_tokens([r.answer_prompt for r in result.records]))
+        assert longest + budgets["max_new_tokens_answer"] <= need.tokens
+
+
+def test_summary_counts_empty_and_unparsable_answers(model_dir, tmp_path):
+    out = tmp_path / "out"
+    code = run_cli(model_dir, out, "--tasks", "multistep_arithmetic", "--method", "zero_shot",
+                   "--n", "6")  # fmt: skip
+    assert code == 0
+    records = [json.loads(line) for line in (out / "multistep_arithmetic.zero_shot.jsonl").open()]
+    (summary,) = json.loads((out / "summary.json").read_text())["results"]
+    assert summary["n_unparsable"] == sum(r["pred"] == "" for r in records)
+    assert summary["n_unparsable_robust"] == sum(r["pred_robust"] == "" for r in records)
+    assert summary["n_empty"] == sum(not r["answer_text"].strip() for r in records)
+
+
+def test_gguf_or_model_required_and_chat_template_zero_shot_only(model_dir, tmp_path, capsys):
+    code = main(["--out", str(tmp_path / "o"), "--tasks", "coin_flip"])
+    assert code == 2 and "--model DIR or --gguf-file FILE" in capsys.readouterr().err
+    code = run_cli(model_dir, tmp_path / "o", "--tasks", "coin_flip", "--chat-template",
+                   "--method", "few_shot", "--exemplars", "x.json")  # fmt: skip
+    assert code == 2 and "--chat-template supports" in capsys.readouterr().err
+    code = main(["--gguf-file", str(tmp_path / "no.gguf"), "--out", str(tmp_path / "o"),
+                 "--tasks", "coin_flip", "--n", "1"])  # fmt: skip
+    assert code == 2 and "GGUF file not found" in capsys.readouterr().err

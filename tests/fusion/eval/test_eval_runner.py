@@ -277,3 +277,17 @@ def test_batch_model_must_return_one_completion_per_prompt():
 
     with pytest.raises(ValueError, match="1 completions for 2"):
         evaluate(Short(), generate_task("coin_flip", 2), task="coin_flip", progress=False)
+
+
+def test_summary_counts_empty_and_unparsable_answers():
+    items = generate_task("multistep_arithmetic", 7, seed=3)
+    replies = iter([" 12.", "", "   ", " no idea", " -4", "\n", " seven"])
+    result = evaluate(
+        lambda prompt: next(replies), items, task="multistep_arithmetic", method="zero_shot",
+        progress=False,
+    )  # fmt: skip
+    assert result.n_empty == 3  # "", "   ", "\n"
+    assert result.n_unparsable == 5  # the empty ones, "no idea" and "seven"
+    assert result.n_unparsable_robust == sum(r.pred_robust == "" for r in result.records)
+    summary = result.summary()
+    assert (summary["n_empty"], summary["n_unparsable"]) == (3, 5)
