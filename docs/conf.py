@@ -157,6 +157,8 @@ bibtex_reference_style = "author_year"
 # pages; CI and releases build with execution on
 QUICK = os.environ.get("GWLITE_DOCS_QUICK") == "1"
 nb_execution_mode = "off" if QUICK else "force"  # every build runs the cells
+if QUICK:  # unexecuted notebooks have no kernel to name their cells' language
+    suppress_warnings.append("myst-nb.lexer")
 nb_execution_raise_on_error = True
 nb_execution_timeout = 300
 nb_merge_streams = True
