@@ -19,9 +19,9 @@ import numpy as np
 
 from gwlite import _xp
 from gwlite.bounds import LOWER_BOUNDS, compute_lower
-from gwlite.coupling import marginal_error
+from gwlite.coupling import marginal_error, round_to_polytope
 from gwlite.errors import GWInputError
-from gwlite.problem import GWProblem
+from gwlite.problem import GWProblem, as_input_array
 
 __all__ = [
     "CERTIFY_RTOL",
@@ -151,8 +151,25 @@ def result_scalars(problem: GWProblem, *values):
 
 
 def check_G0(problem: GWProblem, G0):
-    """A user start: the right shape, finite, non-negative, with the problem's marginals."""
+    """A user start as a float64 coupling of ``p`` and ``q`` in the problem's array library.
+
+    The one check every solver applies to ``G0`` (the same rule for ``cg``, ``proximal``,
+    ``sdp``, ``rlt``, the batch and the fused solvers): the same array library as ``C1`` and
+    ``C2`` (a list or tuple is converted), shape ``(n, m)``, finite, non-negative, marginals
+    within ``max(1e-6, sqrt(eps))`` in l1 of ``p`` and ``q``. A plan within that round-off is
+    then rounded exactly onto the polytope (Altschuler et al. 2017, Algorithm 2), because some
+    solvers (POT) assert its marginals to 1e-8. Callers cast to the dtype or device they need.
+
+    Returns
+    -------
+    array or None
+        ``None`` when ``G0`` is ``None``.
+    """
+    if G0 is None:
+        return None
     xp = problem.xp
+    if not isinstance(G0, (list, tuple)):
+        G0 = as_input_array(G0, "G0")  # refuses complex, object and masked arrays
     if _xp.backend_name(G0) != problem.backend and not isinstance(G0, (list, tuple)):
         raise GWInputError(
             f"G0 is a {_xp.backend_name(G0)} array but the inputs are {problem.backend}; "
@@ -166,16 +183,26 @@ def check_G0(problem: GWProblem, G0):
         raise GWInputError(
             f"G0 must have shape (n, m) = ({problem.n}, {problem.m}), got {tuple(G0.shape)}"
         )
+    source_eps = _xp.eps(xp, G0.dtype) if _is_floating(xp, G0) else 0.0
     G0 = xp.astype(_xp.detach(G0), xp.float64)
-    if not bool(xp.all(xp.isfinite(G0))) or bool(xp.any(G0 < 0)):
-        raise GWInputError("G0 must be finite and non-negative (a coupling of p and q)")
-    error = marginal_error(G0, problem.p, problem.q)
-    if not error <= 1e-6:
+    if not bool(xp.all(xp.isfinite(G0))):
+        raise GWInputError("G0 has non-finite entries (NaN or Inf); a coupling is finite")
+    if bool(xp.any(G0 < 0)):
+        raise GWInputError("G0 has negative entries; a coupling is non-negative")
+    p, q = _xp.detach(problem.p), _xp.detach(problem.q)
+    error = marginal_error(G0, p, q)
+    tol = max(1e-6, math.sqrt(source_eps))
+    if not error <= tol:
         raise GWInputError(
-            f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > 1e-6); pass "
-            "a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another run"
+            f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > {tol:.1g}); "
+            "pass a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another "
+            "run or gwlite.coupling.round_to_polytope(G0, p, q)"
         )
-    return G0
+    return round_to_polytope(G0, xp.astype(p, xp.float64), xp.astype(q, xp.float64))
+
+
+def _is_floating(xp, array) -> bool:
+    return xp.isdtype(array.dtype, "real floating")
 
 
 # ---------------------------------------------------------------- options

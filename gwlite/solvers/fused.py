@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gwlite import _xp
 from gwlite.coupling import marginal_error, round_to_polytope
 from gwlite.errors import GWInputError, GWSolverError
 from gwlite.fused_bounds import FUSED_LOWER_BOUNDS, FusedProblem, best_lower, unit_scale
@@ -48,6 +49,7 @@ from gwlite.result import GWResult
 from gwlite.solvers import exact as exact_lib
 from gwlite.solvers import fused_sdp
 from gwlite.solvers._common import (
+    check_G0,
     nonneg_int,
     one_of,
     optional,
@@ -89,23 +91,11 @@ def _require_square_loss(fp: FusedProblem, method: str) -> None:
 
 
 def _check_G0(fp: FusedProblem, G0):
-    """``G0`` as a host coupling of ``p`` and ``q`` (rounded within round-off), or None."""
+    """``G0`` on the host, checked by the common rule (:func:`check_G0`), or None."""
     if G0 is None:
         return None
-    from gwlite import _xp
-
-    G0 = np.asarray(_xp.to_numpy(_xp.detach(as_input_array(G0, "G0"))), dtype=np.float64)
-    if G0.shape != (fp.n, fp.m):
-        raise GWInputError(f"G0 must have shape (n, m) = {(fp.n, fp.m)}, got {G0.shape}")
-    if not np.all(np.isfinite(G0)) or np.any(G0 < 0):
-        raise GWInputError("G0 has negative or non-finite entries; a coupling is >= 0")
-    error = marginal_error(G0, fp.gw.p, fp.gw.q)
-    if not error <= 1e-8:
-        raise GWInputError(
-            f"G0 is not a coupling of p and q: its marginals are off by {error:.3g} (l1); "
-            "pass gwlite.coupling.round_to_polytope(G0, p, q), or G0=None"
-        )
-    return round_to_polytope(G0, fp.gw.p, fp.gw.q)
+    host = _xp.to_numpy(_xp.detach(as_input_array(G0, "G0")))
+    return check_G0(fp.gw, host)
 
 
 def _feasible(fp: FusedProblem, plan: np.ndarray) -> tuple[np.ndarray, float]:

@@ -38,9 +38,10 @@ import numpy as np
 from gwlite import _xp
 from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope, to_dense
 from gwlite.errors import GWInputError, GWSolverError
-from gwlite.problem import GWProblem, as_input_array
+from gwlite.problem import GWProblem
 from gwlite.result import GWResult
 from gwlite.solvers._common import (
+    check_G0,
     clamp_lower,
     is_certified,
     lower_value,
@@ -64,36 +65,9 @@ def _require_square_loss(problem: GWProblem, method: str) -> None:
 
 
 def _check_G0(problem: GWProblem, G0):
-    """``G0`` as a coupling of ``p`` and ``q`` in the problem's library and dtype.
-
-    A plan within round-off of the polytope is rounded onto it (POT asserts marginals
-    to 1e-8); anything else is refused before POT runs.
-    """
-    if G0 is None:
-        return None
-    G0 = as_input_array(G0, "G0")
-    if _xp.backend_name(G0) != problem.backend:
-        G0 = _xp.from_numpy(_xp.to_numpy(G0), problem.C1)
-    xp = problem.xp
-    G0 = xp.astype(_xp.detach(G0), problem.C1.dtype)
-    if tuple(G0.shape) != (problem.n, problem.m):
-        raise GWInputError(
-            f"G0 must have shape (n, m) = {(problem.n, problem.m)}, got {tuple(G0.shape)}"
-        )
-    if not bool(xp.all(xp.isfinite(G0))):
-        raise GWInputError("G0 has non-finite entries (NaN or Inf)")
-    if bool(xp.any(G0 < 0)):
-        raise GWInputError("G0 has negative entries; a coupling is non-negative")
-    p, q = _xp.detach(problem.p), _xp.detach(problem.q)
-    error = marginal_error(G0, p, q)
-    tol = max(1e-8, float(np.sqrt(_xp.eps(xp, G0.dtype))))
-    if not error <= tol:
-        raise GWInputError(
-            f"G0 is not a coupling of p and q: its marginals are off by {error:.3g} (l1, "
-            f"tolerance {tol:.1g}); pass a feasible plan, e.g. "
-            "gwlite.coupling.round_to_polytope(G0, p, q), or G0=None (the product p q^T)"
-        )
-    return round_to_polytope(G0, p, q)
+    """``G0`` checked by the common rule (:func:`check_G0`) in the problem's dtype."""
+    G0 = check_G0(problem, G0)
+    return None if G0 is None else problem.xp.astype(G0, problem.C1.dtype)
 
 
 def _on_support(problem: GWProblem, G0=None):

@@ -277,6 +277,9 @@ def strict_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.filterwarnings("default", module=r"ot(\..*)?")
+        # auto's documented notice that its budget ended before a stage ran depends on the
+        # machine's load, not on the inputs: not a contract violation
+        warnings.filterwarnings("default", message=r"method='auto': the time limit")
         yield
 
 
