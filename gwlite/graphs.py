@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from gwlite.errors import GWInputError
+
+if TYPE_CHECKING:  # networkx is imported on use: ``import gwlite`` stays light
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,15 @@ __all__ = [
 KINDS = ("adjacency", "shortest_path", "laplacian", "heat")
 NODE_WEIGHTS = ("uniform", "degree")
 
-#: Small real graphs that ship with networkx (nothing is downloaded).
+#: Small real graphs that ship with networkx (nothing is downloaded): name -> the
+#: networkx function that builds it.
 BUILTIN_GRAPHS = {
-    "karate": nx.karate_club_graph,
-    "florentine": nx.florentine_families_graph,
-    "davis": nx.davis_southern_women_graph,
-    "les_miserables": nx.les_miserables_graph,
-    "petersen": nx.petersen_graph,
-    "dodecahedral": nx.dodecahedral_graph,
+    "karate": "karate_club_graph",
+    "florentine": "florentine_families_graph",
+    "davis": "davis_southern_women_graph",
+    "les_miserables": "les_miserables_graph",
+    "petersen": "petersen_graph",
+    "dodecahedral": "dodecahedral_graph",
 }
 
 
@@ -117,6 +121,8 @@ def _check_time(t) -> float:
 
 
 def _structure(G: nx.Graph, nodes: list, kind: str, weight: str | None, t: float) -> np.ndarray:
+    import networkx as nx
+
     if weight is not None:
         weights = _edge_weights(G, weight)
         if kind == "shortest_path" and np.any(weights < 0):
@@ -202,6 +208,8 @@ def from_networkx(
     >>> C.tolist(), p.tolist()
     ([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]], [0.3333333333333333, 0.3333333333333333, 0.3333333333333333])
     """
+    import networkx as nx
+
     if not isinstance(G, nx.Graph):
         raise GWInputError(f"G must be a networkx graph, got {type(G).__name__}")
     if not isinstance(kind, str) or kind not in KINDS:
@@ -236,14 +244,18 @@ def _node_weights(G: nx.Graph, nodes: list, node_weights: str, weight) -> np.nda
 
 def builtin_graph(name: str) -> nx.Graph:
     """One of :data:`BUILTIN_GRAPHS` by name."""
+    import networkx as nx
+
     if name not in BUILTIN_GRAPHS:
         raise GWInputError(
             f"unknown built-in graph {name!r}; choose one of {sorted(BUILTIN_GRAPHS)}"
         )
-    return nx.convert_node_labels_to_integers(BUILTIN_GRAPHS[name]())
+    return nx.convert_node_labels_to_integers(getattr(nx, BUILTIN_GRAPHS[name])())
 
 
 def _read_graph_file(path: Path) -> nx.Graph:
+    import networkx as nx
+
     suffix = path.suffix.lower()
     try:
         if suffix == ".graphml":
@@ -258,6 +270,8 @@ def _read_graph_file(path: Path) -> nx.Graph:
 
 
 def _read_edge_list(path: Path) -> nx.Graph:
+    import networkx as nx
+
     G = nx.Graph()
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):

@@ -202,16 +202,17 @@ def test_zero_weight_nodes_are_left_out_of_pots_solvers(method):
     assert res.upper == pytest.approx(sub.upper, rel=1e-9)
 
 
-def test_importing_gwlite_imports_neither_torch_nor_fusion():
+def test_importing_gwlite_imports_neither_torch_nor_fusion_nor_networkx():
     # (POT, used on demand by cg/entropic/TLB and by auto's later stages, imports torch
-    # itself when it is installed; the closed form never needs it)
+    # itself when it is installed; the closed form never needs it; networkx is imported
+    # by the functions that read graphs)
     import subprocess
     import sys
 
     code = (
         "import sys, gwlite, numpy as np\n"
         "gwlite.gromov_wasserstein(np.eye(3), np.eye(3), method='sorted')\n"
-        "print(sorted(m for m in ('torch', 'fusion', 'cupy') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'fusion', 'cupy', 'networkx') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
