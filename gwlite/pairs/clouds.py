@@ -38,7 +38,17 @@ from gwlite.pointcloud._cloud import PointCloud, _entry_bound, is_point_cloud
 from gwlite.problem import LOSS_EXPONENTS
 from gwlite.univariate import monotone_coupling, wasserstein_1d
 
-__all__ = ["CLOUD_LOWERS", "CloudFeatures", "cloud_lowers", "cloud_pairs", "prepare_clouds"]
+__all__ = [
+    "CLOUD_LOWERS",
+    "CloudFeatures",
+    "CloudSpace",
+    "as_clouds",
+    "check_clouds",
+    "cloud_lowers",
+    "cloud_pairs",
+    "prepare_clouds",
+    "sorted_upper",
+]
 
 #: lower bounds of the batched sorted layer on clouds (no n x n matrix)
 CLOUD_LOWERS = ("mean_row", "flb")

@@ -217,3 +217,24 @@ def test_chunked_quantised_slb_equals_the_bound(metric):
         for chunk in (16, 1000, 1 << 18):
             got = quantized_slb_chunked(Q1, Q2, (metric, metric), r, chunk)
             assert abs(got - max(0.0, want)) <= 1e-12 * max(1.0, want)
+
+
+# ---------------------------------------------------------------- the command line
+def test_cli_reads_point_files_and_names_a_bad_one(tmp_path, capsys):
+    from gwlite.cli import main
+
+    clouds = _clouds(4, 3, "sqeuclidean", False)
+    files = []
+    for k, c in enumerate(clouds):
+        files.append(str(tmp_path / f"c{k}.npy"))
+        np.save(files[-1], c.X)
+    out = tmp_path / "out"
+    assert main(["pairwise", "--points", "sqeuclidean", *files, "--out", str(out), "--quiet"]) == 0
+    assert "point clouds, metric sqeuclidean" in capsys.readouterr().out
+    want = gwlite.pairwise(clouds, **QUIET)
+    assert np.array_equal(np.load(out / "upper.npy"), want.upper)
+    bad = clouds[1].X.copy()
+    bad[2, 0] = np.nan
+    np.save(files[1], bad)
+    assert main(["pairwise", "--points", "sqeuclidean", *files, "--out", str(out), "--quiet"]) == 2
+    assert "spaces[1]: X has 1 non-finite" in capsys.readouterr().err
