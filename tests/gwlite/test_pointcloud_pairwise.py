@@ -238,3 +238,26 @@ def test_cli_reads_point_files_and_names_a_bad_one(tmp_path, capsys):
     np.save(files[1], bad)
     assert main(["pairwise", "--points", "sqeuclidean", *files, "--out", str(out), "--quiet"]) == 2
     assert "spaces[1]: X has 1 non-finite" in capsys.readouterr().err
+
+
+def test_a_dask_cluster_gives_the_local_numbers():
+    distributed = pytest.importorskip("distributed", reason="needs gwlite[pairwise] (dask)")
+    import logging
+
+    clouds = _clouds(12, 6, "sqeuclidean", True)
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        for options in ({"chunk": 2}, {"chunk": 2, "knn": 2, "method": "cg", "max_iter": 30}):
+            local = gwlite.pairwise(clouds, **options, **QUIET)
+            remote = gwlite.pairwise(clouds, engine=client, progress=False, **options)
+            assert remote.diagnostics["engine"].startswith("dask cluster at")
+            for name in ("lower", "upper", "certified", "evaluated"):
+                assert np.array_equal(getattr(local, name), getattr(remote, name)), name
