@@ -48,12 +48,12 @@ def _close(a, b):
 
 
 # ---------------------------------------------------------------- dense answers at small n
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     seed=seeds,
     metric=st.sampled_from(METRICS),
     loss_fun=st.sampled_from(LOSSES),
-    lower=st.sampled_from(["mean_row", "flb"]),
+    lower=st.sampled_from(["mean_row", "flb", "slb", "tlb"]),
     weighted=st.booleans(),
 )
 def test_sorted_bounds_equal_pairwise_on_the_dense_matrices(
@@ -86,6 +86,22 @@ def test_multiscale_pairs_are_single_multiscale_calls():
     for i, j in ((0, 1), (0, 2), (1, 2)):
         one = gwlite.gromov_wasserstein(clouds[i], clouds[j], method="multiscale", n_clusters=8)
         _close([got.lower[i, j], got.upper[i, j]], [one.lower, one.upper])
+
+
+def test_no_n_by_n_matrix_at_a_mid_size():
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n = 6000  # above DENSE_MAX; one n x n float64 matrix would be 288 MB
+    clouds = [PointCloud(rng.normal(size=(n - 500 * k, 3)), "sqeuclidean") for k in range(3)]
+    tracemalloc.start()
+    try:
+        res = gwlite.pairwise(clouds, lower="flb", knn=1, **QUIET)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * n * 64  # O(n d^2) features and plans: about 6 MB, not 288
+    assert np.all(res.lower <= res.upper)
 
 
 # ---------------------------------------------------------------- bounds as bounds
