@@ -67,6 +67,21 @@ def test_sorted_bounds_equal_pairwise_on_the_dense_matrices(
     assert got.diagnostics["spaces_pair_by_pair"] == 0
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_symmetric_clouds_with_tied_features_give_the_dense_numbers(metric):
+    # regular polygons, a grid and a shuffled copy: every mean-row feature is tied
+    angles = [2 * np.pi * np.arange(k) / k for k in (4, 6, 8)]
+    polygons = [np.stack([np.cos(a), np.sin(a)], axis=1) for a in angles]
+    grid = np.stack(np.meshgrid(np.arange(3.0), np.arange(3.0)), axis=-1).reshape(-1, 2)
+    shuffled = grid[np.random.default_rng(0).permutation(9)] @ np.array([[0, -1], [1, 0.0]])
+    clouds = [PointCloud(X, metric) for X in (*polygons, grid, shuffled)]
+    for lower in ("mean_row", "flb"):
+        got = gwlite.pairwise(clouds, lower=lower, **QUIET)
+        want = gwlite.pairwise(_dense(clouds), lower=lower, **QUIET)
+        _close(got.lower, want.lower)
+        _close(got.upper, want.upper)
+
+
 @pytest.mark.parametrize("method, options", [("cg", {"max_iter": 50}), ("proximal", {})])
 def test_other_methods_give_the_plans_of_pairwise_on_the_dense_matrices(method, options):
     clouds = _clouds(3, 3, "sqeuclidean", True)
