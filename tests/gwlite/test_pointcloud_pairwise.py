@@ -292,3 +292,21 @@ def test_a_dask_cluster_gives_the_local_numbers():
             assert remote.diagnostics["engine"].startswith("dask cluster at")
             for name in ("lower", "upper", "certified", "evaluated"):
                 assert np.array_equal(getattr(local, name), getattr(remote, name)), name
+
+
+def test_multiscale_reports_the_quantised_slb_of_its_clusters():
+    # square loss: the coarse proximal solve refuses abs_loss on clouds' many distances
+    loss_fun = "square_loss"
+    from gwlite.pointcloud.bounds import cloud_lower
+
+    rng = np.random.default_rng(8)
+    c1 = PointCloud(rng.normal(size=(300, 3)), "sqeuclidean")
+    c2 = PointCloud(rng.normal(size=(250, 2)), "sqeuclidean")
+    res = gwlite.gromov_wasserstein(
+        c1, c2, method="multiscale", n_clusters=20, loss_fun=loss_fun, max_refine=0
+    )
+    Q = (quantise(c1, 20, 0), quantise(c2, 20, 0))
+    want = cloud_lower(c1, c2, "quantized_slb", loss_fun, quantisations=Q)
+    got = res.diagnostics["bounds"]["quantized_slb"]
+    assert abs(got - want) <= 1e-12 * max(1.0, want)
+    assert res.lower >= got - 1e-12 and res.lower <= res.upper
