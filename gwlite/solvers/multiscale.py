@@ -6,7 +6,9 @@ The stages, each timed in ``diagnostics["stages"]``:
    (SciPy's ``kmeans2`` from random points), as quantized GW does
    (Chowdhury, Miller & Needham 2021);
 2. **coarse**: solve GW between the cluster centres (weights: the cluster masses) with
-   gwlite's own ``method="proximal"``; its plan :math:`\Gamma` is a sparse vertex;
+   gwlite's own ``method="proximal"`` (square loss; for ``abs_loss``, which
+   ``proximal`` takes only on few distinct distances, the sorted coupling); its plan
+   :math:`\Gamma` is a sparse vertex;
 3. **lift**: for every pair of clusters :math:`(a, b)` with :math:`\Gamma_{ab} > 0`, move
    the mass :math:`\Gamma_{ab}` from the points of :math:`a` (each in proportion to its
    weight) to those of :math:`b` by an exact linear OT whose cost is the linearisation of
@@ -310,12 +312,15 @@ def solve(
     done("quantise", k1=Q1.k, k2=Q2.k)
     D1 = geometry.distances(Q1.centers, Q1.centers, c1.metric)
     D2 = geometry.distances(Q2.centers, Q2.centers, c2.metric)
+    # proximal refuses abs_loss on many distinct distances: the sorted coupling there
+    coarse_method = "proximal" if r == 2 else "sorted"
+    seeded = {"seed": seed} if coarse_method == "proximal" else {}
     coarse = gromov_wasserstein(
-        D1, D2, Q1.masses, Q2.masses, method="proximal", loss_fun=loss_fun, seed=seed
+        D1, D2, Q1.masses, Q2.masses, method=coarse_method, loss_fun=loss_fun, **seeded
     )
     blocks = _blocks(np.asarray(coarse.coupling), Q1.masses, Q2.masses, D1, D2)
     coarse_upper = float(coarse.upper)
-    done("coarse", upper=coarse_upper, blocks=len(blocks))
+    done("coarse", method=coarse_method, upper=coarse_upper, blocks=len(blocks))
     lifter = _Lifter(c1, c2, Q1, Q2, blocks)
     plan = lifter.solve_blocks(lifter.product_slope())
     done("lift", nnz=len(plan.values))

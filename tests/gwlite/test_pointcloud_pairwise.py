@@ -310,3 +310,17 @@ def test_multiscale_reports_the_quantised_slb_of_its_clusters():
     got = res.diagnostics["bounds"]["quantized_slb"]
     assert abs(got - want) <= 1e-12 * max(1.0, want)
     assert res.lower >= got - 1e-12 and res.lower <= res.upper
+
+
+def test_multiscale_takes_the_absolute_loss():
+    rng = np.random.default_rng(9)
+    c1 = PointCloud(rng.normal(size=(60, 3)), "euclidean")
+    c2 = PointCloud(rng.normal(size=(50, 2)), "euclidean")
+    res = gwlite.gromov_wasserstein(c1, c2, method="multiscale", n_clusters=8, loss_fun="abs_loss")
+    assert res.diagnostics["stages"][1]["method"] == "sorted"
+    T = res.coupling.toarray()
+    assert np.allclose(T.sum(axis=1), c1.p) and np.allclose(T.sum(axis=0), c2.p)
+    (C1, p), (C2, q) = _dense([c1, c2])
+    _close(res.upper, gw_cost_dense(C1, C2, T, "abs_loss"))
+    assert res.lower <= res.upper
+    assert res.lower <= gw_cost_dense(C1, C2, np.outer(p, q), "abs_loss") + 1e-9
