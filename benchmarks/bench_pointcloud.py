@@ -12,13 +12,20 @@ Parts (each cell runs in its own subprocess, so that its peak RSS is its own):
 * ``mid`` (n = 20,000): ``multiscale``, ``ott_lrgw`` (OTT-JAX ``LRGromovWasserstein`` on
   ``PointCloud`` geometries, rank 10) and ``pot_lowrank``
   (``ot.lowrank_gromov_wasserstein_samples``, rank 10);
-* ``large`` (n = 100,000): ``multiscale`` on both pairs.
+* ``large`` (n = 100,000): ``multiscale`` on both pairs;
+* ``pairwise`` (20 clouds of 2,000 points: tori and trefoils of several radii and tube
+  widths, half of them rigidly moved): ``pairwise`` (``gwlite.pairwise`` on the
+  ``PointCloud`` list, default ``method="sorted"``, one process) against ``loop`` (one
+  ``gwlite.gromov_wasserstein(c_i, c_j, method="sorted")`` call per pair, which builds
+  the two distance matrices); the largest difference between the two answers is recorded.
 
 Every plan is priced by the same exact float64 formula
 (:func:`gwlite.pointcloud.geometry.gw_cost_sparse`, or ``gw_cost_lowrank`` for the
 low-rank plans ``Q diag(1/g) R^T``, which are never formed), outside the timed call.
-Each cell records wall time, CPU time of its process (all threads), peak RSS of its process (``ru_maxrss``) and the RSS after its
-imports, ``uptime`` load before and after, and the BLAS threads (threadpoolctl).
+Each cell records wall time, CPU time of its process (all threads), peak RSS of its
+process (``ru_maxrss``) and the RSS after the imports of the libraries it calls (POT's
+import brings torch and JAX when installed, about 330 MB here; every cell that calls POT
+pays it), ``uptime`` load before and after, and the BLAS threads (threadpoolctl).
 
 Usage::
 
@@ -43,7 +50,9 @@ PARTS = {
     "small": (1500, [("pair", "pot_cg"), ("pair", "multiscale"), ("pair", "auto")]),
     "mid": (20000, [("pair", "multiscale"), ("pair", "ott_lrgw"), ("pair", "pot_lowrank")]),
     "large": (100_000, [("pair", "multiscale"), ("rigid", "multiscale")]),
+    "pairwise": (2000, [("clouds20", "pairwise"), ("clouds20", "loop")]),
 }
+N_CLOUDS = 20
 RANK = 10
 
 
@@ -61,8 +70,74 @@ def _instance(pair: str, n: int):
     return X, trefoil(n, seed=2), None
 
 
+def _clouds(n: int) -> list:
+    """Tori and trefoils of several shapes, every other one rigidly moved and shuffled."""
+    import gwlite
+    from gwlite.pointcloud.samples import rigid_copy, torus, trefoil
+
+    out = []
+    for k in range(N_CLOUDS):
+        if k % 4 < 2:
+            X = torus(n, seed=k, r=0.25 + 0.02 * k)
+        else:
+            X = trefoil(n, seed=k, tube=0.1 + 0.01 * k)
+        if k % 2:
+            X = rigid_copy(X, seed=k)[0]
+        out.append(gwlite.PointCloud(X, "sqeuclidean"))
+    return out
+
+
+def _pairwise_cell(method: str, n: int) -> dict:
+    import numpy as np
+
+    import gwlite
+
+    clouds = _clouds(n)
+    if method == "loop":
+        import ot  # noqa: F401  (the dense sorted route imports POT: not timed)
+    rss0 = _rss_mb()
+    start, cpu = time.perf_counter(), time.process_time()
+    if method == "pairwise":
+        res = gwlite.pairwise(clouds, engine=1, progress=False)
+        lower, upper = res.lower, res.upper
+    else:
+        lower, upper = np.zeros((N_CLOUDS, N_CLOUDS)), np.zeros((N_CLOUDS, N_CLOUDS))
+        for i in range(N_CLOUDS):
+            for j in range(i + 1, N_CLOUDS):
+                r = gwlite.gromov_wasserstein(clouds[i], clouds[j], method="sorted")
+                lower[i, j] = lower[j, i] = r.lower
+                upper[i, j] = upper[j, i] = r.upper
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    out = {}
+    saved = RESULTS / "bench_pointcloud_pairwise_answer.npz"
+    if method == "pairwise":
+        with open(saved, "wb") as fh:
+            np.savez(fh, lower=lower, upper=upper)
+    elif saved.exists():  # the pairwise cell ran first: how far apart are the answers?
+        ref = np.load(saved)
+        scale = max(1.0, float(np.max(np.abs(ref["upper"]))))
+        out["max_difference_vs_pairwise"] = float(
+            max(np.max(np.abs(ref["upper"] - upper)), np.max(np.abs(ref["lower"] - lower))) / scale
+        )
+    return out | {
+        "pair": "clouds20",
+        "method": method,
+        "n": n,
+        "n_clouds": N_CLOUDS,
+        "time_s": elapsed,
+        "cpu_s": cpu,
+        "rss_after_imports_mb": rss0,
+        "peak_rss_mb": _rss_mb(),
+        "mean_upper": float(upper.sum() / (N_CLOUDS * (N_CLOUDS - 1))),
+        "mean_lower": float(lower.sum() / (N_CLOUDS * (N_CLOUDS - 1))),
+    }
+
+
 def _run_cell(pair: str, method: str, n: int) -> dict:
     import numpy as np
+
+    if pair == "clouds20":
+        return _pairwise_cell(method, n)
 
     import gwlite
     from gwlite.pointcloud import geometry
@@ -81,6 +156,10 @@ def _run_cell(pair: str, method: str, n: int) -> dict:
         rows, cols = np.nonzero(plan)
         values = plan[rows, cols]
     elif method in ("multiscale", "auto"):
+        import ot  # noqa: F401  (imported by the solver: its RSS belongs to the imports)
+
+        import gwlite.solvers.multiscale  # noqa: F401
+
         rss0 = _rss_mb()
         start, cpu = time.perf_counter(), time.process_time()
         res = gwlite.gromov_wasserstein(c1, c2, method=method, progress=False)
@@ -194,20 +273,35 @@ def _table() -> None:
         path = RESULTS / f"bench_pointcloud_{name}.json"
         if not path.exists():
             continue
+        if name == "pairwise":
+            print(
+                "\n| how | clouds x points | wall (s) | CPU (s) | peak RSS (MB) | difference | load |"
+            )
+            print("|---|---|---|---|---|---|---|")
+            for r in json.loads(path.read_text())["rows"]:
+                diff = r.get("max_difference_vs_pairwise")
+                print(
+                    f"| {r['method']} | {r['n_clouds']} x {r['n']:,} | {r['time_s']:.1f} | "
+                    f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                    f"{'' if diff is None else f'{diff:.1e}'} | "
+                    f"{r['load_before'][0]:.0f} to {r['load_after'][0]:.0f} |"
+                )
+            continue
         print(
             "\n| pair | method | n | wall (s) | CPU (s) | peak RSS (MB) | upper | lower "
-            "| upper / product | marginal error | load |"
+            "| peak - imports (MB) | upper / product | marginal error | load |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in json.loads(path.read_text())["rows"]:
             if "error" in r:
-                print(f"| {r['pair']} | {r['method']} | {r['n']} | failed | | | | | | | |")
+                print(f"| {r['pair']} | {r['method']} | {r['n']} | failed | | | | | | | | |")
                 continue
             low, cpu = r.get("lower"), r.get("cpu_s")
             print(
                 f"| {r['pair']} | {r['method']} | {r['n']:,} | {r['time_s']:.0f} | "
                 f"{'n/a' if cpu is None else f'{cpu:.1f}'} | {r['peak_rss_mb']:.0f} | "
                 f"{r['upper']:.5g} | {'' if low is None else f'{low:.4g}'} | "
+                f"{r['peak_rss_mb'] - r['rss_after_imports_mb']:.0f} | "
                 f"{r['upper'] / r['product_cost']:.2e} | {r['marginal_error']:.1e} | "
                 f"{r['load_before'][0]:.0f} to {r['load_after'][0]:.0f} |"
             )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +64,13 @@ def pairwise(
         (converted by :func:`gwlite.from_networkx` with ``kind``, ``weight`` and
         ``node_weights``), or a :class:`gwlite.datasets.Dataset`. NumPy, torch or CuPy,
         one library for all; the dataset is computed in the widest dtype among them.
+        Or :class:`gwlite.PointCloud` objects, all of them (mixing clouds and matrices
+        is refused): no ``n x n`` matrix is built for the sorted bounds, other methods
+        run as :func:`gwlite.gromov_wasserstein` on each pair of clouds (see
+        :mod:`gwlite.pairs.clouds`).
     method : str
-        Any method of :func:`gwlite.gromov_wasserstein` (``gwlite.METHODS``).
+        Any method of :func:`gwlite.gromov_wasserstein` (``gwlite.METHODS``);
+        ``"multiscale"`` for point clouds.
     loss_fun : {"square_loss", "abs_loss"}
     engine : None, int or dask.distributed.Client
         ``None``: all local cores (worker processes; work too small to pay for starting
@@ -131,35 +138,54 @@ def pairwise(
     >>> bool(res.lower[0, 2] <= res.upper[0, 2]), res.upper.shape
     (True, (3, 3))
     """
+    call = _Call(
+        method=method,
+        loss_fun=loss_fun,
+        engine=engine,
+        store=store,
+        chunk=chunk,
+        progress=progress,
+        knn=knn,
+        repair=repair,
+        graphs={"kind": kind, "weight": weight, "node_weights": node_weights},
+        options=options,
+    )
     if alpha is not None:
-        return _fused(
-            spaces,
-            alpha,
-            method,
-            loss_fun,
-            engine,
-            store,
-            chunk,
-            progress,
-            knn,
-            kind,
-            weight,
-            node_weights,
-            node_attr,
-            metric,
-            options,
-        )
+        return _fused(spaces, alpha, node_attr, metric, call)
     if node_attr is not None:
         raise GWInputError("node_attr= reads features for fused GW: pass alpha= too")
+    return _gw(spaces, call)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The options both branches of :func:`pairwise` (GW and fused GW) take."""
+
+    method: str
+    loss_fun: str
+    engine: Any
+    store: Any
+    chunk: int | None
+    progress: bool
+    knn: int | None
+    repair: bool
+    graphs: dict  # how graphs become spaces: kind, weight, node_weights
+    options: dict  # the method's own options
+
+
+def _gw(spaces, call: _Call) -> PairwiseResult:
     start = time.perf_counter()
     from gwlite.pairs.spaces import as_spaces
     from gwlite.pairs.tasks import make_layer
 
-    check_loss(loss_fun)
-    layer = make_layer(method, loss_fun, options)
-    space_set = as_spaces(spaces, loss_fun, kind=kind, weight=weight, node_weights=node_weights)
+    check_loss(call.loss_fun)
+    method, knn, chunk, repair = call.method, call.knn, call.chunk, call.repair
+    layer = make_layer(method, call.loss_fun, call.options)
+    space_set = as_spaces(spaces, call.loss_fun, **call.graphs)
     n = len(space_set)
     sizes = space_set.sizes
+    if method == "multiscale" and not space_set.clouds:
+        raise GWInputError("method='multiscale' takes point clouds (gwlite.PointCloud spaces)")
     if method == "exact" and len(set(sizes.tolist())) > 1:
         k = int(np.flatnonzero(sizes != sizes[0])[0])
         raise GWInputError(
@@ -174,7 +200,7 @@ def pairwise(
         raise GWInputError(f"chunk must be a positive integer, got {chunk!r}")
     if not isinstance(repair, bool):
         raise GWInputError(f"repair must be True or False, got {repair!r}")
-    run = _Run(space_set, layer, knn, engine, (store, repair), progress, chunk)
+    run = _Run(space_set, layer, knn, call.engine, (call.store, repair), call.progress, chunk)
     try:
         return run.execute(start)
     finally:
@@ -198,8 +224,9 @@ class _Run:
         if knn is not None:
             self.layers["cheap"] = cheap_layer(layer.loss_fun)
         first = space_set.spaces[0][0]
-        on_device = _xp.backend_name(first) == "cupy" or (
-            _xp.backend_name(first) == "torch" and first.device.type != "cpu"
+        on_device = not space_set.clouds and (
+            _xp.backend_name(first) == "cupy"
+            or (_xp.backend_name(first) == "torch" and first.device.type != "cpu")
         )
         self.work = Work(space_set.spaces, self.layers, self._buckets(first))
         self.engine = resolve_engine(engine, space_set.backend, on_device)
@@ -228,6 +255,11 @@ class _Run:
                 parts |= layer.parts()
         if not parts:
             return None
+        if self.space_set.clouds:
+            from gwlite.pairs.clouds import prepare_clouds
+
+            clouds = [c for c, _ in self.space_set.spaces]
+            return prepare_clouds(clouds, self.layer.loss_fun)
         from gwlite.pairs.prepare import build_buckets, prepare_spaces
 
         prepared = prepare_spaces(self.space_set.host(), parts, self.layer.loss_fun)
@@ -239,6 +271,8 @@ class _Run:
         from gwlite.pairs.prepare import width_of
 
         n = float(np.mean(self.space_set.sizes))
+        if layer.batched and self.space_set.clouds:
+            return 1e-4 + 2e-6 * n  # 1-D transports and an O(n d^2) exact price
         if layer.batched:
             T = 2 * width_of(int(np.ceil(n)))
             seconds = 1e-6 + 3e-8 * T * T * (2 if "slb" in layer.lowers else 1)
@@ -380,12 +414,18 @@ class _Run:
             ran |= pick
         diag = {
             "knn": self.k,
-            "cheap": "sorted with lower = max(mean_row, flb, slb)",
+            "cheap": "sorted with lower = max(" + ", ".join(self._cheap_lowers()) + ")",
             "rounds": rounds,
             "needed_after_cheap": first_need,
             "cheap_time_s": cheap_s,
         }
         return state, ran, diag
+
+    def _cheap_lowers(self) -> tuple:
+        from gwlite.pairs.clouds import cloud_lowers
+        from gwlite.pairs.tasks import CHEAP_LOWERS
+
+        return cloud_lowers(CHEAP_LOWERS) if self.space_set.clouds else CHEAP_LOWERS
 
     def _result(self, final, ran, start, diag) -> PairwiseResult:
         n = self.n
@@ -426,44 +466,29 @@ class _Run:
         )
 
 
-def _fused(
-    spaces,
-    alpha,
-    method,
-    loss_fun,
-    engine,
-    store,
-    chunk,
-    progress,
-    knn,
-    kind,
-    weight,
-    node_weights,
-    node_attr,
-    metric,
-    options,
-) -> PairwiseResult:
+def _fused(spaces, alpha, node_attr, metric, call: _Call) -> PairwiseResult:
     from gwlite.pairs.fused import fused_pairwise
+    from gwlite.pointcloud._cloud import is_point_cloud
 
-    if store is not None or chunk is not None or engine not in (None, 1):
+    if call.store is not None or call.chunk is not None or call.engine not in (None, 1):
         raise GWInputError(
             "pairwise with alpha (fused GW) runs in this process: engine, store and chunk "
             "are not supported yet (leave them out)"
         )
-    method = "auto" if method == "sorted" else method  # the GW default has no fused form
+    if isinstance(spaces, (list, tuple)) and any(is_point_cloud(x) for x in spaces):
+        raise GWInputError("pairwise with alpha (fused GW) takes attributed spaces, not clouds")
+    method = "auto" if call.method == "sorted" else call.method  # GW's default has no fused form
     return fused_pairwise(
         spaces,
         alpha=alpha,
         method=method,
-        loss_fun=loss_fun,
+        loss_fun=call.loss_fun,
         metric=metric,
-        knn=knn,
-        progress=progress,
-        kind=kind,
-        weight=weight,
-        node_weights=node_weights,
+        knn=call.knn,
+        progress=call.progress,
         node_attr=node_attr,
-        **options,
+        **call.graphs,
+        **call.options,
     )
 
 

@@ -138,8 +138,10 @@ class ProcessEngine:
 
 def _numpy_only(work) -> bool:
     from gwlite import _xp
+    from gwlite.pointcloud._cloud import is_point_cloud
 
-    return _xp.backend_name(work.spaces[0][0]) == "numpy"
+    first = work.spaces[0][0]
+    return is_point_cloud(first) or _xp.backend_name(first) == "numpy"
 
 
 class DaskEngine:

@@ -24,21 +24,30 @@ __all__ = ["SpaceSet", "as_spaces", "digest"]
 
 @dataclass(frozen=True)
 class SpaceSet:
-    """Validated spaces: ``spaces[i] = (C, p)`` and optional display ``names``."""
+    """Validated spaces: ``spaces[i] = (C, p)`` and optional display ``names``.
+
+    For a dataset of point clouds (``clouds``), ``spaces[i] = (cloud, None)``: the cloud
+    carries its weights (see :mod:`gwlite.pairs.clouds`)."""
 
     spaces: list
     names: tuple | None
     backend: str
+    clouds: bool = False
 
     def __len__(self) -> int:
         return len(self.spaces)
 
     @property
     def sizes(self) -> np.ndarray:
+        if self.clouds:
+            return np.array([c.n for c, _ in self.spaces], dtype=np.int64)
         return np.array([int(C.shape[0]) for C, _ in self.spaces], dtype=np.int64)
 
     def host(self) -> list:
-        """The spaces as host NumPy arrays (the precomputation runs on the host)."""
+        """The spaces as host NumPy arrays (the precomputation runs on the host); clouds
+        are host arrays already."""
+        if self.clouds:
+            return list(self.spaces)
         return [(_xp.to_numpy(C), _xp.to_numpy(p)) for C, p in self.spaces]
 
 
@@ -75,7 +84,8 @@ def as_spaces(
     weight: str | None = None,
     node_weights: str = "uniform",
 ) -> SpaceSet:
-    """Validate ``spaces`` (matrices, ``(C, p)`` pairs or networkx graphs).
+    """Validate ``spaces`` (matrices, ``(C, p)`` pairs or networkx graphs; or point
+    clouds, all of them, see :func:`gwlite.pairs.clouds.check_clouds`).
 
     Raises
     ------
@@ -94,6 +104,10 @@ def as_spaces(
             ) from err
     if len(spaces) == 0:
         raise GWInputError("spaces is empty: pairwise needs at least one space")
+    from gwlite.pairs.clouds import check_clouds
+
+    if check_clouds(spaces):
+        return SpaceSet([(c, None) for c in spaces], _names(names, len(spaces)), "numpy", True)
     out = []
     for k, item in enumerate(spaces):
         if _is_graph(item):
@@ -130,18 +144,29 @@ def as_spaces(
     for C, _ in out[1:]:
         dtype = xp.result_type(dtype, C.dtype)
     out = [(xp.astype(C, dtype, copy=False), xp.astype(p, dtype, copy=False)) for C, p in out]
-    if names is not None:
-        names = tuple(str(n) for n in names)
-        if len(names) != len(out):
-            raise GWInputError(f"{len(names)} names for {len(out)} spaces")
-    return SpaceSet(out, names, backends[0])
+    return SpaceSet(out, _names(names, len(out)), backends[0])
+
+
+def _names(names, n: int) -> tuple | None:
+    if names is None:
+        return None
+    names = tuple(str(x) for x in names)
+    if len(names) != n:
+        raise GWInputError(f"{len(names)} names for {n} spaces")
+    return names
 
 
 def digest(space_set: SpaceSet, config: dict) -> str:
-    """SHA-256 of every space (shape, dtype, bytes of C and p) and of ``config``."""
+    """SHA-256 of every space (shape, dtype, bytes of C and p; of a cloud, its metric,
+    coordinates and weights) and of ``config``."""
     h = hashlib.sha256()
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for C, p in space_set.host():
+    if space_set.clouds:
+        pairs = [(c.X, c.p) for c, _ in space_set.spaces]
+        h.update(json.dumps([c.metric for c, _ in space_set.spaces]).encode())
+    else:
+        pairs = space_set.host()
+    for C, p in pairs:
         for a in (C, p):
             a = np.ascontiguousarray(a)
             h.update(f"{a.dtype.str}{a.shape}".encode())

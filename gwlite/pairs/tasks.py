@@ -63,12 +63,14 @@ def make_layer(method: str, loss_fun: str, options: dict) -> Layer:
     from gwlite.bounds import LOWER_BOUNDS
     from gwlite.solvers import SOLVERS
 
-    if method not in SOLVERS:
-        raise GWInputError(f"unknown method {method!r}; choose one of {list(SOLVERS)}")
+    if method not in SOLVERS and method != "multiscale":
+        raise GWInputError(
+            f"unknown method {method!r}; choose one of {list(SOLVERS) + ['multiscale']}"
+        )
     for name, why in _REFUSED.items():
         if name in options:
             raise GWInputError(f"option {name!r} is not accepted by pairwise: {why}")
-    accepted = [n for n in inspect.signature(SOLVERS[method]).parameters if n != "problem"]
+    accepted = [n for n in _parameters(method) if n not in ("problem", "c1", "c2", "loss_fun")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise GWInputError(
@@ -85,6 +87,17 @@ def make_layer(method: str, loss_fun: str, options: dict) -> Layer:
         if lower in _BATCHED_LOWERS:
             lowers = (lower,)
     return Layer(method, loss_fun, dict(options), lowers)
+
+
+def _parameters(method: str):
+    """The parameters of ``method``'s solver (``multiscale``: the point-cloud solver)."""
+    from gwlite.solvers import SOLVERS
+
+    if method == "multiscale":
+        from gwlite.solvers import multiscale
+
+        return inspect.signature(multiscale.solve).parameters
+    return inspect.signature(SOLVERS[method]).parameters
 
 
 def cheap_layer(loss_fun: str) -> Layer:
@@ -151,9 +164,8 @@ def _per_pair(work: Work, layer: Layer, ii, jj):
     """One :func:`gwlite.gromov_wasserstein` call per pair (any method)."""
     from gwlite.api import gromov_wasserstein
     from gwlite.bounds import lower_bound
-    from gwlite.solvers import SOLVERS
 
-    accepted = inspect.signature(SOLVERS[layer.method]).parameters
+    accepted = _parameters(layer.method)
     options = dict(layer.options)
     quiet = {k: False for k in ("return_coupling", "diagnostics") if k in accepted}
     lowers = layer.lowers or (None,)
@@ -244,9 +256,44 @@ def _through_batch(work: Work, layer: Layer, ii, jj, options: dict):
     return lower, upper, np.array([r.certified for r in results], dtype=bool)
 
 
+def _cloud_layer(work: Work, layer: Layer, ii, jj):
+    """A layer on point clouds: the batched sorted layer from the per-space features
+    (:mod:`gwlite.pairs.clouds`), any other one pair by pair."""
+    from gwlite.pairs.clouds import cloud_lowers, cloud_pairs
+
+    lowers = cloud_lowers(layer.lowers) if layer.batched else None
+    if lowers is None:
+        options = None if layer.batched else _batch_options(layer)
+        if options is not None and len(ii):
+            dense = _dense_clouds(work, np.union1d(ii, jj))
+            if dense is not None:  # small clouds: the batch, as pairwise on their matrices
+                return _through_batch(dense, layer, ii, jj, options)
+        return _per_pair(work, layer, ii, jj)
+    clouds = [c for c, _ in work.spaces]
+    lower, upper = cloud_pairs(clouds, work.buckets, lowers, ii, jj)
+    return lower, upper, _certified(lower, upper, _threshold(work, ii, jj, _r(layer)))
+
+
+def _dense_clouds(work: Work, needed) -> Work | None:
+    """The clouds ``needed`` as distance matrices, when all have at most ``DENSE_MAX``
+    points (where :func:`gwlite.gromov_wasserstein` turns clouds into matrices too)."""
+    from gwlite.pointcloud import geometry
+    from gwlite.pointcloud.dispatch import DENSE_MAX
+
+    clouds = {int(i): work.spaces[int(i)][0] for i in needed}
+    if max(c.n for c in clouds.values()) > DENSE_MAX:
+        return None
+    spaces = {i: (geometry.distances(c.X, c.X, c.metric), c.p) for i, c in clouds.items()}
+    return Work(spaces, work.layers, work.buckets)
+
+
 def compute_pairs(work: Work, layer_name: str, ii: np.ndarray, jj: np.ndarray):
     """``(lower, upper, certified)`` of the pairs ``(ii[k], jj[k])`` on a layer."""
+    from gwlite.pointcloud._cloud import is_point_cloud
+
     layer = work.layers[layer_name]
+    if len(work.spaces) and is_point_cloud(work.spaces[0][0]):
+        return _cloud_layer(work, layer, ii, jj)
     if not layer.batched:
         options = _batch_options(layer)
         if options is not None and len(ii):
