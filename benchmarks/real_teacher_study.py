@@ -155,6 +155,18 @@ def unigram_bits_per_byte(tokenizer: Any, train: list[dict], test: list[dict]) -
     return bits / sum(len(e["response"].encode()) for e in test)
 
 
+def bytes_per_token(tokenizer: Any, examples: list[dict]) -> float:
+    """Mean bytes of the responses per token: how coarse a tokenizer is on this text.
+
+    ULD and GLD pair the student's ``j``-th response position with the teacher's ``j``-th
+    (:func:`fusion.functional.uld_loss`), so a ratio far from 1 pairs positions that sit
+    at different places in the text.
+    """
+    texts = [e["response"] for e in examples]
+    n_tokens = sum(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"]))
+    return sum(len(t.encode()) for t in texts) / n_tokens
+
+
 # ---------------------------------------------------------------------------------------
 # the stages (each kept in --work and reused)
 # ---------------------------------------------------------------------------------------
@@ -338,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher = teacher_stage(teacher_dir, data, test_set, data_dir, args.k)
     tokenizer = student_tokenizer(train_set, data_dir)
     unigram = unigram_bits_per_byte(tokenizer, train_set, test_set)
+    coarseness = {"student": bytes_per_token(tokenizer, train_set),
+                  "teacher": bytes_per_token(plain_tokenizer(teacher_dir), train_set)}  # fmt: skip
     print(f"teacher {teacher['bpb']:.4f} bits/byte; student unigram level {unigram:.4f}")
     schedule = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.learning_rate}
     arms_dir = data_dir / f"arms-{key(schedule)}"
@@ -369,7 +383,12 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": args.seeds,
             "teacher_bpb": teacher["bpb"],
             "unigram_bpb": unigram,
+            "bytes_per_token": coarseness,
             "bpb": bpb,
+            "last_log": {
+                a: {s: r["log"][-1] if r["log"] else {} for s, r in runs.items()}
+                for a, runs in results.items()
+            },  # fmt: skip
             "vs_sft": comparisons(bpb, args.seeds),
             "timing": {
                 "cache_build_s": teacher["cache_s"],

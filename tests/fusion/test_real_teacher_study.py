@@ -93,9 +93,17 @@ def test_unigram_level_without_counts_is_log2_vocab():
     assert study.unigram_bits_per_byte(tokenizer, test, test) < expected
 
 
+def test_bytes_per_token_of_a_character_tokenizer_is_one():
+    from fusion.tiny import char_tokenizer
+
+    examples = [{"prompt": "", "response": "one char per token"}]
+    tokenizer = char_tokenizer(["one char per token"])
+    assert study.bytes_per_token(tokenizer, examples) == 1.0
+
+
 PAGE_FIELDS = ("complete", "n_train", "n_held_out", "held_out_bytes", "teacher", "k", "student",
-               "schedule", "seeds", "teacher_bpb", "unigram_bpb", "bpb", "vs_sft", "timing",
-               "setting")  # fmt: skip
+               "schedule", "seeds", "teacher_bpb", "unigram_bpb", "bytes_per_token", "bpb",
+               "last_log", "vs_sft", "timing", "setting")  # fmt: skip
 
 
 def _check_document(doc, seeds):
