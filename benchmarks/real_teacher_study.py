@@ -29,7 +29,7 @@ metric, bits per byte on held-out text (docs/study_real_teacher.md reads the res
   (:func:`fusion.demo.stats.paired_comparison`: t interval, bootstrap, wins).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/real_teacher_study.py \\
-        --train 2000 --seeds 0 1 2 3 4 --steps 1500
+        --train 1500 --held-out 300 --seeds 0 1 2 3 4 --steps 200
 
 Writes ``benchmarks/results/real_teacher_study.json`` atomically after every finished arm
 (``"complete": false`` until the last). Everything is kept in ``--work`` under a key of the
