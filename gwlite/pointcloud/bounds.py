@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gwlite import _xp
 from gwlite.bounds import certified_lp_lower
 from gwlite.pointcloud import geometry
 from gwlite.pointcloud._cloud import PointCloud
@@ -162,9 +163,14 @@ def _quantized_tlb(Q1: Quantisation, Q2: Quantisation, metrics, r: int) -> float
 
 
 def _one_d(u, v, c1: PointCloud, c2: PointCloud, r: int) -> float:
+    r""":math:`W_r^r(u \# p, v \# q)` on the clouds' device (on the host, ``n`` numbers
+    each, when the two clouds live in different libraries)."""
+    p, q = c1.p, c2.p
+    if c1.backend != c2.backend:
+        u, v, p, q = (_xp.to_numpy(x) for x in (u, v, p, q))
     if c1.uniform and c2.uniform and c1.n == c2.n:
-        return float(wasserstein_1d(u, v, p=r, check=False))
-    return float(wasserstein_1d(u, v, c1.p, c2.p, p=r, check=False))
+        return _xp.as_float(wasserstein_1d(u, v, p=r, check=False))
+    return _xp.as_float(wasserstein_1d(u, v, p, q, p=r, check=False))
 
 
 def cloud_lower(
@@ -188,8 +194,9 @@ def cloud_lower(
         s1, s2 = geometry.mean_row_features(c1), geometry.mean_row_features(c2)
         return max(0.0, _one_d(s1, s2, c1, c2, r))
     if lower == "flb":
-        e1 = np.sqrt(geometry.squared_eccentricities(c1))
-        e2 = np.sqrt(geometry.squared_eccentricities(c2))
+        e1, e2 = (
+            c.xp.sqrt(c.xp.clip(geometry.squared_eccentricities(c), min=0.0)) for c in (c1, c2)
+        )
         return max(0.0, _one_d(e1, e2, c1, c2, r))
     if quantisations is None:
         quantisations = (quantise(c1, n_clusters, seed), quantise(c2, n_clusters, seed))
