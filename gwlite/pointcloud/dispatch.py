@@ -120,7 +120,7 @@ def lower_bound_clouds(C1, C2, p, q, loss_fun: str, lower: str) -> float:
     C1, C2 = _with_weights(C1, p, "p"), _with_weights(C2, q, "q")
     if is_point_cloud(C1) and is_point_cloud(C2) and lower in CLOUD_LOWER_BOUNDS:
         return cloud_lower(C1, C2, lower, loss_fun)
-    if lower in ("quantized_slb", "quantized_tlb"):
+    if lower in CLOUD_LOWER_BOUNDS and lower not in ("mean_row", "flb"):
         raise GWInputError(f"lower={lower!r} takes two gwlite.PointCloud inputs")
     D1, D2, p, q = _both_dense(C1, C2, p, q, f"lower={lower!r}")
     return lower_bound(D1, D2, p, q, loss_fun=loss_fun, lower=lower)
