@@ -49,6 +49,7 @@ from gwlite.univariate import wasserstein_1d
 
 __all__ = [
     "EIGENPAIRS",
+    "STREAMED_SPECTRAL_MAX",
     "SpectralBound",
     "Spectrum",
     "certified_spectrum",
@@ -60,6 +61,9 @@ __all__ = [
 #: top eigenpairs computed per ``euclidean`` cloud (the bound's tail is certified, so more
 #: pairs only tighten it)
 EIGENPAIRS = 16
+#: ``lower="best"`` of the multiscale solver includes the ``euclidean`` spectral bound (about
+#: 40 streamed passes over the distances) only when ``n^2 + m^2`` is at most this
+STREAMED_SPECTRAL_MAX = 2 * 10**7
 # LOBPCG iterations: each is one streamed pass over the distances
 _LOBPCG_ITER = 40
 # below this many points the operator is materialised (n x n, tiny) and diagonalised
