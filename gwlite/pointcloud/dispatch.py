@@ -2,7 +2,8 @@
 :func:`gwlite.lower_bound` and :func:`gwlite.gw_cost` hand any :class:`PointCloud` here.
 
 Small clouds (at most :data:`DENSE_MAX` points) may be turned into their distance
-matrices, so that every matrix method and bound applies and gives the dense answer;
+matrices, so that every matrix method and bound applies and gives the dense answer
+(``method="auto"`` adds the spectral bound of the clouds to the dense bounds);
 ``method="auto"`` above that size and ``method="multiscale"`` at any size never build an
 ``n x n`` matrix.
 """
@@ -22,6 +23,7 @@ from gwlite.errors import GWInputError
 from gwlite.pointcloud import geometry
 from gwlite.pointcloud._cloud import PointCloud, is_point_cloud
 from gwlite.pointcloud.bounds import CLOUD_LOWER_BOUNDS, cloud_lower
+from gwlite.pointcloud.spectral import spectral_lower
 from gwlite.problem import as_input_array, check_loss
 from gwlite.result import GWResult
 from gwlite.solvers import multiscale
@@ -90,7 +92,21 @@ def gromov_wasserstein_clouds(C1, C2, p, q, method: str, loss_fun: str, options:
     D1, D2, p, q = _both_dense(C1, C2, p, q, f"method={method!r}")
     result = gromov_wasserstein(D1, D2, p, q, method=method, loss_fun=loss_fun, **options)
     route = f"{method}: dense distance matrices ({D1.shape[0]} and {D2.shape[0]} points)"
-    return dataclasses.replace(result, diagnostics={**result.diagnostics, "route": route})
+    result = dataclasses.replace(result, diagnostics={**result.diagnostics, "route": route})
+    if method == "auto" and clouds and loss_fun == "square_loss":
+        result = _with_spectral(C1, C2, result)
+    return result
+
+
+def _with_spectral(c1: PointCloud, c2: PointCloud, result: GWResult) -> GWResult:
+    """``auto`` on small clouds: the spectral bound (:mod:`gwlite.pointcloud.spectral`) joins
+    the dense bounds; the larger is ``lower`` and ``diagnostics["lower_by"]`` names it."""
+    value = spectral_lower(c1, c2).value
+    extra = {"spectral_lower": value}
+    if value > _xp.as_float(result.lower):
+        extra["lower_by"] = "spectral"
+        result = dataclasses.replace(result, lower=min(value, _xp.as_float(result.upper)))
+    return dataclasses.replace(result, diagnostics={**result.diagnostics, **extra})
 
 
 def _multiscale(c1: PointCloud, c2: PointCloud, loss_fun: str, options: dict, route: str):

@@ -181,6 +181,18 @@ def test_lower_bound_and_multiscale_use_the_spectral_bound():
     assert bounds[res.diagnostics["lower_by"]] == max(bounds.values())
 
 
+def test_auto_on_small_clouds_reports_the_spectral_bound_when_it_wins():
+    # torus against trefoil, 200 points: the spectral bound beats the dense TLB here
+    X, Y = torus(200, seed=1), trefoil(200, 2)
+    c1, c2 = PointCloud(X, "sqeuclidean"), PointCloud(Y, "sqeuclidean")
+    res = gwlite.gromov_wasserstein(c1, c2)
+    value = spectral.spectral_lower(c1, c2).value
+    dense = gwlite.gromov_wasserstein(_dense(c1)[0], _dense(c2)[0])
+    assert res.diagnostics["spectral_lower"] == value > dense.lower
+    assert res.diagnostics["lower_by"] == "spectral"
+    assert res.lower == value <= res.value <= res.upper
+
+
 def test_spectral_bound_refuses_matrices():
     C = cdist(torus(5), torus(5))
     with pytest.raises(gwlite.GWInputError, match="PointCloud"):
