@@ -308,6 +308,17 @@ def spectral_lower(
     -------
     SpectralBound
         ``value`` is a proven lower bound whatever the eigen-solver returned.
+
+    Examples
+    --------
+    >>> import gwlite
+    >>> from gwlite.pointcloud.samples import torus, trefoil
+    >>> from gwlite.pointcloud.spectral import spectral_lower
+    >>> c1 = gwlite.PointCloud(torus(500, seed=1), "sqeuclidean")
+    >>> c2 = gwlite.PointCloud(trefoil(500, seed=2), "sqeuclidean")
+    >>> b = spectral_lower(c1, c2)
+    >>> b.mean_row <= b.value <= gwlite.gromov_wasserstein(c1, c2).upper
+    True
     """
     s1, s2 = geometry.mean_row_features(c1), geometry.mean_row_features(c2)
     S1 = cloud_spectrum(c1, k, seed, s1)
