@@ -182,7 +182,7 @@ def certified_spectrum(A: LinearOperator, V: np.ndarray, trace: float, frobenius
     :math:`\hat\nu_m = \min(\tau / m, (\phi / m)^{1/2})`. The :math:`i`-th largest of the
     union of both spectra is at most :math:`\max(\theta_{j+1}, \hat\nu_{i-j})` for every
     :math:`j < i` (at most :math:`j + i - j - 1` values exceed it), and Weyl's inequality
-    adds :math:`\|R\|_F`. A round-off allowance of the products (:func:`_round_off`
+    adds :math:`\|R\|_F`. A round-off allowance of the products (``_round_off``
     times the trace and Frobenius norm, which bound :math:`\|A\|_2`) widens every bound.
     """
     n = V.shape[0]
