@@ -246,27 +246,38 @@ def _write(name: str, rows: list, folder: Path | None = None) -> None:
     atomic_write_bytes(path, json.dumps({"meta": meta, "rows": rows}, indent=1).encode())
 
 
+def _width_ratio(upper, bounds: dict, names) -> str:
+    """(upper - spectral) / (upper - the best other bound): below 1 when spectral helps."""
+    if upper is None:
+        return "–"
+    other = max(bounds[k]["value"] for k in names if k != "spectral")
+    denominator = upper - other
+    if denominator <= 0:
+        return "–"
+    return f"{(upper - bounds['spectral']['value']) / denominator:.3f}"
+
+
 def _table() -> None:
     names = ("mean_row", "flb", "quantized_slb", "quantized_tlb", "spectral")
-    head = " | ".join(names)
-    print(f"| metric | pair | n | upper | {head} | best |")
-    print("|" + "---|" * (len(names) + 5))
+    print(
+        f"| metric | pair | n | upper | {' | '.join(names)} | best | spectral width / best other |"
+    )
+    print("|" + "---|" * (len(names) + 6))
     for name in PARTS:
         path = RESULTS / f"bench_pointcloud_bounds_{name}.json"
         if not path.exists():
             continue
         for row in json.loads(path.read_text())["rows"]:
+            head = f"| {row['metric']} | {row['pair']} | {row['n']} |"
             if "error" in row:
-                print(f"| {row['metric']} | {row['pair']} | {row['n']} | failed | |")
+                print(head + " not finished (see the JSON) |" + " |" * (len(names) + 2))
                 continue
             upper, b = row.get("upper"), row["bounds"]
             cells = [f"{b[k]['value']:.4g} ({b[k]['seconds']:.2g} s)" for k in names]
             best = max(names, key=lambda k: b[k]["value"])
-            print(
-                f"| {row['metric']} | {row['pair']} | {row['n']} | {'–' if upper is None else f'{upper:.4g}'} | "
-                + " | ".join(cells)
-                + f" | {best} |"
-            )
+            shown = "–" if upper is None else f"{upper:.4g}"
+            ratio = _width_ratio(upper, b, names)
+            print(f"{head} {shown} | " + " | ".join(cells) + f" | {best} | {ratio} |")
 
 
 def main(argv=None) -> None:
