@@ -109,6 +109,32 @@ def test_rigid_copy_gets_zero_and_different_shapes_a_positive_bound():
         assert gwlite.lower_bound(PointCloud(X, metric), other, lower="spectral") > 0
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=seeds,
+    n=st.integers(20, 60),
+    m=st.integers(20, 60),
+    k=st.integers(1, 5),
+    metrics=st.tuples(st.sampled_from(METRICS), st.just("euclidean")),
+    weighted=st.booleans(),
+)
+def test_few_eigenpairs_give_a_valid_hoffman_wielandt_term(seed, n, m, k, metrics, weighted):
+    # k much smaller than n: the certified tail bounds carry the Hoffman-Wielandt term
+    c1, c2 = _clouds(seed, n, m, 3, 2, metrics, weighted)
+    lam, mu = (np.sort(np.linalg.eigvalsh(_dense_operator(c)))[::-1] for c in (c1, c2))
+    size = max(n, m)
+    lam, mu = np.pad(lam, (0, size - n)), np.pad(mu, (0, size - m))
+    exact = float(np.sum((lam - mu) ** 2))
+    got = spectral.spectral_lower(c1, c2, k=k)
+    assert got.hoffman_wielandt <= exact + 1e-9 * max(1.0, exact)
+    (C1, p), (C2, q) = _dense(c1), _dense(c2)
+    rng = np.random.default_rng(seed)
+    plans = list(_couplings(rng, p, q, 5))
+    plans.append(np.asarray(gwlite.gromov_wasserstein(C1, C2, p, q, method="cg").coupling))
+    for T in plans:
+        assert got.value <= gw_cost_dense(C1, C2, T) * (1 + 1e-12) + 1e-12
+
+
 # ------------------------------------------------------------------ certified eigenvalues
 @settings(max_examples=30, deadline=None)
 @given(
