@@ -12,7 +12,7 @@
 #   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh
 # The time limits add up to more than one 600 s call when every part runs long; to split
 # the work over two calls, name the parts: GPU_CHECK_SECTIONS="tests proximal" (parts:
-# tests, backends, proximal, gld, pairwise, batch; all by default).
+# tests, backends, proximal, gld, pairwise, batch, pointcloud; all by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out/gpu_check}  # out/ is gitignored; copy results to benchmarks/results/
@@ -53,7 +53,7 @@ if want tests; then
 section "GPU tests (CUDA and CuPy cases; skips are listed with their reason)"
 timeout 200 $PY -m pytest -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
   tests/gwlite/test_backends.py tests/gwlite/test_pairwise_kernels.py tests/gwlite/test_proximal.py \
-  tests/gwlite/test_batched.py \
+  tests/gwlite/test_batched.py tests/gwlite/test_pointcloud_device.py \
   tests/fusion -m "gpu" 2>&1 | tee "$OUT/gpu_tests.txt" | tail -40
 fi
 
@@ -91,6 +91,15 @@ if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then BATCHCASES="20x20 4x60"; else BATCHCASE
 section "benchmark: one batch of many GW problems (gwlite batch vs ot.solve_gromov_batch)"
 timeout 240 $PY benchmarks/bench_batch.py --sections gpu --gpu-cases $BATCHCASES --spaces 4 \
   --json "$OUT/bench_batch_gpu.json" 2>&1 | tee "$OUT/bench_batch_gpu.md"
+fi
+
+if want pointcloud; then
+if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then PCDEV="torch-cpu"; PCSIZES="2000"; PCEU="2000"; else PCDEV="torch-cuda cupy"; PCSIZES="100000 1000000"; PCEU="20000 100000"; fi
+section "benchmark: point-cloud bounds and exact costs on the device (sqeuclidean 1e5, 1e6; euclidean mean-row 2e4, 1e5) next to NumPy"
+for dev in $PCDEV; do
+  timeout 150 $PY benchmarks/bench_pointcloud_bounds.py --device "$dev" --sizes $PCSIZES \
+    --euclidean-sizes $PCEU --out "$OUT" 2>&1 | tail -20
+done
 fi
 
 section done

@@ -291,9 +291,9 @@ def lower_bound(
     ----------
     C1, C2 : array ``(..., n, n)``, ``(..., m, m)``, or :class:`gwlite.PointCloud`
         Structure matrices (NumPy, CuPy or torch); leading dimensions are a batch. Point
-        clouds also take ``lower="quantized_slb"`` and ``"quantized_tlb"``
-        (:mod:`gwlite.pointcloud.bounds`), and need no matrix for those, ``mean_row``
-        and ``flb``.
+        clouds also take ``lower="quantized_slb"``, ``"quantized_tlb"`` and
+        ``"spectral"`` (:mod:`gwlite.pointcloud.bounds`), and need no matrix for those,
+        ``mean_row`` and ``flb``.
     p, q : array, optional
         Node weights, uniform by default.
     loss_fun : {"square_loss", "abs_loss"}

@@ -107,7 +107,10 @@ def as_spaces(
     from gwlite.pairs.clouds import check_clouds
 
     if check_clouds(spaces):
-        return SpaceSet([(c, None) for c in spaces], _names(names, len(spaces)), "numpy", True)
+        # pairwise on clouds runs on the host (features, tiles, processes and stores are
+        # NumPy): torch or CuPy clouds are copied there once, n x d each
+        hosted = [(c.to_host(), None) for c in spaces]
+        return SpaceSet(hosted, _names(names, len(spaces)), "numpy", True)
     out = []
     for k, item in enumerate(spaces):
         if _is_graph(item):

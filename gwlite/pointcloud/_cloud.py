@@ -35,12 +35,17 @@ class PointCloud:
     Parameters
     ----------
     X : array ``(n, d)``
-        Coordinates (NumPy, torch or CuPy; copied to the host in float64). Two clouds
-        compared by GW may have different dimensions ``d``.
+        Coordinates (NumPy, torch or CuPy). They stay in their library and on their
+        device, copied once in float64 (the promotion of float32 and float16 is exact):
+        every distance block, moment and bound is computed there in float64, and only
+        vectors of length ``n`` or matrices of ``n x d`` or ``n x k`` (``k`` a few
+        eigenvectors) ever cross to the host. Two clouds compared by GW may have
+        different dimensions ``d``.
     metric : {"euclidean", "sqeuclidean"}
         :math:`d(x, y) = |x - y|` or :math:`|x - y|^2`.
     weights : array ``(n,)``, optional
-        Positive point masses summing to 1; uniform when omitted.
+        Positive point masses summing to 1; uniform when omitted. Held in float64 in
+        ``X``'s library and device (as the attribute ``p``).
     chunk_entries : int
         Largest number of distances held at once (default :data:`gwlite.pointcloud.CHUNK_ENTRIES`). It
         changes memory and speed, never a result beyond round-off.
@@ -62,11 +67,11 @@ class PointCloud:
     True
     """
 
-    X: np.ndarray
+    X: Any
     metric: str = "euclidean"
     weights: Any = None
     chunk_entries: int = CHUNK_ENTRIES
-    p: np.ndarray = field(init=False)
+    p: Any = field(init=False)
 
     def __post_init__(self):
         if not isinstance(self.metric, str) or self.metric not in METRICS:
@@ -76,7 +81,7 @@ class PointCloud:
             raise GWInputError(f"chunk_entries must be a positive integer, got {chunk!r}")
         X = _coordinates(self.X)
         object.__setattr__(self, "X", X)
-        object.__setattr__(self, "p", _point_weights(self.weights, X.shape[0]))
+        object.__setattr__(self, "p", _point_weights(self.weights, X))
         if self.weights is not None:
             object.__setattr__(self, "weights", self.p)
         top = _entry_bound(X, self.metric)
@@ -100,11 +105,29 @@ class PointCloud:
 
     @property
     def uniform(self) -> bool:
-        return self.weights is None or bool(np.all(self.p == self.p[0]))
+        return self.weights is None or bool(self.xp.all(self.p == self.p[0]))
 
-    def centered(self) -> np.ndarray:
+    @property
+    def xp(self):
+        """The array namespace of the coordinates (array-api-compat)."""
+        return _xp.array_namespace(self.X)
+
+    @property
+    def backend(self) -> str:
+        """``"numpy"``, ``"torch"`` or ``"cupy"``."""
+        return _xp.backend_name(self.X)
+
+    def centered(self):
         """Coordinates minus their weighted mean (distances unchanged, round-off smaller)."""
         return self.X - self.p @ self.X
+
+    def to_host(self) -> PointCloud:
+        """The same cloud with NumPy coordinates and weights (an ``n x d`` copy), for the
+        stages that run on the host (k-means, the multiscale solver)."""
+        if self.backend == "numpy":
+            return self
+        weights = None if self.weights is None else _xp.to_numpy(self.p)
+        return PointCloud(_xp.to_numpy(self.X), self.metric, weights, self.chunk_entries)
 
     def __repr__(self) -> str:
         w = "uniform" if self.weights is None else "weighted"
@@ -116,51 +139,65 @@ def is_point_cloud(x: Any) -> bool:
     return isinstance(x, PointCloud)
 
 
-def _coordinates(X) -> np.ndarray:
-    X = as_input_array(X, "X")
-    X = np.array(_xp.to_numpy(X), dtype=np.float64)  # a private, writable-then-frozen copy
+def _coordinates(X):
+    X = _xp.detach(as_input_array(X, "X"))
+    xp = _xp.array_namespace(X)
+    # a private float64 copy on X's own device (writable-then-frozen for NumPy)
+    X = xp.asarray(X, dtype=xp.float64, copy=True)
     if X.ndim != 2:
         hint = " (for 1-D data pass X[:, None])" if X.ndim == 1 else ""
         raise GWInputError(f"X must have shape (n, d), got {tuple(X.shape)}{hint}")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise GWInputError(f"X is empty (shape {tuple(X.shape)}): a cloud needs a point")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        raise GWInputError(f"X has {int(bad.sum())} non-finite coordinates (NaN or Inf)")
-    X.setflags(write=False)
+    bad = int(xp.sum(xp.astype(~xp.isfinite(X), xp.int64)))
+    if bad:
+        raise GWInputError(f"X has {bad} non-finite coordinates (NaN or Inf)")
+    _freeze(X)
     return X
 
 
-def _point_weights(weights, n: int) -> np.ndarray:
+def _freeze(x) -> None:
+    if isinstance(x, np.ndarray):
+        x.setflags(write=False)
+
+
+def _point_weights(weights, X):
+    xp, n, where = _xp.array_namespace(X), X.shape[0], _xp.device(X)
     if weights is None:
-        p = np.full(n, 1.0 / n)
+        p = xp.full((n,), 1.0 / n, dtype=xp.float64, device=where)
     else:
-        w = as_input_array(weights, "weights")
-        w = np.asarray(_xp.to_numpy(w))
-        if w.dtype.kind in "biu":
+        w = _xp.detach(as_input_array(weights, "weights"))
+        if _xp.backend_name(w) != _xp.backend_name(X):
+            w = _xp.to_numpy(w)  # n numbers cross once to X's library
+        wxp = _xp.array_namespace(w)
+        if wxp.isdtype(w.dtype, ("integral", "bool")):
             raise GWInputError(f"weights have integer dtype {w.dtype}; point masses are floats")
-        if w.shape != (n,):
+        if tuple(w.shape) != (n,):
             raise GWInputError(f"weights have shape {tuple(w.shape)} but X has {n} points")
-        p = w.astype(np.float64)
-        if not np.all(np.isfinite(p)):
+        tol = max(1e-9, math.sqrt(_xp.eps(wxp, w.dtype)))
+        p = xp.asarray(w, dtype=xp.float64, device=where, copy=True)
+        if not bool(xp.all(xp.isfinite(p))):
             raise GWInputError("weights have non-finite entries (NaN or Inf)")
-        if np.any(p <= 0):
+        bad = int(xp.sum(xp.astype(p <= 0, xp.int64)))
+        if bad:
             raise GWInputError(
-                f"weights have {int(np.sum(p <= 0))} zero or negative entries; point masses "
+                f"weights have {bad} zero or negative entries; point masses "
                 "must be > 0 (drop the points of zero mass)"
             )
-        total = float(p.sum())
-        if not abs(total - 1) <= max(1e-9, math.sqrt(np.finfo(w.dtype).eps)):
+        total = float(xp.sum(p))
+        if not abs(total - 1) <= tol:
             raise GWInputError(
                 f"weights must sum to 1 (sum {total:.6g}); normalise them, e.g. w / w.sum()"
             )
         p = p / total
-    p.setflags(write=False)
+    _freeze(p)
     return p
 
 
-def _entry_bound(X: np.ndarray, metric: str) -> float:
+def _entry_bound(X, metric: str) -> float:
     """An upper bound on every distance of the cloud (from the bounding box)."""
+    xp = _xp.array_namespace(X)
     with np.errstate(over="ignore"):
-        diameter = float(np.sqrt(np.sum((X.max(axis=0) - X.min(axis=0)) ** 2)))
+        extent = xp.max(X, axis=0) - xp.min(X, axis=0)
+        diameter = float(xp.sqrt(xp.sum(extent**2)))
     return diameter if metric == "euclidean" else diameter**2

@@ -57,7 +57,9 @@ class Quantisation:
 def quantise(cloud: PointCloud, k: int, seed: int = 0) -> Quantisation:
     """Partition ``cloud`` into at most ``k`` clusters by k-means (SciPy's ``kmeans2``,
     ``_KMEANS_ITER`` Lloyd steps from ``k`` random points, :math:`O(n k d)` each); each
-    point is its own cluster when ``k >= n``."""
+    point is its own cluster when ``k >= n``. Runs on the host (the ``n x d``
+    coordinates cross once for torch and CuPy clouds)."""
+    cloud = cloud.to_host()
     X, p = cloud.X, cloud.p
     if k >= cloud.n:
         labels = np.arange(cloud.n)

@@ -52,6 +52,7 @@ from gwlite.pointcloud._cloud import PointCloud, _entry_bound
 from gwlite.pointcloud._lean import quantized_slb_chunked
 from gwlite.pointcloud._quantise import Quantisation, quantise
 from gwlite.pointcloud.bounds import CLOUD_LOWER_BOUNDS, cloud_lower
+from gwlite.pointcloud.spectral import STREAMED_SPECTRAL_MAX
 from gwlite.problem import LOSS_EXPONENTS
 from gwlite.result import GWResult
 from gwlite.solvers._common import (
@@ -241,6 +242,8 @@ def _lower_kinds(c1: PointCloud, c2: PointCloud, lower: str) -> list[str]:
     streamed = "euclidean" in (c1.metric, c2.metric)
     if streamed and c1.n**2 + c2.n**2 > STREAMED_MEAN_ROW_MAX:
         kinds.remove("mean_row")
+    if streamed and c1.n**2 + c2.n**2 > STREAMED_SPECTRAL_MAX:
+        kinds.remove("spectral")  # about 40 streamed passes (LOBPCG)
     return kinds
 
 
@@ -274,10 +277,12 @@ def solve(
         points is its own quantisation, and the coarse problem is then the problem.
     max_refine : int
         Most refinement steps (default 10; 0 keeps the lifted coupling).
-    lower : {"best", "mean_row", "flb", "quantized_slb", "quantized_tlb"}
+    lower : {"best", "mean_row", "flb", "quantized_slb", "quantized_tlb", "spectral"}
         The lower bound(s): ``"best"`` (default) computes every bound of
         :data:`gwlite.pointcloud.bounds.CLOUD_LOWER_BOUNDS` (the streamed euclidean
-        mean-row bound only up to :data:`STREAMED_MEAN_ROW_MAX`) and reports the largest;
+        mean-row bound only up to :data:`STREAMED_MEAN_ROW_MAX`, the euclidean spectral
+        bound up to :data:`gwlite.pointcloud.spectral.STREAMED_SPECTRAL_MAX`) and reports
+        the largest;
         the quantised ones reuse the solver's clusters.
     seed : int
         Seed of k-means and of the coarse solver.

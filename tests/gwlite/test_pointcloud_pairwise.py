@@ -324,3 +324,17 @@ def test_multiscale_takes_the_absolute_loss():
     _close(res.upper, gw_cost_dense(C1, C2, T, "abs_loss"))
     assert res.lower <= res.upper
     assert res.lower <= gw_cost_dense(C1, C2, np.outer(p, q), "abs_loss") + 1e-9
+
+
+@pytest.mark.parametrize("method", ["sorted", "cg"])
+def test_torch_clouds_give_the_numpy_numbers(method):
+    """torch clouds are copied to the host once (pairwise runs there): same numbers."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(31)
+    arrays = [rng.normal(size=(int(rng.integers(8, 20)), 3)) for _ in range(4)]
+    on_torch = [PointCloud(torch.as_tensor(X)) for X in arrays]
+    on_numpy = [PointCloud(X) for X in arrays]
+    a = gwlite.pairwise(on_torch, method=method, progress=False)
+    b = gwlite.pairwise(on_numpy, method=method, progress=False)
+    np.testing.assert_array_equal(np.asarray(a.lower), np.asarray(b.lower))
+    np.testing.assert_array_equal(np.asarray(a.upper), np.asarray(b.upper))
