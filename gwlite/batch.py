@@ -14,6 +14,8 @@ import math
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from gwlite import _xp
 from gwlite.api import _preload, _solver, method_options
 from gwlite.errors import GWInputError
@@ -188,40 +190,41 @@ def solve_auto(
     seed: int = 0,
     threads: int | None = None,
 ) -> list[GWResult]:
-    """``method="auto"`` on a batch: proven lower bounds (the mean-row closed form, TLB
-    on problems up to 40,000 plan entries, ``lower`` when asked), then one batched
-    solve for the plans with what is left of ``time_limit`` (default 10 s per
-    problem), starting from ``n_starts`` plans (default 1, the product coupling: POT's own start; the sorted coupling is a candidate in any case). A stage the budget leaves out is named in ``diagnostics["skipped"]`` and
-    warned about."""
+    """``method="auto"`` on a batch: proven lower bounds (TLB on problems up to 40,000
+    plan entries, batched: :func:`tlb_lowers`; ``lower`` when asked), then one batched
+    solve for the plans with what is left of ``time_limit`` (default 10 s per problem),
+    starting from ``n_starts`` plans (default 1, the product coupling: POT's own start;
+    the sorted coupling is a candidate in any case), whose own lower bound is the
+    mean-row closed form. A stage the budget leaves out is named in
+    ``diagnostics["skipped"]`` and warned about."""
     import warnings
 
     began = time.perf_counter()
     limit = _auto.DEFAULT_TIME_LIMIT * len(problems) if time_limit is None else time_limit
     deadline = began + limit
-    lows, skipped = [], []
-    for problem in problems:
-        # decided by each problem's own size: a pair's answer never depends on its batch
-        kinds = ["mean_row"] + (["tlb"] if problem.n * problem.m <= _TLB_MAX_ENTRIES else [])
-        kinds += [] if lower is None or lower in kinds else [lower]
-        best, by = -math.inf, ""
-        for kind in kinds:
-            if kind != "mean_row" and time.perf_counter() > began + 0.25 * limit:
-                skipped.append(kind)
-                continue
+    # decided by each problem's own size: a pair's answer never depends on its batch
+    wanted = [lower == "tlb" or pr.n * pr.m <= _TLB_MAX_ENTRIES for pr in problems]
+    tlb = tlb_lowers(problems, wanted, deadline=began + 0.25 * limit)
+    skipped = ["tlb"] if np.any(np.isnan(tlb[np.asarray(wanted, dtype=bool)])) else []
+    extra = np.full(len(problems), -math.inf)
+    if lower not in (None, "mean_row", "tlb"):
+        for k, problem in enumerate(problems):
+            if time.perf_counter() > began + 0.25 * limit:
+                skipped.append(lower)
+                break
             try:
-                value = _xp.as_float(lower_value(problem, kind))
+                extra[k] = _xp.as_float(lower_value(problem, lower))
             except GWInputError:  # e.g. rank_one needs the square loss
-                continue
-            if value > best:
-                best, by = value, kind
-        lows.append((best, by))
+                break
     starts = n_starts or _N_STARTS
     left = deadline - time.perf_counter()
     if left <= 0.01 * limit:
         skipped.append("proximal")
         plans = None
     else:
-        plans = solve_batch(problems, n_starts=starts, time_limit=left, seed=seed, threads=threads)
+        plans = solve_batch(
+            problems, n_starts=starts, time_limit=left, seed=seed, threads=threads, lower="mean_row"
+        )
     skipped = sorted(set(skipped))
     if skipped:
         warnings.warn(
@@ -231,10 +234,63 @@ def solve_auto(
             stacklevel=3,
         )
     share = (time.perf_counter() - began) / len(problems)
-    return [
-        _auto_result(pr, low, None if plans is None else plans[k], skipped, limit, share, rtol)
-        for k, (pr, low) in enumerate(zip(problems, lows))
-    ]
+    results = []
+    for k, problem in enumerate(problems):
+        plan = None if plans is None else plans[k]
+        mean_row = _xp.as_float(lower_value(problem, "mean_row")) if plan is None else plan.lower
+        candidates = [(mean_row, "mean_row"), (tlb[k], "tlb"), (extra[k], lower)]
+        low = max((c for c in candidates if not math.isnan(c[0])), key=lambda c: c[0])
+        results.append(_auto_result(problem, low, plan, skipped, limit, share, rtol))
+    return results
+
+
+def tlb_lowers(problems: Sequence[GWProblem], wanted=None, deadline: float = math.inf):
+    r"""Memoli's TLB of each problem (``NaN`` where not ``wanted`` or past ``deadline``).
+
+    Problems with uniform weights and :math:`n = m` are done as stacks of one size: row
+    sorting and the cost matrices :math:`M_{ij} = \frac1n\sum_t (S^1_{it} - S^2_{jt})^2`
+    (:func:`gwlite.bounds.row_distribution_costs`: with equal uniform weights the
+    quantile coupling of two rows pairs their sorted entries) by differences, in
+    chunks; the linear program of each is :func:`gwlite.bounds.certified_lp_lower`. The
+    others call :func:`gwlite.bounds.lower_bound` one by one. Values are those of
+    ``lower_bound(..., lower="tlb")`` up to round-off, and as proven.
+    """
+    from gwlite.bounds import certified_lp_lower
+
+    wanted = [True] * len(problems) if wanted is None else wanted
+    out = np.full(len(problems), math.nan)
+    groups: dict = {}
+    for k, problem in enumerate(problems):
+        if not wanted[k]:
+            continue
+        fast = problem.uniform and problem.n == problem.m and problem.loss_fun == "square_loss"
+        key = (problem.n, problem.backend == "numpy" and not problem.requires_grad and fast)
+        groups.setdefault(key, []).append(k)
+    for (n, fast), index in groups.items():
+        chunk = max(1, _TLB_CHUNK_ENTRIES // n**3) if fast else 1
+        for start in range(0, len(index), chunk):
+            if time.perf_counter() > deadline:
+                return out
+            part = index[start : start + chunk]
+            if not fast:
+                out[part] = [_xp.as_float(lower_value(problems[k], "tlb")) for k in part]
+                continue
+            w = np.full(n, 1.0 / n)
+            for k, M in zip(part, _row_costs([problems[k] for k in part])):
+                out[k] = max(0.0, certified_lp_lower(M, w, w)[0])
+    return out
+
+
+# elements of one temporary (B, n, n, n) array of the batched TLB costs (16 MiB)
+_TLB_CHUNK_ENTRIES = 1 << 21
+
+
+def _row_costs(problems) -> np.ndarray:
+    """The TLB cost matrices of problems of one size ``n`` with uniform weights, (B, n, n)."""
+    S1 = np.sort(np.stack([np.asarray(pr.C1, dtype=np.float64) for pr in problems]), axis=2)
+    S2 = np.sort(np.stack([np.asarray(pr.C2, dtype=np.float64) for pr in problems]), axis=2)
+    d = S1[:, :, None, :] - S2[:, None, :, :]
+    return np.einsum("bijt,bijt->bij", d, d) / S1.shape[-1]
 
 
 def _auto_result(problem, low, plan, skipped, limit, share, rtol) -> GWResult:
