@@ -22,6 +22,7 @@ __all__ = [
     "Best",
     "Stack",
     "as_index",
+    "exact_cost",
     "inner",
     "make_stack",
     "mirror_step",
@@ -88,6 +89,27 @@ class Stack:
         X = self.apply(P) if X is None else X
         value = self.alpha * (self.kappa - 2.0 * inner(xp, X, P))
         return value if self.M is None else value + (1.0 - self.alpha) * inner(xp, self.M, P)
+
+
+def exact_cost(st: Stack, P) -> np.ndarray:
+    r"""The objective of plans ``(B, S, N, K)`` as :func:`gwlite.coupling.gw_cost` prices
+    one (float64 host array ``(B, S)``): the square loss expanded with each plan's own
+    marginals :math:`a, b`, :math:`a^\top (C^1)^{\circ 2} a + b^\top (C^2)^{\circ 2} b - 2
+    \langle C^1 \pi C^{2\top}, \pi\rangle` clamped at 0, plus the linear term. Every
+    plan of the stack priced in a few batched products: the ``upper`` of the results."""
+    xp = st.xp
+    a, b = xp.sum(P, axis=-1), xp.sum(P, axis=-2)  # (B, S, N), (B, S, K)
+    C1sq, C2sq = (st.C1 * st.C1)[:, None], (st.C2 * st.C2)[:, None]
+    const = xp.sum(a * xp.squeeze(C1sq @ a[..., None], axis=-1), axis=-1) + xp.sum(
+        b * xp.squeeze(C2sq @ b[..., None], axis=-1), axis=-1
+    )
+    cross = inner(xp, st.C1[:, None] @ P @ xp.matrix_transpose(st.C2[:, None]), P)
+    value = np.maximum(_xp.to_numpy(const - 2 * cross).astype(np.float64), 0.0)
+    value = st.alpha * value if st.alpha != 1 else value
+    if st.M is not None:
+        linear = _xp.to_numpy(inner(xp, st.M, P)).astype(np.float64)
+        value = value + (1.0 - st.alpha) * linear
+    return value
 
 
 def as_index(xp, rows: np.ndarray, like):

@@ -86,6 +86,7 @@ from gwlite.solvers._stack import (
     Best,
     Stack,
     as_index,
+    exact_cost,
     inner,
     make_stack,
     mirror_step,
@@ -255,7 +256,7 @@ class _Outcome:
     n_iter: np.ndarray
     stop: list
     start_costs: list
-    plans: list  # (name, plan, polish steps) of each problem's final candidates
+    plans: list  # (name, plan, polish steps, float64 cost or NaN) of each problem's candidates
     marginal_error: np.ndarray
     names: list  # each problem's start names
     scheme: list  # each problem's scheme
@@ -336,20 +337,60 @@ def _stop_reason(cut: bool, current: float, stalled: int) -> str:
 
 
 # --------------------------------------------------------------------- polish
+def assignment(cost: np.ndarray) -> np.ndarray:
+    """The column of each row in a minimum-cost assignment of ``cost`` (n, n): the
+    vertex of the polytope, a permutation, for uniform weights and equal sizes
+    (Birkhoff-von Neumann). SciPy's shortest augmenting path solver, several times
+    faster than a network simplex at n = 50."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)[1]
+
+
 def _vertex(grad: np.ndarray, p: np.ndarray, q: np.ndarray, permutation: bool) -> np.ndarray:
     """The polytope's vertex minimising :math:`\\langle \\nabla F, V\\rangle`: an
-    assignment (Birkhoff-von Neumann) or POT's network simplex."""
+    assignment (:func:`assignment`) or POT's network simplex."""
     if permutation:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(grad)
         V = np.zeros_like(grad)
-        V[rows, cols] = p[rows]
+        V[np.arange(len(p)), assignment(grad)] = p
         return V
     import ot  # imported on use: POT imports torch when present, gwlite must not
 
     # a non-negative cost: POT's network simplex can call negative ones infeasible
     return ot.emd(p, q, grad - grad.min(), numItermax=10_000_000, check_marginals=False)
+
+
+def _product_vertices(st: Stack, R) -> dict:
+    r"""The first conditional-gradient vertex of the plans that are the product
+    coupling, ``{(b, t): permutation}``, without an assignment.
+
+    At :math:`\pi = pq^\top` (symmetric matrices, no linear term, :math:`\alpha > 0`)
+    :math:`X(\pi) = C^1 p\, (C^2 q)^\top = s^1 s^{2\top}` has rank one, and
+    :math:`\min_\sigma -4\alpha\sum_i s^1_i s^2_{\sigma(i)}` is reached by matching the
+    sorted :math:`s^1` with the sorted :math:`s^2` (rearrangement inequality): the
+    sorted coupling's permutation. Uniform weights and equal sizes only.
+    """
+    if st.M is not None or not st.symmetric or st.alpha <= 0 or not st.permutations.any():
+        return {}
+    host = _xp.to_numpy(R)
+    s1 = _xp.to_numpy(_squeeze(st.C1 @ st.p[:, 0, :, None]))
+    s2 = _xp.to_numpy(_squeeze(st.C2 @ st.q[:, 0, :, None]))
+    out = {}
+    for b in np.nonzero(st.permutations)[0]:
+        n = int(st.n[b])
+        for t in range(host.shape[1]):
+            plan = host[b, t, :n, :n]
+            if plan[0, 0] > 0 and np.all(plan == plan[0, 0]):  # the product coupling
+                order1 = np.argsort(s1[b, :n], kind="stable")
+                order2 = np.argsort(s2[b, :n], kind="stable")
+                perm = np.empty(n, dtype=np.int64)
+                perm[order1] = order2
+                out[b, t] = perm
+    return out
+
+
+def _squeeze(a):
+    return _xp.array_namespace(a).squeeze(a, axis=-1)
 
 
 def _polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float = 0.0):
@@ -368,7 +409,8 @@ def _polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float 
     active = np.ones(cost.shape, dtype=bool)
     taken = np.zeros(cost.shape, dtype=np.int64)
     X = st.apply(R)
-    for _ in range(steps):
+    first = _product_vertices(st, R)
+    for step in range(steps):
         tick = time.perf_counter()
         if deadline is not None and tick + 1.2 * step_s > deadline:
             break
@@ -377,7 +419,12 @@ def _polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float 
         V = np.zeros_like(host)
         for b, t in zip(*np.nonzero(active)):
             n, m = int(st.n[b]), int(st.m[b])
-            V[b, t, :n, :m] = _vertex(host[b, t, :n, :m], p[b, :n], q[b, :m], st.permutations[b])
+            if step == 0 and (b, t) in first:
+                V[b, t, np.arange(n), first[b, t]] = p[b, :n]
+            elif st.permutations[b]:
+                V[b, t, np.arange(n), assignment(host[b, t, :n, :m])] = p[b, :n]
+            else:
+                V[b, t, :n, :m] = _vertex(host[b, t, :n, :m], p[b, :n], q[b, :m], False)
         D = _xp.from_numpy(V, R) - R
         slope = _xp.to_numpy(inner(xp, grad, D)).astype(np.float64)
         XD = st.apply(D)
@@ -637,12 +684,33 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
         # the final pricing (about one pricing of the stack) must fit after the polish
         polish_deadline = None if deadline is None else deadline - 1.5 * price_s
         R, cost, steps = _polish(st, R, cost, cfg.polish, polish_deadline, price_s)
+    exact = dtype == xp.float64
+    priced = exact_cost(st, R) if exact else np.full(cost.shape, math.nan)
+    extra = _price_candidates(st, candidates, N, K) if exact else None
     for b, k in enumerate(index):
         n, m = problems[k].n, problems[k].m
-        plans = [(labels[b][t], R[b, t, :n, :m], int(steps[b, t])) for t in range(len(labels[b]))]
-        plans += [(name, plan, 0) for name, plan in candidates[b].items()]
+        plans = [
+            (labels[b][t], R[b, t, :n, :m], int(steps[b, t]), priced[b, t])
+            for t in range(len(labels[b]))
+        ]
+        plans += [
+            (name, plan, 0, math.nan if extra is None else extra[b, c])
+            for c, (name, plan) in enumerate(candidates[b].items())
+        ]
         out.start_costs[k] = [float(c) for c in best.cost[b]]
         out.plans[k] = plans
+
+
+def _price_candidates(st: Stack, candidates: list, N: int, K: int) -> np.ndarray:
+    """Exact float64 costs ``(B, C)`` of each problem's candidates (padded stack)."""
+    xp = st.xp
+    width = max(len(c) for c in candidates)
+    like = next(iter(candidates[0].values()))
+    stack = xp.zeros((len(candidates), width, N, K), dtype=xp.float64, device=_xp.device(like))
+    for b, plans in enumerate(candidates):
+        for c, plan in enumerate(plans.values()):
+            stack[b, c, : plan.shape[0], : plan.shape[1]] = xp.astype(plan, xp.float64)
+    return exact_cost(st, stack)
 
 
 def _polish_starts(st: Stack, P, best: Best, cfg: _Settings, names: list) -> tuple:
@@ -691,8 +759,13 @@ def _result(problem, item, out: _Outcome, k: int, low: float, cfg, lower, share,
     """Problem ``k``'s result: the cheapest of its polished plans and candidates."""
     xp = problem.xp
     priced = [
-        (_objective64(problem, item, plan, cfg.alpha), name, plan, steps)
-        for name, plan, steps in out.plans[k]
+        (
+            _objective64(problem, item, plan, cfg.alpha) if math.isnan(cost) else cost,
+            name,
+            plan,
+            steps,
+        )
+        for name, plan, steps, cost in out.plans[k]
     ]
     upper, name, plan, steps = min(priced, key=lambda c: c[0])
     low = _xp.as_float(clamp_lower(low, upper))
