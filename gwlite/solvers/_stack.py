@@ -117,7 +117,11 @@ def as_index(xp, rows: np.ndarray, like):
 
 
 def inner(xp, A, B):
-    return xp.sum(xp.sum(A * B, axis=-1), axis=-1)
+    """:math:`\\langle A, B\\rangle` over the last two axes (leading axes broadcast)."""
+    flat = (-1,)
+    return xp.vecdot(
+        xp.reshape(A, tuple(A.shape[:-2]) + flat), xp.reshape(B, tuple(B.shape[:-2]) + flat)
+    )
 
 
 def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:

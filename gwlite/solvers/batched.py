@@ -268,6 +268,11 @@ def _iterate(st: Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
     the seconds one pricing of the stack took (what the caller keeps in reserve)."""
     xp = st.xp
     tick = time.perf_counter()
+    if not cfg.max_iter:  # "cg": the starts, couplings already, go to the polish as given
+        cost = _xp.to_numpy(st.objective(P)).astype(np.float64)
+        for k in st.index:
+            out.stop[k] = "no iterations"
+        return Best(cost, P), time.perf_counter() - tick
     best = Best(np.full(P.shape[:2], math.inf), P)
     price(st, P, best, sharpen=False)
     price_s = time.perf_counter() - tick
