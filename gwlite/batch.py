@@ -144,24 +144,34 @@ def gromov_wasserstein_batch(
     >>> res[0].upper, res[0].certified, res[1].lower <= res[1].upper
     (0.0, True, True)
     """
-    if method in ("auto", "proximal"):
-        accepted = (
-            AUTO_BATCH_OPTIONS
-            if method == "auto"
-            else {k: None for k in inspect.signature(solve_batch).parameters if k != "problems"}
-        )
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise GWInputError(
-                f"unknown option(s) {unknown} for method={method!r} in a batch; it accepts "
-                f"{list(accepted)}"
-            )
-        if method == "auto":
-            options = {k: AUTO_BATCH_OPTIONS[k](k, v) for k, v in options.items()}
-    else:
-        solver = _solver(method)
-        options = check_options(method, solver, options, method_options(method))
+    options = _checked_options(method, options)
     problems = _problems(C1s, C2s, ps, qs, loss_fun)
+    return solve_problems(problems, method, options)
+
+
+def _checked_options(method: str, options: dict) -> dict:
+    """``options`` checked for ``method`` in a batch (names and values), before any work."""
+    if method not in ("auto", "proximal"):
+        return check_options(method, _solver(method), options, method_options(method))
+    accepted = (
+        AUTO_BATCH_OPTIONS
+        if method == "auto"
+        else {k: None for k in inspect.signature(solve_batch).parameters if k != "problems"}
+    )
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise GWInputError(
+            f"unknown option(s) {unknown} for method={method!r} in a batch; it accepts "
+            f"{list(accepted)}"
+        )
+    if method == "auto":
+        return {k: AUTO_BATCH_OPTIONS[k](k, v) for k, v in options.items()}
+    return options
+
+
+def solve_problems(problems: Sequence[GWProblem], method: str, options: dict) -> list[GWResult]:
+    """:func:`gromov_wasserstein_batch` on validated problems with checked options (what
+    :func:`gwlite.pairwise` calls for a tile: its spaces were validated once)."""
     if not problems:
         return []
     _preload("auto" if method == "proximal" else method, options, problems[0].C1)
@@ -169,6 +179,7 @@ def gromov_wasserstein_batch(
         return solve_batch(problems, **options)
     if method == "auto":
         return solve_auto(problems, **options)
+    solver = _solver(method)
     results = []
     for k, problem in enumerate(problems):
         tick = time.perf_counter()

@@ -129,6 +129,7 @@ def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:
     first = problems[index[0]]
     xp, device = first.xp, _xp.device(first.C1)
     B = len(index)
+    seen: dict = {}  # matrices shared by several problems (a dataset's pairs) checked once
     C1 = xp.zeros((B, N, N), dtype=dtype, device=device)
     C2 = xp.zeros((B, K, K), dtype=dtype, device=device)
     p = xp.zeros((B, 1, N), dtype=dtype, device=device)
@@ -154,7 +155,9 @@ def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:
     permutations = np.array(
         [problems[k].uniform and problems[k].n == problems[k].m for k in index], dtype=bool
     )
-    symmetric = all(problems[k].is_symmetric() for k in index)
+    symmetric = all(
+        _symmetric(problems[k].C1, seen) and _symmetric(problems[k].C2, seen) for k in index
+    )
     return Stack(
         xp,
         np.asarray(index),
@@ -171,6 +174,15 @@ def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:
         n,
         m,
     )
+
+
+def _symmetric(C, seen: dict) -> bool:
+    """:meth:`gwlite.problem.GWProblem.is_symmetric` of one matrix, once per array."""
+    from gwlite.problem import _is_symmetric
+
+    if id(C) not in seen:
+        seen[id(C)] = (C, _is_symmetric(C))  # C kept: its id stays unique
+    return seen[id(C)][1]
 
 
 # --------------------------------------------------------------------- step
