@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gwlite import _xp
-from gwlite.bounds import _tie_tol, certified_lp_lower, mean_row_features, sorted_sparse_coupling
+from gwlite.bounds import _key_tol, certified_lp_lower, mean_row_features, sorted_sparse_coupling
 from gwlite.coupling import gw_cost, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
@@ -191,13 +191,14 @@ def _settings(options: dict) -> _Settings:
 
 
 # --------------------------------------------------------------------- start
-def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
+def _starts(problem: GWProblem, G0, n_starts: int, seed: int, memo: dict | None = None):
     """The loop's ``n_starts`` starting plans and the candidates priced whatever
     ``n_starts`` is (``G0`` and the sorted coupling), float64, in the problem's array
-    type. Random vertices depend on ``seed`` and the problem's size only."""
+    type. Random vertices depend on ``seed`` and the problem's size only. ``memo`` keeps
+    per-matrix values across the problems of a call (a dataset's pairs share spaces)."""
     xp = problem.xp
     p, q = (xp.astype(_xp.detach(w), xp.float64) for w in (problem.p, problem.q))
-    sorted_plan = _sorted_plan(problem)
+    sorted_plan = _sorted_plan(problem, {} if memo is None else memo)
     plans, names = ([G0], ["G0"]) if G0 is not None else ([], [])
     plans += [p[:, None] * q[None, :], sorted_plan]
     names += ["product", "sorted"]
@@ -209,22 +210,35 @@ def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
     return plans[:n_starts], names[:n_starts], candidates
 
 
-def _sorted_plan(problem: GWProblem):
+def _sorted_plan(problem: GWProblem, memo: dict):
     """The sorted coupling (:func:`gwlite.bounds.sorted_sparse_coupling`), float64 and
     dense. Fast path: with uniform weights, equal sizes and no two features within the
     tie tolerance on either side, it is the permutation that matches the sorted
     mean-row features (no tie group to refine)."""
     xp = problem.xp
     if problem.uniform and problem.n == problem.m:
-        s1 = _xp.to_numpy(mean_row_features(problem.C1, problem.p))
-        s2 = _xp.to_numpy(mean_row_features(problem.C2, problem.q))
-        a, b = np.argsort(s1, kind="stable"), np.argsort(s2, kind="stable")
-        tol = _tie_tol(problem)
+        (s1, a, top1), (s2, b, top2) = (
+            _row_order(C, w, memo) for C, w in ((problem.C1, problem.p), (problem.C2, problem.q))
+        )
+        tol = _key_tol(xp, problem.C1.dtype, max(top1, top2))  # = _tie_tol(problem)
         if np.all(np.diff(s1[a]) > tol) and np.all(np.diff(s2[b]) > tol):
             plan = np.zeros((problem.n, problem.n))
             plan[a, b] = 1.0 / problem.n
             return xp.asarray(plan, device=_xp.device(problem.C1))
     return xp.astype(to_dense(sorted_sparse_coupling(problem)), xp.float64)
+
+
+def _row_order(C, w, memo: dict) -> tuple:
+    """Mean-row features of ``(C, w)`` on the host, their stable order and ``max|C|``,
+    computed once per pair of arrays in ``memo`` (the arrays are kept there, so their
+    ids stay unique while it lives)."""
+    key = (id(C), id(w))
+    if key not in memo:
+        xp = _xp.array_namespace(C)
+        s = _xp.to_numpy(mean_row_features(C, w))
+        top = float(xp.max(xp.abs(_xp.detach(C))))
+        memo[key] = (C, w, (s, np.argsort(s, kind="stable"), top))
+    return memo[key][2]
 
 
 def _random_vertex(problem: GWProblem, p, q, rng):
@@ -693,9 +707,9 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
             for pr, L in zip(problems, linear)
         ]
     st = make_stack(problems, linear, index, N, K, cfg.alpha, dtype)
-    starts, candidates = [], []
+    starts, candidates, memo = [], [], {}
     for k in index:
-        plans, names[k], extra = _starts(problems[k], items[k].G0, cfg.n_starts, cfg.seed)
+        plans, names[k], extra = _starts(problems[k], items[k].G0, cfg.n_starts, cfg.seed, memo)
         starts.append(_padded(xp, plans, N, K, dtype))
         candidates.append(extra)
     P = xp.stack(starts)
