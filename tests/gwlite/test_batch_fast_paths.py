@@ -157,3 +157,25 @@ def test_batched_exact_cost_equals_gw_cost(n, m, seed, alpha):
     for T, cost in zip(plans, costs):
         expected = alpha * float(gw_cost(C1, C2, T)) + (1 - alpha) * float(np.sum(M * T))
         assert cost == pytest.approx(expected, rel=1e-12, abs=1e-14)
+
+
+def test_pairwise_auto_plans_are_no_worse_than_pot_cg():
+    """The dataset target's plan side: ``pairwise(method="auto")`` starts where POT's
+    conditional gradient starts (the product coupling) and keeps the sorted coupling as a
+    candidate, so on random trees no pair's upper bound is above POT CG's value."""
+    import ot
+
+    rng = np.random.default_rng(11)
+    spaces = []
+    for _ in range(8):
+        X = np.cumsum(rng.standard_normal((20, 3)), axis=0)  # a random walk in 3-D
+        spaces.append(np.linalg.norm(X[:, None] - X[None], axis=-1))
+    res = gwlite.pairwise(spaces, method="auto", engine=1, progress=False)
+    w = np.full(20, 1 / 20)
+    for i in range(8):
+        for j in range(i + 1, 8):
+            cg = float(ot.gromov.gromov_wasserstein2(spaces[i], spaces[j], w, w))
+            assert res.upper[i, j] <= cg * (1 + 1e-9) + 1e-12
+            assert res.lower[i, j] <= res.upper[i, j]
+            tlb = float(gwlite.lower_bound(spaces[i], spaces[j], lower="tlb"))
+            assert res.lower[i, j] >= tlb * (1 - 1e-9) - 1e-12  # TLB is the lower side
