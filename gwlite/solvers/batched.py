@@ -836,6 +836,7 @@ def _result(problem, item, out: _Outcome, k: int, low: float, cfg, lower, share,
         for name, plan, steps, cost in out.plans[k]
     ]
     upper, name, plan, steps = min(priced, key=lambda c: c[0])
+    upper = float(upper)
     low = _xp.as_float(clamp_lower(low, upper))
     diagnostics = {
         "lower_kind": lower,
