@@ -20,7 +20,7 @@ import gwlite
 from gwlite.batch import _row_costs, tlb_lowers
 from gwlite.coupling import gw_cost
 from gwlite.problem import make_problem
-from gwlite.solvers import _stack, batched
+from gwlite.solvers import _polish, _stack, batched
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -116,7 +116,7 @@ def test_first_vertex_by_sorting_is_an_optimal_assignment(n, seed, kind):
     st_ = _stack.make_stack([problem], None, [0], N, N, 1.0, np.float64)
     R = np.zeros((1, 1, N, N))
     R[0, 0, :n, :n] = 1.0 / (n * n)
-    (perm,) = batched._product_vertices(st_, R).values()
+    (perm,) = _polish._product_vertices(st_, R).values()
     grad = st_.gradient(st_.apply(R))[0, 0, :n, :n]
     rows, cols = linear_sum_assignment(grad)
     best = grad[rows, cols].sum()
@@ -132,9 +132,9 @@ def test_product_vertices_skip_other_plans_and_fused_problems():
     R[0, 0, :5, :5] = 1.0 / 25
     R[0, 1, np.arange(5), np.arange(5)] = 1.0 / 5
     plain = _stack.make_stack([problem], None, [0], N, N, 1.0, np.float64)
-    assert list(batched._product_vertices(plain, R)) == [(0, 0)]
+    assert list(_polish._product_vertices(plain, R)) == [(0, 0)]
     fused = _stack.make_stack([problem], [np.ones((5, 5))], [0], N, N, 0.5, np.float64)
-    assert batched._product_vertices(fused, R) == {}
+    assert _polish._product_vertices(fused, R) == {}
 
 
 @SETTINGS
