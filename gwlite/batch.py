@@ -14,6 +14,8 @@ import math
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from gwlite import _xp
 from gwlite.api import _preload, _solver, method_options
 from gwlite.errors import GWInputError
@@ -142,24 +144,34 @@ def gromov_wasserstein_batch(
     >>> res[0].upper, res[0].certified, res[1].lower <= res[1].upper
     (0.0, True, True)
     """
-    if method in ("auto", "proximal"):
-        accepted = (
-            AUTO_BATCH_OPTIONS
-            if method == "auto"
-            else {k: None for k in inspect.signature(solve_batch).parameters if k != "problems"}
-        )
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise GWInputError(
-                f"unknown option(s) {unknown} for method={method!r} in a batch; it accepts "
-                f"{list(accepted)}"
-            )
-        if method == "auto":
-            options = {k: AUTO_BATCH_OPTIONS[k](k, v) for k, v in options.items()}
-    else:
-        solver = _solver(method)
-        options = check_options(method, solver, options, method_options(method))
+    options = _checked_options(method, options)
     problems = _problems(C1s, C2s, ps, qs, loss_fun)
+    return solve_problems(problems, method, options)
+
+
+def _checked_options(method: str, options: dict) -> dict:
+    """``options`` checked for ``method`` in a batch (names and values), before any work."""
+    if method not in ("auto", "proximal"):
+        return check_options(method, _solver(method), options, method_options(method))
+    accepted = (
+        AUTO_BATCH_OPTIONS
+        if method == "auto"
+        else {k: None for k in inspect.signature(solve_batch).parameters if k != "problems"}
+    )
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise GWInputError(
+            f"unknown option(s) {unknown} for method={method!r} in a batch; it accepts "
+            f"{list(accepted)}"
+        )
+    if method == "auto":
+        return {k: AUTO_BATCH_OPTIONS[k](k, v) for k, v in options.items()}
+    return options
+
+
+def solve_problems(problems: Sequence[GWProblem], method: str, options: dict) -> list[GWResult]:
+    """:func:`gromov_wasserstein_batch` on validated problems with checked options (what
+    :func:`gwlite.pairwise` calls for a tile: its spaces were validated once)."""
     if not problems:
         return []
     _preload("auto" if method == "proximal" else method, options, problems[0].C1)
@@ -167,6 +179,7 @@ def gromov_wasserstein_batch(
         return solve_batch(problems, **options)
     if method == "auto":
         return solve_auto(problems, **options)
+    solver = _solver(method)
     results = []
     for k, problem in enumerate(problems):
         tick = time.perf_counter()
@@ -188,40 +201,41 @@ def solve_auto(
     seed: int = 0,
     threads: int | None = None,
 ) -> list[GWResult]:
-    """``method="auto"`` on a batch: proven lower bounds (the mean-row closed form, TLB
-    on problems up to 40,000 plan entries, ``lower`` when asked), then one batched
-    solve for the plans with what is left of ``time_limit`` (default 10 s per
-    problem), starting from ``n_starts`` plans (default 1, the product coupling: POT's own start; the sorted coupling is a candidate in any case). A stage the budget leaves out is named in ``diagnostics["skipped"]`` and
-    warned about."""
+    """``method="auto"`` on a batch: proven lower bounds (TLB on problems up to 40,000
+    plan entries, batched: :func:`tlb_lowers`; ``lower`` when asked), then one batched
+    solve for the plans with what is left of ``time_limit`` (default 10 s per problem),
+    starting from ``n_starts`` plans (default 1, the product coupling: POT's own start;
+    the sorted coupling is a candidate in any case), whose own lower bound is the
+    mean-row closed form. A stage the budget leaves out is named in
+    ``diagnostics["skipped"]`` and warned about."""
     import warnings
 
     began = time.perf_counter()
     limit = _auto.DEFAULT_TIME_LIMIT * len(problems) if time_limit is None else time_limit
     deadline = began + limit
-    lows, skipped = [], []
-    for problem in problems:
-        # decided by each problem's own size: a pair's answer never depends on its batch
-        kinds = ["mean_row"] + (["tlb"] if problem.n * problem.m <= _TLB_MAX_ENTRIES else [])
-        kinds += [] if lower is None or lower in kinds else [lower]
-        best, by = -math.inf, ""
-        for kind in kinds:
-            if kind != "mean_row" and time.perf_counter() > began + 0.25 * limit:
-                skipped.append(kind)
-                continue
+    # decided by each problem's own size: a pair's answer never depends on its batch
+    wanted = [lower == "tlb" or pr.n * pr.m <= _TLB_MAX_ENTRIES for pr in problems]
+    tlb = tlb_lowers(problems, wanted, deadline=began + 0.25 * limit)
+    skipped = ["tlb"] if np.any(np.isnan(tlb[np.asarray(wanted, dtype=bool)])) else []
+    extra = np.full(len(problems), -math.inf)
+    if lower not in (None, "mean_row", "tlb"):
+        for k, problem in enumerate(problems):
+            if time.perf_counter() > began + 0.25 * limit:
+                skipped.append(lower)
+                break
             try:
-                value = _xp.as_float(lower_value(problem, kind))
+                extra[k] = _xp.as_float(lower_value(problem, lower))
             except GWInputError:  # e.g. rank_one needs the square loss
-                continue
-            if value > best:
-                best, by = value, kind
-        lows.append((best, by))
+                break
     starts = n_starts or _N_STARTS
     left = deadline - time.perf_counter()
     if left <= 0.01 * limit:
         skipped.append("proximal")
         plans = None
     else:
-        plans = solve_batch(problems, n_starts=starts, time_limit=left, seed=seed, threads=threads)
+        plans = solve_batch(
+            problems, n_starts=starts, time_limit=left, seed=seed, threads=threads, lower="mean_row"
+        )
     skipped = sorted(set(skipped))
     if skipped:
         warnings.warn(
@@ -231,10 +245,81 @@ def solve_auto(
             stacklevel=3,
         )
     share = (time.perf_counter() - began) / len(problems)
-    return [
-        _auto_result(pr, low, None if plans is None else plans[k], skipped, limit, share, rtol)
-        for k, (pr, low) in enumerate(zip(problems, lows))
-    ]
+    results = []
+    for k, problem in enumerate(problems):
+        plan = None if plans is None else plans[k]
+        mean_row = _xp.as_float(lower_value(problem, "mean_row")) if plan is None else plan.lower
+        candidates = [(mean_row, "mean_row"), (tlb[k], "tlb"), (extra[k], lower)]
+        low = max((c for c in candidates if not math.isnan(c[0])), key=lambda c: c[0])
+        results.append(_auto_result(problem, low, plan, skipped, limit, share, rtol))
+    return results
+
+
+def tlb_lowers(problems: Sequence[GWProblem], wanted=None, deadline: float = math.inf):
+    r"""Memoli's TLB of each problem (``NaN`` where not ``wanted`` or past ``deadline``).
+
+    Problems with uniform weights and :math:`n = m` are done as stacks of one size: row
+    sorting and the cost matrices :math:`M_{ij} = \frac1n\sum_t (S^1_{it} - S^2_{jt})^2`
+    (:func:`gwlite.bounds.row_distribution_costs`: with equal uniform weights the
+    quantile coupling of two rows pairs their sorted entries) by differences, in
+    chunks; the linear program of each is :func:`gwlite.bounds.certified_lp_lower`. The
+    others call :func:`gwlite.bounds.lower_bound` one by one. Values are those of
+    ``lower_bound(..., lower="tlb")`` up to round-off, and as proven.
+    """
+    from gwlite.bounds import certified_lp_lower
+
+    wanted = [True] * len(problems) if wanted is None else wanted
+    out = np.full(len(problems), math.nan)
+    groups: dict = {}
+    for k, problem in enumerate(problems):
+        if not wanted[k]:
+            continue
+        fast = problem.uniform and problem.n == problem.m and problem.loss_fun == "square_loss"
+        key = (problem.n, problem.backend == "numpy" and not problem.requires_grad and fast)
+        groups.setdefault(key, []).append(k)
+    for (n, fast), index in groups.items():
+        chunk = max(1, _TLB_CHUNK_ENTRIES // n**3) if fast else 1
+        for start in range(0, len(index), chunk):
+            if time.perf_counter() > deadline:
+                return out
+            part = index[start : start + chunk]
+            if not fast:
+                out[part] = [_xp.as_float(lower_value(problems[k], "tlb")) for k in part]
+                continue
+            w = np.full(n, 1.0 / n)
+            for k, M in zip(part, _row_costs([problems[k] for k in part])):
+                out[k] = max(0.0, certified_lp_lower(M, w, w)[0])
+    return out
+
+
+# elements of one temporary (B, n, n, n) array of the batched TLB costs (16 MiB)
+_TLB_CHUNK_ENTRIES = 1 << 21
+
+
+def _row_costs(problems) -> np.ndarray:
+    r"""Lower estimates of the TLB cost matrices of problems of one size ``n`` with
+    uniform weights, (B, n, n): every entry is at most the exact
+    :math:`M_{ij} = \frac1n \sum_t (S^1_{it} - S^2_{jt})^2`, so the linear program's
+    bound on them is a bound on TLB's.
+
+    Non-negative matrices (distances): :math:`M = (a_i + b_j - 2 G_{ij}) / n` with
+    :math:`a = \sum_t (S^1_{it})^2`, :math:`G = S^1 S^{2\top}` (one batched matrix
+    product), less the rounding error bound :math:`\gamma_{n+3}(a_i + b_j + 2
+    G_{ij})/n` (Higham, Thm 3.5 for sums of non-negative products, in any order; the
+    computed terms, each within a factor :math:`1 + \gamma_n` of the exact ones, covered
+    by doubling it). Otherwise by differences, which cancel nothing."""
+    S1 = np.sort(np.stack([np.asarray(pr.C1, dtype=np.float64) for pr in problems]), axis=2)
+    S2 = np.sort(np.stack([np.asarray(pr.C2, dtype=np.float64) for pr in problems]), axis=2)
+    n = S1.shape[-1]
+    if S1[:, :, 0].min() < 0 or S2[:, :, 0].min() < 0:
+        d = S1[:, :, None, :] - S2[:, None, :, :]
+        return np.einsum("bijt,bijt->bij", d, d) / n
+    a = np.einsum("bit,bit->bi", S1, S1)[:, :, None]
+    b = np.einsum("bjt,bjt->bj", S2, S2)[:, None, :]
+    G = S1 @ np.swapaxes(S2, 1, 2)
+    unit = np.finfo(np.float64).eps / 2
+    gamma = 2 * (n + 3) * unit / (1 - (n + 3) * unit)
+    return ((a + b - 2 * G) - gamma * (a + b + 2 * G)) / n
 
 
 def _auto_result(problem, low, plan, skipped, limit, share, rtol) -> GWResult:

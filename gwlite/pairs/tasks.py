@@ -236,21 +236,20 @@ def _through_batch(work: Work, layer: Layer, ii, jj, options: dict):
     """The pairs as one :func:`gwlite.gromov_wasserstein_batch` call (one stack). A pair's
     numbers depend on that pair only: padding and every per-problem choice follow from
     its own sizes. ``time_limit`` stays per pair: the call gets it times the pairs."""
-    from gwlite.batch import gromov_wasserstein_batch
+    from gwlite.batch import _checked_options, solve_problems
+    from gwlite.problem import GWProblem
 
     if options.get("time_limit") is not None:
         options = dict(options, time_limit=options["time_limit"] * len(ii))
-    C1s, ps = zip(*(work.spaces[i] for i in ii.tolist()))
-    C2s, qs = zip(*(work.spaces[j] for j in jj.tolist()))
-    results = gromov_wasserstein_batch(
-        list(C1s),
-        list(C2s),
-        list(ps),
-        list(qs),
-        method=layer.method,
-        loss_fun=layer.loss_fun,
-        **options,
-    )
+    options = _checked_options(layer.method, options)
+    # the spaces were validated once (gwlite.pairs.spaces: one dtype and namespace), so a
+    # pair's problem is built without checking its matrices again
+    uniform = {k: _uniform(work.spaces[k][1]) for k in set(ii.tolist()) | set(jj.tolist())}
+    problems = []
+    for i, j in zip(ii.tolist(), jj.tolist()):
+        (C1, p), (C2, q) = work.spaces[i], work.spaces[j]
+        problems.append(GWProblem(C1, C2, p, q, layer.loss_fun, uniform[i] and uniform[j]))
+    results = solve_problems(problems, layer.method, options)
     lower = np.array([_xp.as_float(r.lower) for r in results])
     upper = np.array([_xp.as_float(r.upper) for r in results])
     return lower, upper, np.array([r.certified for r in results], dtype=bool)
@@ -285,6 +284,11 @@ def _dense_clouds(work: Work, needed) -> Work | None:
         return None
     spaces = {i: (geometry.distances(c.X, c.X, c.metric), c.p) for i, c in clouds.items()}
     return Work(spaces, work.layers, work.buckets)
+
+
+def _uniform(p) -> bool:
+    """Equal weights (as :func:`gwlite.problem.make_problem` decides ``uniform``)."""
+    return bool(_xp.array_namespace(p).all(p == p[:1]))
 
 
 def compute_pairs(work: Work, layer_name: str, ii: np.ndarray, jj: np.ndarray):

@@ -31,7 +31,7 @@ in its batch. The steps, each a small function below:
 * **price** (``_stack.price``): all rounded plans priced in one batched product; each
   problem keeps its best plan per start and stops on its own when its best cost
   stalls (finished problems leave the stack);
-* **polish** (``_polish``): batched conditional gradient (Frank-Wolfe) with exact
+* **polish** (``gwlite.solvers._polish``): batched conditional gradient (Frank-Wolfe) with exact
   line search from the best plans; one exact OT per plan per step (an assignment for
   uniform weights and equal sizes, POT's network simplex otherwise).
 
@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gwlite import _xp
-from gwlite.bounds import _tie_tol, certified_lp_lower, mean_row_features, sorted_sparse_coupling
+from gwlite.bounds import _key_tol, certified_lp_lower, mean_row_features, sorted_sparse_coupling
 from gwlite.coupling import gw_cost, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
@@ -82,11 +82,12 @@ from gwlite.solvers._common import (
     positive_int,
     positive_real,
 )
+from gwlite.solvers._polish import polish as _polish
 from gwlite.solvers._stack import (
     Best,
     Stack,
     as_index,
-    inner,
+    exact_cost,
     make_stack,
     mirror_step,
     price,
@@ -190,13 +191,14 @@ def _settings(options: dict) -> _Settings:
 
 
 # --------------------------------------------------------------------- start
-def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
+def _starts(problem: GWProblem, G0, n_starts: int, seed: int, memo: dict | None = None):
     """The loop's ``n_starts`` starting plans and the candidates priced whatever
     ``n_starts`` is (``G0`` and the sorted coupling), float64, in the problem's array
-    type. Random vertices depend on ``seed`` and the problem's size only."""
+    type. Random vertices depend on ``seed`` and the problem's size only. ``memo`` keeps
+    per-matrix values across the problems of a call (a dataset's pairs share spaces)."""
     xp = problem.xp
     p, q = (xp.astype(_xp.detach(w), xp.float64) for w in (problem.p, problem.q))
-    sorted_plan = _sorted_plan(problem)
+    sorted_plan = _sorted_plan(problem, {} if memo is None else memo)
     plans, names = ([G0], ["G0"]) if G0 is not None else ([], [])
     plans += [p[:, None] * q[None, :], sorted_plan]
     names += ["product", "sorted"]
@@ -208,22 +210,35 @@ def _starts(problem: GWProblem, G0, n_starts: int, seed: int):
     return plans[:n_starts], names[:n_starts], candidates
 
 
-def _sorted_plan(problem: GWProblem):
+def _sorted_plan(problem: GWProblem, memo: dict):
     """The sorted coupling (:func:`gwlite.bounds.sorted_sparse_coupling`), float64 and
     dense. Fast path: with uniform weights, equal sizes and no two features within the
     tie tolerance on either side, it is the permutation that matches the sorted
     mean-row features (no tie group to refine)."""
     xp = problem.xp
     if problem.uniform and problem.n == problem.m:
-        s1 = _xp.to_numpy(mean_row_features(problem.C1, problem.p))
-        s2 = _xp.to_numpy(mean_row_features(problem.C2, problem.q))
-        a, b = np.argsort(s1, kind="stable"), np.argsort(s2, kind="stable")
-        tol = _tie_tol(problem)
+        (s1, a, top1), (s2, b, top2) = (
+            _row_order(C, w, memo) for C, w in ((problem.C1, problem.p), (problem.C2, problem.q))
+        )
+        tol = _key_tol(xp, problem.C1.dtype, max(top1, top2))  # = _tie_tol(problem)
         if np.all(np.diff(s1[a]) > tol) and np.all(np.diff(s2[b]) > tol):
             plan = np.zeros((problem.n, problem.n))
             plan[a, b] = 1.0 / problem.n
             return xp.asarray(plan, device=_xp.device(problem.C1))
     return xp.astype(to_dense(sorted_sparse_coupling(problem)), xp.float64)
+
+
+def _row_order(C, w, memo: dict) -> tuple:
+    """Mean-row features of ``(C, w)`` on the host, their stable order and ``max|C|``,
+    computed once per pair of arrays in ``memo`` (the arrays are kept there, so their
+    ids stay unique while it lives)."""
+    key = (id(C), id(w))
+    if key not in memo:
+        xp = _xp.array_namespace(C)
+        s = _xp.to_numpy(mean_row_features(C, w))
+        top = float(xp.max(xp.abs(_xp.detach(C))))
+        memo[key] = (C, w, (s, np.argsort(s, kind="stable"), top))
+    return memo[key][2]
 
 
 def _random_vertex(problem: GWProblem, p, q, rng):
@@ -255,7 +270,7 @@ class _Outcome:
     n_iter: np.ndarray
     stop: list
     start_costs: list
-    plans: list  # (name, plan, polish steps) of each problem's final candidates
+    plans: list  # (name, plan, polish steps, float64 cost or NaN) of each problem's candidates
     marginal_error: np.ndarray
     names: list  # each problem's start names
     scheme: list  # each problem's scheme
@@ -267,6 +282,11 @@ def _iterate(st: Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
     the seconds one pricing of the stack took (what the caller keeps in reserve)."""
     xp = st.xp
     tick = time.perf_counter()
+    if not cfg.max_iter:  # "cg": the starts, couplings already, go to the polish as given
+        cost = _xp.to_numpy(st.objective(P)).astype(np.float64)
+        for k in st.index:
+            out.stop[k] = "no iterations"
+        return Best(cost, P), time.perf_counter() - tick
     best = Best(np.full(P.shape[:2], math.inf), P)
     price(st, P, best, sharpen=False)
     price_s = time.perf_counter() - tick
@@ -333,67 +353,6 @@ def _stop_reason(cut: bool, current: float, stalled: int) -> str:
     if current <= 0:
         return "zero cost"
     return "tol" if stalled >= _PATIENCE else "max_iter"
-
-
-# --------------------------------------------------------------------- polish
-def _vertex(grad: np.ndarray, p: np.ndarray, q: np.ndarray, permutation: bool) -> np.ndarray:
-    """The polytope's vertex minimising :math:`\\langle \\nabla F, V\\rangle`: an
-    assignment (Birkhoff-von Neumann) or POT's network simplex."""
-    if permutation:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(grad)
-        V = np.zeros_like(grad)
-        V[rows, cols] = p[rows]
-        return V
-    import ot  # imported on use: POT imports torch when present, gwlite must not
-
-    # a non-negative cost: POT's network simplex can call negative ones infeasible
-    return ot.emd(p, q, grad - grad.min(), numItermax=10_000_000, check_marginals=False)
-
-
-def _polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float = 0.0):
-    r"""Conditional-gradient steps with exact line search on plans ``(B, T, N, K)``.
-
-    Along :math:`D = V - \pi` the objective is :math:`F(\pi) + b t + a t^2` with
-    :math:`b = \langle \nabla F(\pi), D\rangle` and :math:`a = -2\alpha\langle X(D),
-    D\rangle`; the step is :math:`t = \min(1, -b / 2a)` (1 when :math:`a \le 0`).
-    Returns the plans, their costs and the steps taken per plan. No step starts that
-    would not end by ``deadline`` (``step_s``: a first guess of a step's seconds).
-    """
-    xp = st.xp
-    p = _xp.to_numpy(st.p[:, 0]).astype(np.float64)
-    q = _xp.to_numpy(st.q[:, 0]).astype(np.float64)
-    tiny = 1e-13 * np.maximum(_xp.to_numpy(st.scale)[:, 0, 0], np.abs(cost))
-    active = np.ones(cost.shape, dtype=bool)
-    taken = np.zeros(cost.shape, dtype=np.int64)
-    X = st.apply(R)
-    for _ in range(steps):
-        tick = time.perf_counter()
-        if deadline is not None and tick + 1.2 * step_s > deadline:
-            break
-        grad = st.gradient(X)
-        host = _xp.to_numpy(grad).astype(np.float64)
-        V = np.zeros_like(host)
-        for b, t in zip(*np.nonzero(active)):
-            n, m = int(st.n[b]), int(st.m[b])
-            V[b, t, :n, :m] = _vertex(host[b, t, :n, :m], p[b, :n], q[b, :m], st.permutations[b])
-        D = _xp.from_numpy(V, R) - R
-        slope = _xp.to_numpy(inner(xp, grad, D)).astype(np.float64)
-        XD = st.apply(D)
-        curve = -2.0 * st.alpha * _xp.to_numpy(inner(xp, XD, D)).astype(np.float64)
-        active &= slope < -tiny
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            t = np.where(curve > 0, np.minimum(1.0, -slope / (2 * curve)), 1.0)
-        t = np.where(active, t, 0.0)
-        if not active.any():
-            break
-        weight = _xp.from_numpy(t, R)[..., None, None]
-        R, X = R + weight * D, X + weight * XD
-        cost = cost + slope * t + curve * t * t
-        taken += active
-        step_s = time.perf_counter() - tick
-    return R, cost, taken
 
 
 # --------------------------------------------------------------------- entry point
@@ -561,7 +520,7 @@ def solve_batch(
     deadline = None if time_limit is None else began + time_limit
     largest = max(padded_size(max(pr.n, pr.m)) for pr in problems)
     with _thread_limit(threads, largest):
-        lows = [_lower(pr, item, cfg.alpha, lower) for pr, item in zip(problems, items)]
+        lows = _lowers(problems, items, cfg.alpha, lower)
         outcome = _Outcome(
             np.zeros(len(problems), dtype=np.int64),
             ["max_iter"] * len(problems),
@@ -623,9 +582,9 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
             for pr, L in zip(problems, linear)
         ]
     st = make_stack(problems, linear, index, N, K, cfg.alpha, dtype)
-    starts, candidates = [], []
+    starts, candidates, memo = [], [], {}
     for k in index:
-        plans, names[k], extra = _starts(problems[k], items[k].G0, cfg.n_starts, cfg.seed)
+        plans, names[k], extra = _starts(problems[k], items[k].G0, cfg.n_starts, cfg.seed, memo)
         starts.append(_padded(xp, plans, N, K, dtype))
         candidates.append(extra)
     P = xp.stack(starts)
@@ -637,12 +596,33 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
         # the final pricing (about one pricing of the stack) must fit after the polish
         polish_deadline = None if deadline is None else deadline - 1.5 * price_s
         R, cost, steps = _polish(st, R, cost, cfg.polish, polish_deadline, price_s)
+    exact = dtype == xp.float64
+    priced = exact_cost(st, R) if exact else np.full(cost.shape, math.nan)
+    extra = _price_candidates(st, candidates, N, K) if exact else None
     for b, k in enumerate(index):
         n, m = problems[k].n, problems[k].m
-        plans = [(labels[b][t], R[b, t, :n, :m], int(steps[b, t])) for t in range(len(labels[b]))]
-        plans += [(name, plan, 0) for name, plan in candidates[b].items()]
+        plans = [
+            (labels[b][t], R[b, t, :n, :m], int(steps[b, t]), priced[b, t])
+            for t in range(len(labels[b]))
+        ]
+        plans += [
+            (name, plan, 0, math.nan if extra is None else extra[b, c])
+            for c, (name, plan) in enumerate(candidates[b].items())
+        ]
         out.start_costs[k] = [float(c) for c in best.cost[b]]
         out.plans[k] = plans
+
+
+def _price_candidates(st: Stack, candidates: list, N: int, K: int) -> np.ndarray:
+    """Exact float64 costs ``(B, C)`` of each problem's candidates (padded stack)."""
+    xp = st.xp
+    width = max(len(c) for c in candidates)
+    like = next(iter(candidates[0].values()))
+    stack = xp.zeros((len(candidates), width, N, K), dtype=xp.float64, device=_xp.device(like))
+    for b, plans in enumerate(candidates):
+        for c, plan in enumerate(plans.values()):
+            stack[b, c, : plan.shape[0], : plan.shape[1]] = xp.astype(plan, xp.float64)
+    return exact_cost(st, stack)
 
 
 def _polish_starts(st: Stack, P, best: Best, cfg: _Settings, names: list) -> tuple:
@@ -678,6 +658,37 @@ def _objective64(problem: GWProblem, item: _Item, plan, alpha: float) -> float:
     return (1 - alpha) * linear + alpha * value
 
 
+def _lowers(problems, items, alpha: float, lower: str) -> list:
+    """Each problem's proven lower bound (:func:`_lower`); the mean-row closed form of
+    plain GW problems with uniform weights and equal sizes in one vectorised pass."""
+    lows = [None] * len(problems)
+    if lower == "mean_row" and alpha == 1:
+        fast: dict = {}
+        for k, pr in enumerate(problems):
+            if pr.uniform and pr.n == pr.m and pr.backend == "numpy" and not pr.requires_grad:
+                fast.setdefault(pr.n, []).append(k)
+        for index in fast.values():
+            for k, value in zip(index, _mean_row_uniform([problems[k] for k in index])):
+                lows[k] = value
+    return [
+        _lower(pr, item, alpha, lower) if low is None else low
+        for pr, item, low in zip(problems, items, lows)
+    ]
+
+
+def _mean_row_uniform(problems) -> np.ndarray:
+    r"""The mean-row closed form of problems of one size with uniform weights:
+    :math:`\frac1n \sum_i (s^1_{(i)} - s^2_{(i)})^2` between the sorted row means, as
+    :func:`gwlite.bounds.lower_bound` (``lower="mean_row"``) computes it one by one."""
+    s1 = np.sort(
+        np.stack([np.asarray(pr.C1, dtype=np.float64).mean(axis=1) for pr in problems]), axis=1
+    )
+    s2 = np.sort(
+        np.stack([np.asarray(pr.C2, dtype=np.float64).mean(axis=1) for pr in problems]), axis=1
+    )
+    return np.maximum(np.mean((s1 - s2) ** 2, axis=1), 0.0)
+
+
 def _lower(problem: GWProblem, item: _Item, alpha: float, lower: str) -> float:
     """A proven lower bound on the objective: GW's, plus the OT bound of the linear term."""
     value = _xp.as_float(lower_value(problem, lower))
@@ -691,10 +702,16 @@ def _result(problem, item, out: _Outcome, k: int, low: float, cfg, lower, share,
     """Problem ``k``'s result: the cheapest of its polished plans and candidates."""
     xp = problem.xp
     priced = [
-        (_objective64(problem, item, plan, cfg.alpha), name, plan, steps)
-        for name, plan, steps in out.plans[k]
+        (
+            _objective64(problem, item, plan, cfg.alpha) if math.isnan(cost) else cost,
+            name,
+            plan,
+            steps,
+        )
+        for name, plan, steps, cost in out.plans[k]
     ]
     upper, name, plan, steps = min(priced, key=lambda c: c[0])
+    upper = float(upper)
     low = _xp.as_float(clamp_lower(low, upper))
     diagnostics = {
         "lower_kind": lower,
