@@ -247,6 +247,16 @@ class _Run:
             return True
         return now + 1.2 * model.step_s + model.final_s() <= self.deadline
 
+    def first_step_fits(self, now: float) -> bool:
+        """Whether the first step (priced by the model: a low-rank step costs about its
+        projection) and what must follow it fit before the deadline."""
+        if self.phase.exact:
+            return self.exact_fits(now)
+        if self.model is None or self.deadline is None:
+            return True
+        self.clock.guess = self.model.project_s
+        return now + 1.2 * self.model.project_s + self.reserve() <= self.deadline
+
     def reserve(self) -> float:
         """What must be left after this step: the next step and check, and the final
         pricing."""
@@ -257,9 +267,10 @@ class _Run:
         if model is None:
             return step_s
         if self.permutations:
-            # vertices are priced on the way (through their support); the last dense
-            # plans are priced only if that still fits (``pending``), else left out
-            return step_s + 2 * model.sparse_price_s(self.sub.n)
+            # vertices are priced on the way (through their support), the best again in
+            # float64 at the end (about one check); the last dense plans are priced only
+            # if that still fits (``pending``), else left out
+            return step_s + (self.check_clock.last or model.sparse_price_s(self.sub.n))
         return step_s + model.final_s()
 
     # ---------------------------------------------------------------- steps
@@ -353,8 +364,8 @@ def iterate(sub, exact, factored, starts, cfg, deadline, initial=None, model=Non
     final pricing would miss ``deadline``.
     """
     run = _Run(sub, exact, factored, starts, cfg, deadline, initial, model)
-    if run.phase.exact and not run.exact_fits(time.perf_counter()):
-        run.loop.stop = "time_limit"  # not even one exact step fits: the starts are the answer
+    if not run.first_step_fits(time.perf_counter()):
+        run.loop.stop = "time_limit"  # not even one step fits: the starts are the answer
         run.loop.time_s = time.perf_counter() - run.began
         run.loop.raw_error = [math.nan] * run.S
         return run.loop

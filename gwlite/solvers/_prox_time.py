@@ -19,6 +19,7 @@ busier moment scales every estimate through the measured speed.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -50,21 +51,22 @@ _SVD_OVERHEAD = 2.0
 
 
 def _rate(xp, dtype, device, budget_s: float) -> float:
-    """Matrix-product throughput (flop/s) now: products of a 256 x 256 block (after a
-    warm-up product) for about ``budget_s`` seconds, at least three. On a shared machine
-    a product of a millisecond either runs at full speed or loses a time slice to a
-    neighbour; over tens of milliseconds the mean is the share of the cores this
-    process gets (measured on 2 cores at load 13-16: the fastest single product was
-    1.5 to 11 times the throughput of the loop's products, the mean tracks it). A
-    block that fits the cache runs faster than the loop's products: divided by 1.5."""
+    """Matrix-product speed (flop/s) while the process runs: the fastest of products of
+    a 256 x 256 block (after a warm-up product) timed one by one for about ``budget_s``
+    seconds, at least three. On a shared machine a product of a millisecond either runs
+    at full speed or loses a time slice to a neighbour; the fastest is the running speed
+    (:func:`cpu_share` accounts for the neighbours). A block that fits the cache runs
+    faster than the loop's products: divided by 1.5."""
     k = 256 if "cuda" not in str(device) and xp.__name__.split(".")[-1] != "cupy" else 2048
     A = xp.ones((k, k), dtype=dtype, device=device)
     float((A @ A)[0, 0])  # warm-up (library initialisation on a GPU)
-    count, tick = 0, time.perf_counter()
-    while count < _MIN_PROBES or time.perf_counter() - tick < budget_s:
+    fastest, count, began = float("inf"), 0, time.perf_counter()
+    while count < _MIN_PROBES or time.perf_counter() - began < budget_s:
+        tick = time.perf_counter()
         float((A @ A)[0, 0])
+        fastest = min(fastest, time.perf_counter() - tick)
         count += 1
-    return count * 2.0 * k**3 / max(time.perf_counter() - tick, 1e-9) / 1.5
+    return 2.0 * k**3 / max(fastest, 1e-9) / 1.5
 
 
 @dataclass(frozen=True)
@@ -119,12 +121,23 @@ def measure(n, m, terms, symmetric, n_starts, inner_iter, xp, dtype, device, lim
     (one for the square loss), ``n_starts`` plans in the stack, ``inner_iter`` scaling
     iterations per projection, under a time limit of ``limit`` seconds."""
     flops = 2.0 * n * m * (n + m) * terms * (1 if symmetric else 2)
-    rate = _rate(xp, dtype, device, min(_PROBE_MAX_S, _PROBE_SHARE * limit))
+    rate = _rate(xp, dtype, device, min(_PROBE_MAX_S, _PROBE_SHARE * limit)) * cpu_share()
     # float64 products run about half as fast as float32 ones
     rate64 = rate if dtype == xp.float64 else rate / 2
     per_entry = _PROJECT_FLOPS + _PROJECT_FLOPS_PER_SCALING * inner_iter
     project = per_entry * n * m * n_starts
     return TimeModel(flops * n_starts / rate, project / rate, flops / rate64, rate, rate64)
+
+
+def cpu_share() -> float:
+    """The share of the full speed a process gets now: the core count over the 1-minute
+    load average, at most 1. A probe of milliseconds sees the speed while it runs; over
+    seconds a process shares the cores with every runnable one (measured on 2 cores at
+    load 16: large products ran 8 to 11 times slower than the fastest probe)."""
+    if not hasattr(os, "getloadavg"):
+        return 1.0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(1.0, (cores or 1) / max(os.getloadavg()[0], 1e-9))
 
 
 class StepClock:

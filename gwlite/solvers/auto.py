@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from gwlite import _xp
-from gwlite.bounds import LOWER_BOUNDS, sorted_sparse_coupling
+from gwlite.bounds import sorted_sparse_coupling
 from gwlite.coupling import gw_cost, marginal_error, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
@@ -51,6 +51,7 @@ from gwlite.solvers._common import (
     result_scalars,
     with_option_checks,
 )
+from gwlite.solvers._prox_time import cpu_share
 
 __all__ = ["DEFAULT_RTOL", "DEFAULT_TIME_LIMIT", "SDP_MAX_ENTRIES", "solve"]
 
@@ -111,9 +112,11 @@ class _Best:
 
 
 def _tlb_estimate(problem: GWProblem) -> float:
+    """Seconds of TLB now: the calibrated cost divided by the share of the cores this
+    process gets on a busy machine (TLB cannot be cut once started)."""
     n, m = problem.n, problem.m
     rows = n * m * (n + m) * (1 if problem.uniform else 4)
-    return _TLB_S_PER_ENTRY * rows + _LP_S_PER_ENTRY * n * m
+    return (_TLB_S_PER_ENTRY * rows + _LP_S_PER_ENTRY * n * m) / cpu_share()
 
 
 def _n_starts(problem: GWProblem) -> int:
@@ -152,19 +155,6 @@ def _sdp():
     module = importlib.import_module(solver.__module__)
     available = getattr(module, "available", None)
     return solver if available is None or available() else None
-
-
-def _check(time_limit, rtol, n_starts, lower) -> None:
-    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
-        raise GWInputError(f"time_limit must be > 0 seconds, got {time_limit!r}")
-    if not (isinstance(rtol, (int, float)) and rtol >= 0):
-        raise GWInputError(f"rtol must be a number >= 0, got {rtol!r}")
-    if n_starts is not None and (
-        isinstance(n_starts, bool) or int(n_starts) != n_starts or n_starts < 1
-    ):
-        raise GWInputError(f"n_starts must be an integer >= 1, got {n_starts!r}")
-    if lower is not None and lower not in LOWER_BOUNDS:
-        raise GWInputError(f"unknown lower bound {lower!r}; choose one of {list(LOWER_BOUNDS)}")
 
 
 @with_option_checks(
@@ -220,7 +210,8 @@ def solve(
         ``stop_reason`` and ``time_limit``.
     """
     began = time.perf_counter()
-    _check(time_limit, rtol, n_starts, lower)
+    # every option was checked once, at the entry point (``solve.option_checks`` and
+    # the shared ``time_limit`` check of :func:`gwlite.solvers.check_options`)
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
     deadline = began + limit
     best = _Best(problem)
