@@ -31,8 +31,9 @@ What makes it fast:
 * the projection is warm-started and runs a few log-stabilised updates per outer
   iteration (``gwlite.solvers._sinkhorn``);
 * ``n_starts`` starting plans (``G0``, the product coupling, the sorted coupling,
-  random vertices of the polytope) run as one stack ``(S, n, m)``: one batched matrix
-  product per step for all starts;
+  random vertices of the polytope) run as one stack: the problem is a batch of one,
+  ``(1, S, n, m)``, and every step is the batched core's
+  (:func:`gwlite.solvers._stack.mirror_step`, as in :mod:`gwlite.solvers.batched`);
 * the loop runs in float32 on a GPU and for large problems; every few iterations each
   plan is rounded onto the polytope (Altschuler et al. 2017) and priced, the best plan
   of each start is kept, and the loop stops when the best cost stalls. The returned
@@ -43,6 +44,15 @@ What makes it fast:
 
 ``abs_loss`` is supported when the entries take few distinct values (graphs), by level
 sets (``gwlite.solvers._operators``).
+
+The call reads as the steps of the theory page, each in its own place: **start**
+(:func:`_starts`, the support and the operators, here), **step**, **round** and
+**price** (``gwlite.solvers._prox_loop``), **polish** (``gwlite.solvers._prox_polish``).
+Under ``time_limit`` every piece is priced before it runs (``gwlite.solvers._prox_time``:
+speeds measured in the call, scaled by the share of the cores the process gets), so
+the set-up (randomized SVDs, pricing the sorted coupling), each step, each check, the
+polish and the final pricing all fit; a piece that would not fit is skipped and
+``diagnostics`` says so (``rank_note``, ``sorted_candidate``, ``polish_stop``).
 
 References
 ----------
@@ -372,8 +382,11 @@ def solve(
         plans of 40,000 entries or more, else float64. The returned plan is always
         priced in float64.
     time_limit : float, optional
-        Seconds for the whole call; the loop stops early (``converged=False``) so that
-        pricing and polishing fit.
+        Seconds for the whole call, set-up included; every piece is priced before it
+        runs (speeds measured in the call, scaled by the share of the cores on a busy
+        machine): the low-rank set-up and the pricing of the sorted coupling are skipped
+        when they would not fit, the loop stops early (``converged=False``) so that
+        pricing and polishing fit, and no polish step starts that would not end in time.
     seed : int
         Seed of the random starts and of the randomized SVD.
     lower : {"mean_row", "flb", "slb", "tlb", "rank_one"}
@@ -392,9 +405,11 @@ def solve(
         ``converged``: the loop met its ``tol`` rule (not ``max_iter`` nor the time
         limit); ``n_iter``: outer iterations run. ``diagnostics``: ``starts``,
         ``start_costs`` (best cost reached from each), ``best_start``, ``epsilon``,
-        ``step``, ``dtype``, ``rank`` and ``rank_error`` of the low-rank phase and its
-        ``factored_iter``, ``stop_reason``, ``history`` (iteration, phase, best cost,
-        seconds), ``iterate_time_s`` and the ``polish_*`` entries.
+        ``step``, ``dtype``, ``rank`` and ``rank_error`` of the low-rank phase, its
+        ``factored_iter`` and ``rank_note`` (used, or why not: e.g. its set-up did not
+        fit the time limit), ``sorted_candidate`` (a start, priced, or skipped and
+        why), ``stop_reason``, ``history`` (iteration, phase, best cost, seconds),
+        ``iterate_time_s`` and the ``polish_*`` entries.
 
     Examples
     --------
