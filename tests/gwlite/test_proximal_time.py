@@ -141,3 +141,32 @@ def test_time_limit_holds_with_two_busy_processes():
     assert elapsed <= 1.1 * limit + 0.4
     assert res.diagnostics["stop_reason"] in ("time_limit", "tol", "zero cost")
     assert marginal_error(np.asarray(res.coupling), np.full(1000, 1e-3), np.full(1000, 1e-3)) < 1e-8
+
+
+# ------------------------------------------------------------------ auto
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 9), m=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_auto_product_cost_closed_form_equals_the_plan_cost(n, m, seed):
+    from gwlite.solvers import auto
+
+    rng = np.random.default_rng(seed)
+    C1, C2 = rng.normal(size=(n, n)), rng.normal(size=(m, m))  # any matrices
+    p, q = rng.random(n) + 0.01, rng.random(m) + 0.01
+    p, q = p / p.sum(), q / q.sum()
+    value = auto._product_cost(make_problem(C1, C2, p, q))
+    assert value == pytest.approx(float(gw_cost(C1, C2, np.outer(p, q))), rel=1e-9, abs=1e-12)
+
+
+def test_auto_offers_the_product_coupling_when_the_sorted_one_cannot_be_priced():
+    from gwlite.solvers import auto
+
+    C1, C2 = _cloud(40, 6), _cloud(30, 7)
+    problem = make_problem(C1, C2)
+    best = auto._Best(problem)
+    ctx = auto._Context(problem, best, time.perf_counter() - 1.0, 1e-6, None, 0, None)
+    note = auto._stage_sorted(ctx)  # no time left: the sorted coupling is not priced
+    assert "not priced" in note["sorted_coupling"] and best.upper_by == "product"
+    assert best.lower == pytest.approx(float(gwlite.lower_bound(C1, C2, lower="mean_row")))
+    assert best.upper == pytest.approx(
+        float(gw_cost(C1, C2, np.outer(best.coupling.sum(1), best.coupling.sum(0))))
+    )
