@@ -17,7 +17,8 @@ one row per repeat with:
 * ``loadavg`` (``os.getloadavg``) and the BLAS threads (threadpoolctl) at the start of
   the row, and ``solver_threads``: what the solver's default rule
   (:func:`gwlite.solvers._common.blas_threads`) chose at the call (1 when the 1-minute
-  load average is at least the core count).
+  load average is at least the core count), or, with ``--force-threads``, the thread
+  count passed to the solver as ``threads=`` (the rule overridden).
 
 Usage::
 
@@ -69,7 +70,7 @@ def _solver_threads(outer: int) -> int:
     return 1 if busy else outer
 
 
-def run(n: int, repeats: int, thread_settings, loads) -> list[dict]:
+def run(n: int, repeats: int, thread_settings, loads, force: bool = False) -> list[dict]:
     C1, C2 = instance(n)
     p = ot.unif(n)
     sorted_cost = float(gwlite.gromov_wasserstein(C1, C2, method="sorted").upper)
@@ -92,9 +93,12 @@ def run(n: int, repeats: int, thread_settings, loads) -> list[dict]:
                     limit = cg_s / 5
                     for rep in range(repeats):
                         c = context()
-                        chosen = _solver_threads(threads)
+                        chosen = threads if force else _solver_threads(threads)
+                        options = {"threads": threads} if force else {}
                         tick = time.perf_counter()
-                        res = gwlite.gromov_wasserstein(C1, C2, method="proximal", time_limit=limit)
+                        res = gwlite.gromov_wasserstein(
+                            C1, C2, method="proximal", time_limit=limit, **options
+                        )
                         wall = time.perf_counter() - tick
                         d = res.diagnostics
                         phases = [h[1] for h in d["history"]]
@@ -104,6 +108,7 @@ def run(n: int, repeats: int, thread_settings, loads) -> list[dict]:
                                 "load": load,
                                 "threads": threads,
                                 "solver_threads": chosen,
+                                "threads_forced": force,
                                 "repeat": rep,
                                 "pot_cg_s": cg_s,
                                 "pot_cg": cg,
@@ -145,6 +150,11 @@ def main() -> None:
     parser.add_argument(
         "--loads", nargs="+", default=["as found", "two busy processes"], help="row loads"
     )
+    parser.add_argument(
+        "--force-threads",
+        action="store_true",
+        help="pass threads= to the solver (overrides its one-thread rule on a busy machine)",
+    )
     args = parser.parse_args()
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
@@ -154,7 +164,7 @@ def main() -> None:
     C1, C2 = instance(60)  # warm-up: imports and first calls off the clock
     gwlite.gromov_wasserstein(C1, C2, method="proximal", time_limit=1.0)
     for n in args.n:
-        out["rows"] += run(n, args.repeats, args.threads, args.loads)
+        out["rows"] += run(n, args.repeats, args.threads, args.loads, args.force_threads)
         if args.json:  # after every size: a long run that is cut keeps what it measured
             from gwlite.atomic import atomic_write_bytes
 
