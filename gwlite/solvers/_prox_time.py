@@ -4,17 +4,19 @@ Every piece of work the solver may skip or cut is priced before it starts, from 
 measured *in this call* (the machine's load and the BLAS thread count change between
 calls, so nothing is cached across them):
 
-* a matrix product's speed (flop/s) in the loop's dtype and in float64, from one small
-  product timed at the start of the call;
-* the set-up steps whose length grows fastest with ``n``: the randomized SVD of the
-  low-rank phase (:func:`svd_s`) and the sparse pricing of the sorted coupling
-  (:func:`sparse_price_s`);
-* a step of the loop and a step of the polish are priced by the previous step of the
-  same kind once one has run (:class:`StepClock`), before that by the model.
+* a matrix product's running speed (flop/s), the fastest of a few small products timed
+  at the start of the call (:func:`measure`), times the share of the cores the process
+  gets now (:func:`cpu_share`: core count over the 1-minute load average);
+* from it, the seconds of an exact step and of a Sinkhorn projection, of pricing a plan
+  in float64, of the randomized SVD set-up of the low-rank phase (:meth:`TimeModel.svd_s`),
+  of pricing a sparse plan through its support (:meth:`TimeModel.sparse_price_s`) and of
+  one exact OT of the polish (:meth:`TimeModel.emd_s`);
+* once a step (or a check) has run, the next is predicted by the slowest of the last
+  three of its kind (:class:`StepClock`).
 
-The constants below were measured on 2 shared CPU cores (``benchmarks/bench_batch.py``,
-section ``time_limit``); they count flop-equivalents of work, so a slower machine or a
-busier moment scales every estimate through the measured speed.
+The constants below were measured on 2 shared CPU cores (``benchmarks/bench_time_limit.py``
+and the profiles behind it); they count flop-equivalents of work, so a slower machine or
+a busier moment scales every estimate through the measured speed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from gwlite import _xp
 
-__all__ = ["StepClock", "TimeModel", "measure"]
+__all__ = ["StepClock", "TimeModel", "cpu_share", "measure", "synchronise"]
 
 # flop-equivalents of pricing one pair of a sparse plan's support (gathers of both
 # matrices and a weighted sum: about 3e-7 s per pair at 8e9 flop/s, with a margin)
@@ -57,16 +59,40 @@ def _rate(xp, dtype, device, budget_s: float) -> float:
     at full speed or loses a time slice to a neighbour; the fastest is the running speed
     (:func:`cpu_share` accounts for the neighbours). A block that fits the cache runs
     faster than the loop's products: divided by 1.5."""
-    k = 256 if "cuda" not in str(device) and xp.__name__.split(".")[-1] != "cupy" else 2048
+    on_host = "cuda" not in str(device) and xp.__name__.split(".")[-1] != "cupy"
+    k = 256 if on_host else 2048
     A = xp.ones((k, k), dtype=dtype, device=device)
-    float((A @ A)[0, 0])  # warm-up (library initialisation on a GPU)
-    fastest, count, began = float("inf"), 0, time.perf_counter()
-    while count < _MIN_PROBES or time.perf_counter() - began < budget_s:
-        tick = time.perf_counter()
-        float((A @ A)[0, 0])
-        fastest = min(fastest, time.perf_counter() - tick)
-        count += 1
+    fastest, count = float("inf"), 0
+    with _one_thread(on_host):
+        float((A @ A)[0, 0])  # warm-up (library initialisation on a GPU)
+        began = time.perf_counter()
+        while count < _MIN_PROBES or time.perf_counter() - began < budget_s:
+            tick = time.perf_counter()
+            float((A @ A)[0, 0])
+            fastest = min(fastest, time.perf_counter() - tick)
+            count += 1
     return 2.0 * k**3 / max(fastest, 1e-9) / 1.5
+
+
+def _one_thread(on_host: bool):
+    """The probe runs on one BLAS thread: a product of a millisecond split over threads
+    waits for the slowest, and on a busy machine one of them is often descheduled
+    (measured at load 16 on 2 cores: 2 threads gave 3e8 flop/s on the probe and 1e10 on
+    the loop's products, one thread 1e11 and 1e10). More threads are not counted as
+    faster: the estimates err on the safe side."""
+    import contextlib
+
+    if not on_host:
+        return contextlib.nullcontext()
+    global _CONTROLLER
+    if _CONTROLLER is None:  # finding the loaded BLAS libraries takes tens of ms: once
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER = None
 
 
 @dataclass(frozen=True)
