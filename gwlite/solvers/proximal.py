@@ -33,7 +33,7 @@ What makes it fast:
 * ``n_starts`` starting plans (``G0``, the product coupling, the sorted coupling,
   random vertices of the polytope) run as one stack: the problem is a batch of one,
   ``(1, S, n, m)``, and every step is the batched core's
-  (:func:`gwlite.solvers._stack.mirror_step`, as in :mod:`gwlite.solvers.batched`);
+  (``gwlite.solvers._stack.mirror_step``, as in :mod:`gwlite.solvers.batched`);
 * the loop runs in float32 on a GPU and for large problems; every few iterations each
   plan is rounded onto the polytope (Altschuler et al. 2017) and priced, the best plan
   of each start is kept, and the loop stops when the best cost stalls. The returned
@@ -46,7 +46,7 @@ What makes it fast:
 sets (``gwlite.solvers._operators``).
 
 The call reads as the steps of the theory page, each in its own place: **start**
-(:func:`_starts`, the support and the operators, here), **step**, **round** and
+(``_starts``, the support and the operators, here), **step**, **round** and
 **price** (``gwlite.solvers._prox_loop``), **polish** (``gwlite.solvers._prox_polish``).
 Under ``time_limit`` every piece is priced before it runs (``gwlite.solvers._prox_time``:
 speeds measured in the call, scaled by the share of the cores the process gets), so
