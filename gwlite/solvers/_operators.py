@@ -49,8 +49,8 @@ MAX_ABS_LEVELS = 64
 # a factorisation is used when it captures the matrix to this relative Frobenius error
 FACTOR_RTOL = 0.03
 # oversampling and power iterations of the randomized range finder
-_OVERSAMPLE = 10
-_POWER_ITERS = 2
+OVERSAMPLE = 10
+POWER_ITERS = 2
 
 
 def _t(xp, A):
@@ -183,11 +183,11 @@ class Factored:
 def _svd(xp, C, r_max: int, seed: int):
     """Randomized truncated SVD: ``(U * s, V, s, total)`` with ``r_max`` columns."""
     n = C.shape[0]
-    k = min(n, r_max + _OVERSAMPLE)
+    k = min(n, r_max + OVERSAMPLE)
     rng = np.random.default_rng(seed)
     omega = xp.asarray(rng.standard_normal((n, k)), dtype=C.dtype, device=_xp.device(C))
     Y = C @ omega
-    for _ in range(_POWER_ITERS):
+    for _ in range(POWER_ITERS):
         Y, _ = xp.linalg.qr(Y)
         Y = C @ (_t(xp, C) @ Y)
     Q, _ = xp.linalg.qr(Y)

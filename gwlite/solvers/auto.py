@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from gwlite import _xp
-from gwlite.bounds import LOWER_BOUNDS, sorted_sparse_coupling
+from gwlite.bounds import sorted_sparse_coupling
 from gwlite.coupling import gw_cost, marginal_error, to_dense
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
@@ -51,6 +51,7 @@ from gwlite.solvers._common import (
     result_scalars,
     with_option_checks,
 )
+from gwlite.solvers._prox_time import cpu_share
 
 __all__ = ["DEFAULT_RTOL", "DEFAULT_TIME_LIMIT", "SDP_MAX_ENTRIES", "solve"]
 
@@ -76,6 +77,8 @@ _MIN_STAGE_S = 0.05
 # n m of its linear program; non-uniform weights cost one sort per row
 _TLB_S_PER_ENTRY = 1.5e-9
 _LP_S_PER_ENTRY = 1.0e-6
+# seconds per pair of a sparse plan's support when pricing it (2 cores: 1e-7 to 3e-7)
+_PAIR_S = 2.5e-7
 
 
 @dataclass
@@ -111,9 +114,11 @@ class _Best:
 
 
 def _tlb_estimate(problem: GWProblem) -> float:
+    """Seconds of TLB now: the calibrated cost divided by the share of the cores this
+    process gets on a busy machine (TLB cannot be cut once started)."""
     n, m = problem.n, problem.m
     rows = n * m * (n + m) * (1 if problem.uniform else 4)
-    return _TLB_S_PER_ENTRY * rows + _LP_S_PER_ENTRY * n * m
+    return (_TLB_S_PER_ENTRY * rows + _LP_S_PER_ENTRY * n * m) / cpu_share()
 
 
 def _n_starts(problem: GWProblem) -> int:
@@ -152,19 +157,6 @@ def _sdp():
     module = importlib.import_module(solver.__module__)
     available = getattr(module, "available", None)
     return solver if available is None or available() else None
-
-
-def _check(time_limit, rtol, n_starts, lower) -> None:
-    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
-        raise GWInputError(f"time_limit must be > 0 seconds, got {time_limit!r}")
-    if not (isinstance(rtol, (int, float)) and rtol >= 0):
-        raise GWInputError(f"rtol must be a number >= 0, got {rtol!r}")
-    if n_starts is not None and (
-        isinstance(n_starts, bool) or int(n_starts) != n_starts or n_starts < 1
-    ):
-        raise GWInputError(f"n_starts must be an integer >= 1, got {n_starts!r}")
-    if lower is not None and lower not in LOWER_BOUNDS:
-        raise GWInputError(f"unknown lower bound {lower!r}; choose one of {list(LOWER_BOUNDS)}")
 
 
 @with_option_checks(
@@ -220,7 +212,8 @@ def solve(
         ``stop_reason`` and ``time_limit``.
     """
     began = time.perf_counter()
-    _check(time_limit, rtol, n_starts, lower)
+    # every option was checked once, at the entry point (``solve.option_checks`` and
+    # the shared ``time_limit`` check of :func:`gwlite.solvers.check_options`)
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
     deadline = began + limit
     best = _Best(problem)
@@ -346,15 +339,36 @@ class _Context:
 
 
 def _stage_sorted(ctx: _Context) -> dict:
+    """The mean-row bound and the sorted coupling. Pricing the sorted coupling costs
+    ``nnz^2`` pairs (``nnz <= n + m``): when that does not fit in a quarter of the time
+    left (n in the thousands on a busy machine), the square loss's product coupling,
+    priced in closed form in O(n^2), is the first plan instead."""
     problem, best = ctx.problem, ctx.best
     value = lower_value(problem, "mean_row")
     best.value_sorted = value
     best.offer_lower(value, "mean_row")
     coupling = sorted_sparse_coupling(problem)
+    estimate = _PAIR_S * coupling.nnz**2 / cpu_share()
+    if problem.loss_fun == "square_loss" and estimate > _TLB_SHARE * ctx.left:
+        best.offer_plan(_product_cost(problem), _product_plan(problem), "product", 0.0)
+        return {"sorted_coupling": f"not priced (estimated {estimate:.2g} s): product coupling"}
     upper = _xp.scalar(gw_cost(problem.C1, problem.C2, coupling, problem.loss_fun), True)
     error = marginal_error(coupling, problem.p, problem.q)
     best.offer_plan(upper, to_dense(coupling), "sorted", error)
     return {}
+
+
+def _product_plan(problem: GWProblem):
+    return problem.p[:, None] * problem.q[None, :]
+
+
+def _product_cost(problem: GWProblem):
+    r"""The square-loss GW cost of :math:`p q^\top` in closed form, :math:`O(n^2 + m^2)`:
+    :math:`p^\top (C^1)^{\circ 2} p + q^\top (C^2)^{\circ 2} q - 2 (p^\top C^1 p)
+    (q^\top C^2 q)` (a 0-d tensor with its graph when the inputs need one)."""
+    C1, C2, p, q = problem.C1, problem.C2, problem.p, problem.q
+    kappa = p @ ((C1 * C1) @ p) + q @ ((C2 * C2) @ q)
+    return _xp.scalar(kappa - 2 * (p @ (C1 @ p)) * (q @ (C2 @ q)), True)
 
 
 def _stage_tlb(ctx: _Context) -> dict:
