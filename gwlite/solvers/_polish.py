@@ -96,7 +96,7 @@ def polish(st: Stack, R, cost: np.ndarray, steps: int, deadline, step_s: float =
     first = _product_vertices(st, R)
     for step in range(steps):
         tick = time.perf_counter()
-        if deadline is not None and tick + 1.2 * step_s > deadline:
+        if deadline is not None and tick + 1.5 * step_s > deadline:
             break
         live = np.nonzero(active.any(axis=1))[0]
         if not len(live):

@@ -301,10 +301,12 @@ def _iterate(st: Stack, P, cfg: _Settings, deadline, out: _Outcome) -> tuple:
     sub, step_s = st, 0.0
 
     def late(steps: int) -> bool:
-        """Whether ``steps`` more steps, a pricing, the polish's first step and the final
-        pricing (about three pricings, and a margin) would miss the deadline."""
+        """Whether ``steps`` more steps and what follows the loop would miss the deadline:
+        a pricing, the polish's start and first step, the exact pricing of the plans and of
+        the candidates (about five pricings), with one more as a margin, because a step
+        next to busy processes can take twice its measured time."""
         return (
-            deadline is not None and time.perf_counter() + steps * step_s + 4 * price_s > deadline
+            deadline is not None and time.perf_counter() + steps * step_s + 6 * price_s > deadline
         )
 
     for it in range(1, cfg.max_iter + 1):
@@ -593,8 +595,9 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
     R, cost, labels = _polish_starts(st, P, best, cfg, [names[k] for k in index])
     steps = np.zeros(cost.shape, dtype=np.int64)
     if cfg.polish:
-        # the final pricing (about one pricing of the stack) must fit after the polish
-        polish_deadline = None if deadline is None else deadline - 1.5 * price_s
+        # the exact pricing of the plans and of the candidates (about two pricings of the
+        # stack) and a margin must fit after the polish
+        polish_deadline = None if deadline is None else deadline - 3 * price_s
         R, cost, steps = _polish(st, R, cost, cfg.polish, polish_deadline, price_s)
     exact = dtype == xp.float64
     priced = exact_cost(st, R) if exact else np.full(cost.shape, math.nan)
