@@ -110,13 +110,13 @@ def test_relaxation_alone_reaches_the_certified_exact_value(family, monkeypatch)
     assert quick.diagnostics["stop_reason"] == "certified by another bound"
     # without exact's bound (and with the weakest sorting bound) the relaxation alone
     # must reach the same value
-    real = sdp._first_candidates
+    real = sdp.first_candidates
 
     def without_exact_bound(*args):
         real(*args)
         return -np.inf
 
-    monkeypatch.setattr(sdp, "_first_candidates", without_exact_bound)
+    monkeypatch.setattr(sdp, "first_candidates", without_exact_bound)
     res = gwlite.gromov_wasserstein(C1, C2, method="sdp", lower="mean_row")
     assert res.diagnostics["lower_kind"] == "sdp" and res.certified
     assert res.lower <= ex.value + 1e-12 * scale
