@@ -64,12 +64,15 @@ from gwlite.solvers._common import clamp_lower, is_certified, lower_value, resul
 from gwlite.solvers._upper import Incumbent, first_candidates, host, start_plan, support, support_of
 
 __all__ = [
+    "ADMM_MAX_ITER",
     "ADMM_MAX_SIZE",
+    "AUTO_MIN_ITERATIONS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_TOL",
     "SOLVERS",
     "available",
     "estimate_seconds",
+    "fits_budget",
     "solve",
 ]
 
@@ -111,6 +114,18 @@ def estimate_seconds(n: int, m: int, iterations: int = 1) -> float:
     """Seconds for ``iterations`` ADMM iterations and one certificate on an ``n x m``
     problem (measured on two busy cores, one BLAS thread)."""
     return _sdp_admm.estimate_seconds(n, m, iterations)
+
+
+#: ``method="auto"`` runs ADMM above its conic size when this many iterations (and a
+#: certificate) are estimated to fit in its budget
+AUTO_MIN_ITERATIONS = 100
+
+
+def fits_budget(n: int, m: int, seconds: float) -> bool:
+    """Whether ``auto`` should run ``solver="admm"`` on an ``n x m`` problem with ``seconds``
+    left: within :data:`ADMM_MAX_SIZE` and :data:`AUTO_MIN_ITERATIONS` iterations estimated
+    to fit (a longer ``time_limit`` admits larger problems)."""
+    return n * m <= ADMM_MAX_SIZE and estimate_seconds(n, m, AUTO_MIN_ITERATIONS) <= seconds
 
 
 def _choose_solver(solver, size: int) -> str:
