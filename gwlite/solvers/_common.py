@@ -150,8 +150,10 @@ def result_scalars(problem: GWProblem, *values):
     return tuple(out)
 
 
-def check_G0(problem: GWProblem, G0):
-    """A user start: the right shape, finite, non-negative, with the problem's marginals."""
+def check_G0(problem: GWProblem, G0, *, coupling: bool = True):
+    """A user start: the right shape, finite, non-negative, with the problem's marginals
+    (``coupling=False``: any non-negative plan, for callers that round it onto the
+    transport polytope themselves, as ``sdp`` and ``rlt`` do)."""
     xp = problem.xp
     if _xp.backend_name(G0) != problem.backend and not isinstance(G0, (list, tuple)):
         raise GWInputError(
@@ -170,7 +172,7 @@ def check_G0(problem: GWProblem, G0):
     if not bool(xp.all(xp.isfinite(G0))) or bool(xp.any(G0 < 0)):
         raise GWInputError("G0 must be finite and non-negative (a coupling of p and q)")
     error = marginal_error(G0, problem.p, problem.q)
-    if not error <= 1e-6:
+    if coupling and not error <= 1e-6:
         raise GWInputError(
             f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > 1e-6); pass "
             "a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another run"

@@ -42,11 +42,25 @@ Gromov-Wasserstein distance. NeurIPS 2024.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ADMMModel", "ADMMState", "build", "initial_state", "moment", "multiplier", "step"]
+from gwlite.solvers._sdp_model import certify_linear, marginal_operator
+
+__all__ = [
+    "ADMMModel",
+    "ADMMRun",
+    "ADMMState",
+    "build",
+    "estimate_seconds",
+    "initial_state",
+    "moment",
+    "multiplier",
+    "run",
+    "step",
+]
 
 #: over-relaxed dual step of OWX (``gamma`` in their paper)
 DUAL_STEP = 1.618
@@ -107,8 +121,6 @@ class ADMMState:
 
 def build(L: np.ndarray, L_abs: np.ndarray, p: np.ndarray, q: np.ndarray) -> ADMMModel:
     """The ADMM data of the relaxation with lifted cost ``L`` (``SDPModel.L``)."""
-    from gwlite.solvers._sdp_model import marginal_operator
-
     u = np.minimum(p[:, None], q[None, :]).ravel()
     d = np.concatenate([[1.0], u])
     cost = np.zeros((len(d), len(d)))
@@ -178,9 +190,10 @@ def moment(model: ADMMModel, state: ADMMState) -> np.ndarray:
 
 # ---------------------------------------------------------------- the driver
 #: seconds per iteration per ``(nm + 1)^3`` (one eigendecomposition and a few products of
-#: order nm + 1, one BLAS thread), measured on the project's busy 2-core machine
-#: (docs/benchmarks/sdp_scale.md), rounded up
-S_PER_ORDER3 = 6.0e-10
+#: order nm + 1, one BLAS thread), measured on the project's busy 2-core machine at load
+#: 13-16 (2.3e-9 at nm = 480, 5.2e-9 at 2,500; an idle core takes about a tenth:
+#: docs/benchmarks/sdp_scale.md)
+S_PER_ORDER3 = 3.0e-9
 #: a certificate (eigendecomposition with vectors, four products, residuals) costs
 #: about this many iterations
 CERTIFICATE_ITERATIONS = 3.0
@@ -190,7 +203,7 @@ _CERT_SPACING = 3.0
 # second half of the iterations (ADMM's progress slows down like 1 / k), after at least
 # _STALL_MIN_ITER iterations
 _STALL_RTOL = 1e-3
-_STALL_MIN_ITER = 200
+_STALL_MIN_ITER = 1000
 
 
 def estimate_seconds(n: int, m: int, iterations: int = 1) -> float:
@@ -226,15 +239,12 @@ def run(
     bound, x)`` sees each certificate (the best bound so far, the iterate's first moment)
     and returns the remaining gap; ``gap <= target`` is "certified".
     """
-    import time
-
-    from gwlite.solvers._sdp_model import certify_linear
-
     best, best_cert, history, gaps, reason = -np.inf, None, [], [], "max_iter"
     t_iter = t_cert = since_cert = 0.0
     cert_cost, certified_at = None, 0
+    first = S_PER_ORDER3 * float(model.order) ** 3  # until an iteration is measured
     while True:
-        per_iter = t_iter / max(state.iteration, 1)
+        per_iter = t_iter / state.iteration if state.iteration else first
         cert_guess = cert_cost if cert_cost is not None else CERTIFICATE_ITERATIONS * per_iter
         now = time.perf_counter()
         out_of_time = now + per_iter + cert_guess > deadline

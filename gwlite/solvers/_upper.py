@@ -107,7 +107,8 @@ def first_candidates(incumbent: Incumbent, G0, remaining) -> float:
     if problem.loss_fun == "square_loss":
         from gwlite.solvers import pot
 
-        start = None if G0 is None else _xp.from_numpy(G0.copy(), problem.C1)
+        # from G0 as offered (rounded onto the polytope: CG insists on a coupling)
+        start = None if G0 is None else _xp.from_numpy(incumbent.plans["G0"].copy(), problem.C1)
         plan = pot.solve_cg(problem, G0=start)
         incumbent.offer("cg", np.asarray(_xp.to_numpy(plan.coupling)), False)
     return exact_lower
@@ -125,5 +126,7 @@ def host(a) -> np.ndarray:
 
 
 def start_plan(problem: GWProblem, G0) -> np.ndarray | None:
-    """A user's ``G0`` checked (:func:`gwlite.solvers._common.check_G0`), on the host."""
-    return None if G0 is None else host(check_G0(problem, G0))
+    """A user's ``G0`` checked (:func:`gwlite.solvers._common.check_G0`), on the host: any
+    non-negative plan (``auto`` passes its best plan, whose marginals may be off by the
+    proximal solver's tolerance); :meth:`Incumbent.offer` rounds it onto the polytope."""
+    return None if G0 is None else host(check_G0(problem, G0, coupling=False))

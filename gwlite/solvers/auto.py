@@ -15,7 +15,7 @@ interval is certified or the budget is spent:
    uniform weights (certified when its theorem applies, else a permutation optimum
    and a spectral bound);
 5. ``sdp``: the semidefinite relaxation (:mod:`gwlite.solvers.sdp`) when its conic
-   solver is installed and :math:`nm \le 64`, or by ADMM when a hundred of its
+   solver is installed and :math:`nm \le 64`, or by ADMM when 300 of its
    iterations fit in the budget (:func:`gwlite.solvers.sdp.fits_budget`), from the
    best plan so far;
 6. ``rlt``: otherwise, the RLT dual ascent (:mod:`gwlite.solvers.rlt`) from the best
