@@ -25,6 +25,10 @@ What gwlite adds to the relaxation:
 * **structure**: the lifted marginal constraints confine the range of :math:`Z` to a
   subspace of dimension :math:`(n-1)(m-1)+1`; the solver works there (facial
   reduction), with sparse constraint matrices and the redundant constraints dropped;
+* **a solver by size**: SCS up to :math:`nm = 100`; above, ADMM on the dense lifted
+  matrix (``gwlite.solvers._sdp_admm``, Oliveira, Wolkowicz and Xu 2018), whose
+  every multiplier is certified the same way (a box on the coupling's entries pays for
+  its sign errors), with ``time_limit`` checked after each iteration;
 * **the upper side**: the first moment :math:`x` rounded onto the polytope and snapped to
   the nearest vertex, polished by conditional gradient (square loss), the permutation
   optimum of ``method="exact"`` (uniform weights, :math:`n = m`) and an optional start
@@ -41,6 +45,8 @@ B. O'Donoghue, E. Chu, N. Parikh, S. Boyd. Conic optimization via operator split
 homogeneous self-dual embedding. J. Optim. Theory Appl. 169 (2016) (SCS).
 P. J. Goulart, Y. Chen. Clarabel: an interior-point solver for conic programs with
 quadratic objectives. arXiv:2405.12762 (2024).
+D. E. Oliveira, H. Wolkowicz, Y. Xu. ADMM for the SDP relaxation of the QAP. Math. Prog.
+Comp. 10 (2018) 631-658.
 """
 
 from __future__ import annotations
