@@ -294,6 +294,7 @@ def main() -> None:
     parser.add_argument("--auto-limit", type=float, default=20.0)
     parser.add_argument("--time-limit", type=float, default=420.0)
     parser.add_argument("--sdp-limit", type=float, default=0.0)
+    parser.add_argument("--only", nargs="+", default=None, help="pair names to run")
     args = parser.parse_args()
     if args.part == "report":
         report(args.json)
@@ -305,6 +306,8 @@ def main() -> None:
         scs_timing(args.sizes, args.json[0], args.time_limit)
         return
     pairs = real_pairs() if args.part == "real" else shape_pairs(args.pairs)
+    if args.only:
+        pairs = [pair for pair in pairs if pair[0] in args.only]
     run(pairs, args.json[0], args.auto_limit, args.time_limit, args.sdp_limit)
 
 
