@@ -26,7 +26,9 @@ benchmarks/results/sdp_scale_scs_timing.json`` times ``method="sdp"`` (SCS) by s
 eigendecomposition (the ADMM iteration's main cost) at orders 501, 1,001 and 2,601.
 The ADMM runs of the issue-27 session: ``real --time-limit 120 --sdp-limit 420 --json
 benchmarks/results/sdp_scale_admm_real.json`` and ``shapes --pairs 20 --auto-limit 10
---time-limit 40 --sdp-limit 65 --json benchmarks/results/sdp_scale_admm_shapes.json``.
+--time-limit 40 --sdp-limit 65 --json benchmarks/results/sdp_scale_admm_shapes.json``;
+the rerun at a lower load: ``real --only karate-florentine karate-davis --time-limit 60
+--sdp-limit 300 --json benchmarks/results/sdp_scale_admm_real_rerun.json``.
 """
 
 from __future__ import annotations
