@@ -1,4 +1,5 @@
-"""Proven intervals at the size of real graphs: ``method="rlt"`` next to TLB and ``auto``.
+"""Proven intervals at the size of real graphs: ``method="sdp"`` (ADMM) and ``method="rlt"``
+next to TLB and ``auto``.
 
 Question: how close do the lower bounds get to the best plan on real pairs (the six
 pairs of networkx's karate club, Florentine families, Les Miserables and Davis southern
@@ -8,7 +9,9 @@ spaces sampled from random 3-D branching shapes (Euclidean distances, 20 pairs)?
 How it is measured, per pair, one run each: the baseline first, ``gromov_wasserstein(C1,
 C2, p, q)`` (``auto``, its default sorted -> TLB -> proximal stages, ``--auto-limit``
 seconds), which gives TLB and the best plan gwlite had before; then ``method="rlt"``
-with ``G0`` = auto's plan and ``time_limit = --time-limit`` seconds. Wall clock
+with ``G0`` = auto's plan and ``time_limit = --time-limit`` seconds; then, with
+``--sdp-limit`` > 0, ``method="sdp", solver="admm"`` with ``G0`` = the best plan so far
+and ``time_limit = --sdp-limit`` seconds. Wall clock
 (``time.perf_counter``) around each call and the solver's own stage times. Each pair's
 result is written to the JSON file (atomically) as soon as it is done, and pairs
 already in the file are skipped: the run resumes after an interruption. ``uptime``'s
@@ -18,7 +21,14 @@ Run: ``python benchmarks/bench_sdp_scale.py real --json benchmarks/results/sdp_s
 and ``python benchmarks/bench_sdp_scale.py shapes --pairs 20 --auto-limit 10 --time-limit 110
 --json benchmarks/results/sdp_scale_shapes.json``; ``report`` prints the Markdown tables
 of both files. ``scs --sizes 10 12 14 17 20 --time-limit 120 --json
-benchmarks/results/sdp_scale_scs_timing.json`` times ``method="sdp"`` (SCS) by stage.
+benchmarks/results/sdp_scale_scs_timing.json`` times ``method="sdp"`` (SCS) by stage;
+``eigh --json benchmarks/results/sdp_scale_eigh.json`` times one symmetric
+eigendecomposition (the ADMM iteration's main cost) at orders 501, 1,001 and 2,601.
+The ADMM runs of the issue-27 session: ``real --time-limit 120 --sdp-limit 420 --json
+benchmarks/results/sdp_scale_admm_real.json`` and ``shapes --pairs 20 --auto-limit 10
+--time-limit 40 --sdp-limit 65 --json benchmarks/results/sdp_scale_admm_shapes.json``;
+the rerun at a lower load: ``real --only karate-florentine karate-davis --time-limit 60
+--sdp-limit 300 --json benchmarks/results/sdp_scale_admm_real_rerun.json``.
 """
 
 from __future__ import annotations
@@ -134,7 +144,43 @@ def _machine() -> dict:
     return {"load_1min": os.getloadavg()[0], "blas_threads": threads}
 
 
-def measure(name, C1, p, C2, q, auto_limit: float, time_limit: float) -> dict:
+def eigh_timing(path: Path, orders=(501, 1001, 2601)) -> None:
+    """Seconds of ``numpy.linalg.eigh`` (values and vectors) on a random symmetric matrix."""
+    rows = []
+    for order in orders:
+        A = np.random.default_rng(0).normal(size=(order, order))
+        A = A + A.T
+        tick = time.perf_counter()
+        np.linalg.eigh(A)
+        rows.append(dict(order=order, eigh_s=time.perf_counter() - tick, **_machine()))
+        print(json.dumps(rows[-1]), flush=True)
+    with atomic_open(path, "w") as f:
+        json.dump({"rows": rows}, f, indent=1)
+
+
+def measure_sdp(C1, p, C2, q, G0, time_limit: float) -> dict:
+    """``method="sdp", solver="admm"`` from ``G0``: its bound, plan and stage times."""
+    tick = time.perf_counter()
+    res = gwlite.gromov_wasserstein(
+        C1, C2, p, q, method="sdp", solver="admm", G0=G0, time_limit=time_limit
+    )
+    d = res.diagnostics
+    return dict(
+        sdp_bound=d["sdp_bound"],
+        sdp_lower=float(res.lower),
+        sdp_upper=float(res.upper),
+        sdp_s=time.perf_counter() - tick,
+        sdp_iterations=d["iterations"],
+        sdp_stop=d["stop_reason"],
+        sdp_iterate_time_s=d["solve_time_s"],
+        sdp_certify_time_s=d["certify_time_s"],
+        sdp_build_time_s=d["build_time_s"],
+        sdp_correction=d["eigenvalue_correction"],
+        sdp_history=d["history"],
+    )
+
+
+def measure(name, C1, p, C2, q, auto_limit: float, time_limit: float, sdp_limit=0.0) -> dict:
     tick = time.perf_counter()
     base = gwlite.gromov_wasserstein(C1, C2, p, q, time_limit=auto_limit, lower="tlb")
     auto_s = time.perf_counter() - tick
@@ -168,18 +214,19 @@ def measure(name, C1, p, C2, q, auto_limit: float, time_limit: float) -> dict:
         polish_time_s=d["polish_time_s"],
         history=d["history"],
         **_machine(),
-    )
+    ) | (measure_sdp(C1, p, C2, q, res.coupling, sdp_limit) if sdp_limit > 0 else {})
 
 
-def run(pairs, path: Path, auto_limit: float, time_limit: float) -> None:
+def run(pairs, path: Path, auto_limit: float, time_limit: float, sdp_limit: float) -> None:
     done = json.loads(path.read_text()) if path.exists() else {"pairs": []}
     seen = {row["pair"] for row in done["pairs"]}
-    done["setting"] = dict(auto_limit=auto_limit, time_limit=time_limit)
+    done["setting"] = dict(auto_limit=auto_limit, time_limit=time_limit, sdp_limit=sdp_limit)
     for name, C1, p, C2, q in pairs:
         if name in seen:
             continue
-        row = measure(name, C1, p, C2, q, auto_limit, time_limit)
-        print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+        row = measure(name, C1, p, C2, q, auto_limit, time_limit, sdp_limit)
+        brief = {k: v for k, v in row.items() if not k.endswith("history")}
+        print(json.dumps(brief), flush=True)
         done["pairs"].append(row)
         with atomic_open(path, "w") as f:
             json.dump(done, f, indent=1)
@@ -189,6 +236,9 @@ def report(paths) -> None:
     for path in paths:
         rows = json.loads(Path(path).read_text())["pairs"]
         print(f"\n{path}\n")
+        if "sdp_bound" in rows[0]:
+            _report_sdp(rows)
+            continue
         print(
             "| pair | n x m | TLB | auto upper/lower | RLT lower | lower/TLB | upper "
             "| upper/lower | iterations | stop | RLT s | load |"
@@ -209,23 +259,58 @@ def report(paths) -> None:
         )
 
 
+def _report_sdp(rows) -> None:
+    """The three bounds side by side; upper/lower from the best of each."""
+    print(
+        "| pair | n x m | TLB | RLT lower | SDP (ADMM) bound | best upper | upper/lower "
+        "| before (auto) | ADMM it. | s / it. | certificates s | auto s | RLT s | ADMM s "
+        "| load |"
+    )
+    print("|---" * 15 + "|")
+    ratios = []
+    for r in rows:
+        lower = max(r["lower"], r["sdp_lower"])
+        upper = min(r["upper"], r["sdp_upper"])
+        ratios.append(upper / lower)
+        per = r["sdp_iterate_time_s"] / max(r["sdp_iterations"], 1)
+        print(
+            f"| {r['pair']} | {r['n']}x{r['m']} | {r['tlb']:.4f} | {r['rlt_bound']:.4f} "
+            f"| {r['sdp_bound']:.4f} | {upper:.4f} | {ratios[-1]:.3f} | {r['auto_ratio']:.3f} "
+            f"| {r['sdp_iterations']} | {per:.2f} | {r['sdp_certify_time_s']:.0f} "
+            f"| {r['auto_s']:.0f} | {r['rlt_s']:.0f} | {r['sdp_s']:.0f} | {r['load_1min']:.1f} |"
+        )
+    print(
+        f"\nmedian upper/lower {np.median(ratios):.3f}, max {max(ratios):.3f}, "
+        f"median before (auto) {np.median([r['auto_ratio'] for r in rows]):.3f}, "
+        f"{len(rows)} pairs; ADMM above RLT on "
+        f"{sum(r['sdp_bound'] > r['rlt_bound'] for r in rows)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["real", "shapes", "scs", "report"])
+    parser.add_argument("part", choices=["real", "shapes", "scs", "eigh", "report"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 12, 14, 17, 20])
     parser.add_argument("--json", type=Path, nargs="+")
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--auto-limit", type=float, default=20.0)
     parser.add_argument("--time-limit", type=float, default=420.0)
+    parser.add_argument("--sdp-limit", type=float, default=0.0)
+    parser.add_argument("--only", nargs="+", default=None, help="pair names to run")
     args = parser.parse_args()
     if args.part == "report":
         report(args.json)
+        return
+    if args.part == "eigh":
+        eigh_timing(args.json[0])
         return
     if args.part == "scs":
         scs_timing(args.sizes, args.json[0], args.time_limit)
         return
     pairs = real_pairs() if args.part == "real" else shape_pairs(args.pairs)
-    run(pairs, args.json[0], args.auto_limit, args.time_limit)
+    if args.only:
+        pairs = [pair for pair in pairs if pair[0] in args.only]
+    run(pairs, args.json[0], args.auto_limit, args.time_limit, args.sdp_limit)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def result_scalars(problem: GWProblem, *values):
     return tuple(out)
 
 
-def check_G0(problem: GWProblem, G0):
+def check_G0(problem: GWProblem, G0, *, coupling: bool = True):
     """A user start as a float64 coupling of ``p`` and ``q`` in the problem's array library.
 
     The one check every solver applies to ``G0`` (the same rule for ``cg``, ``proximal``,
@@ -159,6 +159,8 @@ def check_G0(problem: GWProblem, G0):
     within ``max(1e-6, sqrt(eps))`` in l1 of ``p`` and ``q``. A plan within that round-off is
     then rounded exactly onto the polytope (Altschuler et al. 2017, Algorithm 2), because some
     solvers (POT) assert its marginals to 1e-8. Callers cast to the dtype or device they need.
+    ``coupling=False``: any non-negative plan, returned as given (no marginal check, no
+    rounding), for callers that round it onto the polytope themselves (``sdp``, ``rlt``).
 
     Returns
     -------
@@ -192,12 +194,14 @@ def check_G0(problem: GWProblem, G0):
     p, q = _xp.detach(problem.p), _xp.detach(problem.q)
     error = marginal_error(G0, p, q)
     tol = max(1e-6, math.sqrt(source_eps))
-    if not error <= tol:
+    if coupling and not error <= tol:
         raise GWInputError(
             f"G0 is not a coupling of p and q (marginal l1 error {error:.3g} > {tol:.1g}); "
             "pass a plan with G0.sum(1) == p and G0.sum(0) == q, e.g. the coupling of another "
             "run or gwlite.coupling.round_to_polytope(G0, p, q)"
         )
+    if not coupling:
+        return G0
     return round_to_polytope(G0, xp.astype(p, xp.float64), xp.astype(q, xp.float64))
 
 

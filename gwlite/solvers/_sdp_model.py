@@ -30,7 +30,19 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["SDPModel", "DualCertificate", "build_model", "certify", "conic_data", "moment"]
+__all__ = [
+    "SDPModel",
+    "DualCertificate",
+    "box_upper",
+    "build_model",
+    "certify",
+    "certify_linear",
+    "conic_data",
+    "moment",
+    "projected_slack",
+    "scaled_trace_bound",
+    "trace_bound",
+]
 
 _U = np.finfo(np.float64).eps / 2  # unit round-off
 
@@ -192,9 +204,18 @@ def build_model(
     nonneg = (UU[a * (N + 1) + b] @ S).tocsr()
     nonneg.eliminate_zeros()
     # tr Z = 1 + tr P <= 1 + min(sum p^2, sum q^2); rounded up by the sums' error
-    trace = (1 + min(float(p @ p), float(q @ q))) * (1 + _gamma(n + m + 4))
     return SDPModel(
-        n, m, p, q, L, (np.abs(raw) + np.abs(raw.T)) / 2, U, cost, nonneg, (a, b), trace
+        n,
+        m,
+        p,
+        q,
+        L,
+        (np.abs(raw) + np.abs(raw.T)) / 2,
+        U,
+        cost,
+        nonneg,
+        (a, b),
+        trace_bound(p, q),
     )
 
 
@@ -327,28 +348,11 @@ def certify(model: SDPModel, dual_value: float, w: np.ndarray, shift: float = 1.
     # non-finite multipliers (a failed solve) are replaced by 0: any value gives a bound
     w_clip = np.maximum(np.where(np.isfinite(w), w, 0.0), 0.0)
     y0 = float(dual_value) if np.isfinite(dual_value) else 0.0
-    W = _pair_matrix(N, model.pairs, w_clip)
-    S0 = -W
-    S0[1:, 1:] += model.L
-    S0[0, 0] -= y0
-    K = marginal_operator(model.p, model.q)
-    gram = K @ K.T
-    KS = K @ S0
-    # P_R = K^T (K K^T)^{-1} K; M = (K K^T)^{-1} K (2 S0 - S0 P_R - shift I)
-    proj = np.linalg.solve(gram, K)
-    M = np.linalg.solve(gram, 2 * KS - (KS @ K.T) @ proj - shift * K)
-    KM = K.T @ M
-    S = S0 - (KM + KM.T) / 2
-    S = (S + S.T) / 2  # exactly symmetric (the two halves are equal up to round-off)
-    absK = np.abs(K)
-    absKM = absK.T @ np.abs(M)
-    B = np.abs(W) + (absKM + absKM.T) / 2
-    B[1:, 1:] += model.L_abs
-    B[0, 0] += abs(y0)
-    terms = 2 * int(np.count_nonzero(K, axis=0).max()) + 8
-    slack_error = 2.0 * _gamma(terms) * float(np.linalg.norm(B))
-    lam, eig_error = rigorous_lambda_min(S)
-    lam_min = lam - slack_error
+    linear = _pair_matrix(N, model.pairs, w_clip)
+    linear[0, 0] += y0
+    lam_min, eig_error, slack_error = projected_slack(
+        model.L, model.L_abs, model.p, model.q, linear, shift
+    )
     correction = model.trace_bound * max(0.0, -lam_min)
     bound = y0 - correction
     bound -= 4 * _U * (abs(y0) + correction)
@@ -362,3 +366,125 @@ def certify(model: SDPModel, dual_value: float, w: np.ndarray, shift: float = 1.
         trace_bound=model.trace_bound,
         clipped=float(np.abs(w - w_clip).sum()) if np.all(np.isfinite(w)) else np.inf,
     )
+
+
+def projected_slack(
+    L: np.ndarray,
+    L_abs: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    linear: np.ndarray,
+    shift: float = 1.0,
+    scale: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    r"""A proven lower bound on :math:`\lambda_{\min}(S)` for the slack of a linear part.
+
+    With :math:`S_0 = D(\tilde L - \text{linear})D`, :math:`D = \operatorname{diag}`
+    (``scale``; the identity by default) and the multiplier :math:`M` of :math:`KDZ' = 0`
+    chosen so that :math:`S = S_0 - \tfrac12((KD)^\top M + M^\top KD) = P_Q S_0 P_Q +
+    \text{shift}\,P_R` (projectors for :math:`\ker KD`; ``docs/theory_sdp.md``, Lemma 4,
+    Propositions 5 and 7). Returns ``(lambda_min, eig_error, slack_error)``: the bound,
+    with both margins (eigen-solver, forming :math:`S`) already subtracted.
+    """
+    S0 = -linear
+    S0[1:, 1:] += L
+    K = marginal_operator(p, q)
+    B0 = np.abs(linear)
+    B0[1:, 1:] += L_abs
+    extra = 0
+    if scale is not None:  # two more factors in every product (Proposition 7)
+        S0 *= scale[:, None] * scale[None, :]
+        B0 *= np.abs(scale)[:, None] * np.abs(scale)[None, :]
+        K = K * scale[None, :]
+        extra = 3
+    gram = K @ K.T
+    KS = K @ S0
+    # P_R = K^T (K K^T)^{-1} K; M = (K K^T)^{-1} K (2 S0 - S0 P_R - shift I)
+    proj = np.linalg.solve(gram, K)
+    M = np.linalg.solve(gram, 2 * KS - (KS @ K.T) @ proj - shift * K)
+    KM = K.T @ M
+    S = S0 - (KM + KM.T) / 2
+    S = (S + S.T) / 2  # exactly symmetric (the two halves are equal up to round-off)
+    absKM = np.abs(K).T @ np.abs(M)
+    B = B0 + (absKM + absKM.T) / 2
+    terms = 2 * int(np.count_nonzero(K, axis=0).max()) + 8 + extra
+    slack_error = 2.0 * _gamma(terms) * float(np.linalg.norm(B))
+    lam, eig_error = rigorous_lambda_min(S)
+    return float(lam - slack_error), eig_error, slack_error
+
+
+def box_upper(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    r"""Entrywise upper bounds :math:`\bar u` on every feasible :math:`Z` (rounded up):
+    :math:`\bar u_{00} = 1`, :math:`\bar u_{0a} = u_a`, :math:`\bar u_{ab} = u_a u_b`,
+    :math:`u_{(ij)} = \min(p_i, q_j)` (``docs/theory_sdp.md``, Proposition 6)."""
+    u = np.minimum(p[:, None], q[None, :]).ravel()
+    d = np.concatenate([[1.0], u])
+    return np.outer(d, d) * (1 + 4 * _U)  # one rounding in each product, rounded up
+
+
+def certify_linear(
+    L: np.ndarray,
+    L_abs: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    linear: np.ndarray,
+    scaled: bool = True,
+) -> DualCertificate:
+    r"""A lower bound on GW from **any** symmetric linear part ``linear`` (order ``nm+1``).
+
+    Writing :math:`\tilde L = \text{linear} + S_0` and completing :math:`S_0` by the
+    multiplier of the lifted marginal constraints (:func:`projected_slack`), every
+    feasible :math:`Z` (in particular every coupling's lift) has
+
+    .. math::
+
+        \langle \tilde L, Z\rangle \ge \min_{Z \in \mathcal B}\langle
+        \text{linear}, Z\rangle + T_D\min(0, \lambda_{\min}(S)),\qquad
+        \min_{Z \in \mathcal B}\langle C, Z\rangle = C_{00} +
+        \sum_{(a, b) \ne (0, 0)} \bar u_{ab}\min(0, C_{ab}),
+
+    :math:`\mathcal B` the box of :func:`box_upper`, :math:`S` the slack seen in the
+    variables :math:`D^{-1}ZD^{-1}`, :math:`D = \operatorname{diag}(1, u)` when ``scaled``
+    (then :math:`T_D =` :func:`scaled_trace_bound`), else :math:`D = I`, :math:`T_D =`
+    :func:`trace_bound` (``docs/theory_sdp.md``, section 5). ``dual_value`` of the result is
+    the box minimum (rounded down); ``clipped`` is 0 (negative entries are paid for by
+    the box).
+    """
+    linear = np.asarray(linear, dtype=np.float64)
+    if not np.all(np.isfinite(linear)):
+        linear = np.where(np.isfinite(linear), linear, 0.0)  # any linear part is valid
+    scale = np.concatenate([[1.0], np.minimum(p[:, None], q[None, :]).ravel()])
+    lam_min, eig_error, slack_error = projected_slack(
+        L, L_abs, p, q, linear.copy(), scale=scale if scaled else None
+    )
+    terms = np.minimum(linear, 0.0) * box_upper(p, q)
+    terms[0, 0] = linear[0, 0]
+    # a sum of k products in any order: error <= gamma_{k+1} sum |terms| (Higham 3.1)
+    value = float(terms.sum())
+    value -= 2 * _gamma(terms.size + 1) * float(np.abs(terms).sum())
+    bound_T = scaled_trace_bound(p, q) if scaled else trace_bound(p, q)
+    correction = bound_T * max(0.0, -lam_min)
+    bound = value - correction
+    bound -= 4 * _U * (abs(value) + correction)
+    return DualCertificate(
+        bound=float(bound),
+        dual_value=value,
+        lambda_min=float(lam_min),
+        correction=float(correction),
+        eig_error=eig_error,
+        slack_error=slack_error,
+        trace_bound=bound_T,
+        clipped=0.0,
+    )
+
+
+def scaled_trace_bound(p: np.ndarray, q: np.ndarray) -> float:
+    r""":math:`T_D = 1 + \min(n + m, 1/\min_{ij} u_{ij}) \ge \operatorname{tr}(D^{-1}ZD^{-1})`
+    on the feasible set, rounded up (``docs/theory_sdp.md``, Proposition 7)."""
+    top = min(float(len(p) + len(q)), (1.0 / min(float(p.min()), float(q.min()))) * (1 + 4 * _U))
+    return (1.0 + top) * (1 + 4 * _U)
+
+
+def trace_bound(p: np.ndarray, q: np.ndarray) -> float:
+    r""":math:`T = 1 + \min(\|p\|^2, \|q\|^2) \ge \operatorname{tr} Z`, rounded up."""
+    return (1 + min(float(p @ p), float(q @ q))) * (1 + _gamma(len(p) + len(q) + 4))

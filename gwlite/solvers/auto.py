@@ -15,7 +15,9 @@ interval is certified or the budget is spent:
    uniform weights (certified when its theorem applies, else a permutation optimum
    and a spectral bound);
 5. ``sdp``: the semidefinite relaxation (:mod:`gwlite.solvers.sdp`) when its conic
-   solver is installed and :math:`nm \le 64`, from the best plan so far;
+   solver is installed and :math:`nm \le 64`, or by ADMM when 300 of its
+   iterations fit in the budget (:func:`gwlite.solvers.sdp.fits_budget`), from the
+   best plan so far;
 6. ``rlt``: otherwise, the RLT dual ascent (:mod:`gwlite.solvers.rlt`) from the best
    plan so far, when ten of its iterations fit in the time left
    (:func:`gwlite.solvers.rlt.fits_budget`).
@@ -217,7 +219,7 @@ def solve(
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
     deadline = began + limit
     best = _Best(problem)
-    stages = _plan_stages(problem, lower)
+    stages = _plan_stages(problem, lower, limit)
     bar = _progress_bar(progress, limit, len(stages))
     stop, cut = "all stages run", False
     for name in stages:
@@ -279,7 +281,7 @@ def _warn_if_cut(best: _Best, stages: list, stop: str, cut: bool, limit: float) 
     )
 
 
-def _plan_stages(problem: GWProblem, lower) -> list[str]:
+def _plan_stages(problem: GWProblem, lower, limit: float = DEFAULT_TIME_LIMIT) -> list[str]:
     stages = ["sorted", "tlb"]
     if lower not in (None, "mean_row", "tlb"):
         stages.append("lower")
@@ -288,9 +290,17 @@ def _plan_stages(problem: GWProblem, lower) -> list[str]:
         stages.append("exact")
     if problem.n * problem.m <= SDP_MAX_ENTRIES:
         stages.append("sdp")
+    elif _sdp_fits(problem, limit):  # ADMM on the relaxation when its estimate fits
+        stages.append("sdp")
     elif problem.n * problem.m <= rlt.DEFAULT_MAX_SIZE:
         stages.append("rlt")
     return stages
+
+
+def _sdp_fits(problem: GWProblem, seconds: float) -> bool:
+    from gwlite.solvers import sdp
+
+    return _sdp() is not None and sdp.fits_budget(problem.n, problem.m, seconds)
 
 
 def _progress_bar(progress, limit: float, total: int):
@@ -446,8 +456,14 @@ def _stage_sdp(ctx: _Context) -> dict:
     if solver is None:
         return {"skipped": "no SDP solver installed"}
     best = ctx.best
+    big = ctx.problem.n * ctx.problem.m > SDP_MAX_ENTRIES  # planned because ADMM fits
     res = solver(
-        ctx.problem, lower="tlb", G0=best.coupling, time_limit=ctx.left, return_coupling=True
+        ctx.problem,
+        lower="tlb",
+        G0=best.coupling,
+        time_limit=ctx.left,
+        return_coupling=True,
+        **({"solver": "admm"} if big else {}),
     )
     best.offer_lower(res.lower, "sdp")
     if res.coupling is not None:

@@ -54,7 +54,7 @@ from gwlite.solvers._common import (
     with_option_checks,
 )
 from gwlite.solvers._sdp_model import lifted_cost
-from gwlite.solvers.sdp import _check_G0, _first_candidates, _Incumbent, _support, _support_of
+from gwlite.solvers._upper import Incumbent, first_candidates, host, start_plan, support, support_of
 
 __all__ = [
     "AUTO_MIN_ITERATIONS",
@@ -200,14 +200,14 @@ def solve(
         return deadline - time.perf_counter()
 
     limit = _check(problem, time_limit, tol, max_size)
-    C1, C2, p, q, rows, cols = _support(problem)
+    C1, C2, p, q, rows, cols = support(problem)
     _check_size(len(p) * len(q), limit)
-    G0_host = _check_G0(G0, problem)
+    G0_host = start_plan(problem, G0)
     plain = dataclasses.replace(
         problem, **{k: _xp.detach(getattr(problem, k)) for k in ("C1", "C2", "p", "q")}
     )
-    incumbent = _Incumbent(plain)
-    exact_lower = _first_candidates(incumbent, G0_host, remaining)
+    incumbent = Incumbent(plain)
+    exact_lower = first_candidates(incumbent, G0_host, remaining)
     named = _xp.as_float(lower_value(plain, lower))
     t_upper = time.perf_counter()
     L, factor = _scaled_cost(C1, C2, problem.exponent)
@@ -245,7 +245,7 @@ def solve(
         )
         bound *= factor
     else:  # one coupling, p q^T: its cost is GW
-        incumbent.offer("only_coupling", np.outer(_host(problem.p), _host(problem.q)), False)
+        incumbent.offer("only_coupling", np.outer(host(problem.p), host(problem.q)), False)
         bound, reason = incumbent.cost, "trivial (one coupling)"
     bar.close()
     if reason == "stopped":
@@ -278,15 +278,11 @@ def solve(
     )
 
 
-def _host(a) -> np.ndarray:
-    return np.asarray(_xp.to_numpy(_xp.detach(a)), dtype=np.float64)
-
-
 def _result(problem, incumbent, bounds: dict, target: float, return_coupling, diagnostics):
     """The GWResult: the cheapest plan's cost above, the largest proven bound below."""
     plan = incumbent.plan
-    support = _support_of(plan, problem.C1)
-    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, support, problem.loss_fun), True)
+    priced = support_of(plan, problem.C1)
+    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, priced, problem.loss_fun), True)
     lower_kind = max(bounds, key=bounds.get)
     low = clamp_lower(bounds[lower_kind], upper)
     gap = _xp.as_float(upper) - _xp.as_float(low)

@@ -25,6 +25,10 @@ What gwlite adds to the relaxation:
 * **structure**: the lifted marginal constraints confine the range of :math:`Z` to a
   subspace of dimension :math:`(n-1)(m-1)+1`; the solver works there (facial
   reduction), with sparse constraint matrices and the redundant constraints dropped;
+* **a solver by size**: SCS up to :math:`nm = 100`; above, ADMM on the dense lifted
+  matrix (``gwlite.solvers._sdp_admm``, Oliveira, Wolkowicz and Xu 2018), whose
+  every multiplier is certified the same way (a box on the coupling's entries pays for
+  its sign errors), with ``time_limit`` checked after each iteration;
 * **the upper side**: the first moment :math:`x` rounded onto the polytope and snapped to
   the nearest vertex, polished by conditional gradient (square loss), the permutation
   optimum of ``method="exact"`` (uniform weights, :math:`n = m`) and an optional start
@@ -41,6 +45,8 @@ B. O'Donoghue, E. Chu, N. Parikh, S. Boyd. Conic optimization via operator split
 homogeneous self-dual embedding. J. Optim. Theory Appl. 169 (2016) (SCS).
 P. J. Goulart, Y. Chen. Clarabel: an interior-point solver for conic programs with
 quadratic objectives. arXiv:2405.12762 (2024).
+D. E. Oliveira, H. Wolkowicz, Y. Xu. ADMM for the SDP relaxation of the QAP. Math. Prog.
+Comp. 10 (2018) 631-658.
 """
 
 from __future__ import annotations
@@ -54,46 +60,94 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gwlite import _xp
-from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_polytope
+from gwlite.coupling import gw_cost, marginal_error
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
-from gwlite.solvers import _sdp_conic
+from gwlite.solvers import _sdp_admm, _sdp_conic
 from gwlite.solvers import _sdp_model as model_lib
 from gwlite.solvers._common import clamp_lower, is_certified, lower_value, result_scalars
+from gwlite.solvers._upper import Incumbent, first_candidates, host, start_plan, support, support_of
 
-__all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TOL", "SOLVERS", "available", "solve"]
+__all__ = [
+    "ADMM_MAX_ITER",
+    "ADMM_MAX_SIZE",
+    "AUTO_MIN_ITERATIONS",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_TOL",
+    "SOLVERS",
+    "available",
+    "estimate_seconds",
+    "fits_budget",
+    "solve",
+]
 
-#: largest ``n * m`` (nodes with positive weight) solved without ``max_size=``: about a
-#: minute on two cores; the cost grows like :math:`(nm)^3`-:math:`(nm)^{4.5}`
+#: largest ``n * m`` (nodes with positive weight) given to a conic solver (SCS, Clarabel)
+#: without ``max_size=``: about a minute on two cores; the cost grows like
+#: :math:`(nm)^3`-:math:`(nm)^{4.5}`, and SCS's set-up cannot be interrupted
 DEFAULT_MAX_SIZE = 100
+#: largest ``n * m`` given to ``solver="admm"`` without ``max_size=``: about ten dense
+#: arrays of order ``nm + 1`` (1.3 GB at 4,096)
+ADMM_MAX_SIZE = 4096
+#: ADMM iterations at most (``max_iter``'s default for ``solver="admm"``)
+ADMM_MAX_ITER = 20_000
 #: default certification tolerance: ``upper - lower <= tol * max|C|^r``
 DEFAULT_TOL = 1e-6
-#: conic solvers, each with the module that provides it
-SOLVERS = {"scs": "scs", "clarabel": "clarabel"}
+#: solvers of the relaxation, each with the module that provides it
+SOLVERS = {"scs": "scs", "clarabel": "clarabel", "admm": "numpy"}
 # the conic solver is asked for this fraction of ``tol`` (its residuals enter the bound)
 _SOLVER_TOL_FACTOR = 1e-3
 # total SCS iterations (about a minute and a half at n * m = 100 on two cores)
 _MAX_ITER = 25_000
+# share of the time left kept for polishing the ADMM's plan
+_POLISH_SHARE = 0.05
 # "stalled" (see _stop_reason): the certified bound gains less than _STALL_RTOL of the
 # remaining gap in each of the last two chunks and the eigenvalue correction is below
 # _STALL_CORRECTION of it: the relaxation, not the solver's accuracy, sets the interval
 _STALL_RTOL = 1e-2
 _STALL_CORRECTION = 0.05
-# seconds given to the permutation search of method="exact" on the upper side
-_EXACT_BUDGET_S = 5.0
 # progress bar from this n * m on (runs of several seconds)
 _PROGRESS_MIN_SIZE = 81
 
 
 def available(solver: str = "scs") -> bool:
-    """True when the conic solver ``solver`` (``"scs"`` or ``"clarabel"``) is importable."""
+    """True when the solver ``solver`` (``"scs"``, ``"clarabel"`` or ``"admm"``, which
+    needs only NumPy) is importable."""
     return solver in SOLVERS and importlib.util.find_spec(SOLVERS[solver]) is not None
 
 
+def estimate_seconds(n: int, m: int, iterations: int = 1) -> float:
+    """Seconds for ``iterations`` ADMM iterations and one certificate on an ``n x m``
+    problem (measured on two busy cores, one BLAS thread)."""
+    return _sdp_admm.estimate_seconds(n, m, iterations)
+
+
+#: ``method="auto"`` runs ADMM above its conic size when this many iterations (and a
+#: certificate) are estimated to fit in its budget
+AUTO_MIN_ITERATIONS = 300
+
+
+def fits_budget(n: int, m: int, seconds: float) -> bool:
+    """Whether ``auto`` should run ``solver="admm"`` on an ``n x m`` problem with ``seconds``
+    left: within :data:`ADMM_MAX_SIZE` and :data:`AUTO_MIN_ITERATIONS` iterations estimated
+    to fit (a longer ``time_limit`` admits larger problems)."""
+    return n * m <= ADMM_MAX_SIZE and estimate_seconds(n, m, AUTO_MIN_ITERATIONS) <= seconds
+
+
+def _choose_solver(solver, size: int) -> str:
+    """``solver=None``: SCS up to :data:`DEFAULT_MAX_SIZE` when installed, else ADMM."""
+    if solver is not None:
+        return solver
+    return "scs" if size <= DEFAULT_MAX_SIZE and available("scs") else "admm"
+
+
 # ---------------------------------------------------------------- checks
-def _check_options(problem: GWProblem, solver, time_limit, max_size, tol) -> int:
+def _check_options(problem: GWProblem, solver, time_limit, max_size, tol, max_iter) -> int:
     """Refuse bad options before any work; returns the size limit."""
+    if max_iter is not None and not (
+        _is_number(max_iter) and float(max_iter).is_integer() and max_iter >= 1
+    ):
+        raise GWInputError(f"max_iter must be a positive integer, got {max_iter!r}")
     if solver not in SOLVERS:
         raise GWInputError(
             f"unknown solver {solver!r} for method='sdp'; choose one of {list(SOLVERS)}"
@@ -113,7 +167,7 @@ def _check_options(problem: GWProblem, solver, time_limit, max_size, tol) -> int
     if not (_is_number(tol) and 0 < tol < 1):
         raise GWInputError(f"tol must be a number in (0, 1), got {tol!r}")
     if max_size is None:
-        return DEFAULT_MAX_SIZE
+        return ADMM_MAX_SIZE if solver == "admm" else DEFAULT_MAX_SIZE
     if not (_is_number(max_size) and float(max_size).is_integer() and max_size >= 1):
         raise GWInputError(f"max_size must be a positive integer, got {max_size!r}")
     return int(max_size)
@@ -127,101 +181,35 @@ def _check_size(size: int, limit: int) -> None:
     if size > limit:
         raise GWInputError(
             f"method='sdp' builds a semidefinite program over n * m = {size} coupling "
-            f"entries, above max_size={limit} (the default, {DEFAULT_MAX_SIZE}, takes about a "
-            "minute; the cost grows like (n m)^3 or faster). Pass max_size=N to run it "
-            "anyway (with time_limit=SECONDS to stop early with a valid bound), or use "
+            f"entries, above max_size={limit} (the defaults: {DEFAULT_MAX_SIZE} for the conic "
+            f"solvers, about a minute; {ADMM_MAX_SIZE} for solver='admm', whose iterations "
+            "cost (n m)^3). Pass max_size=N to run it anyway (with time_limit=SECONDS to stop "
+            "early with a valid bound), or use "
             "method='exact' (uniform weights, n == m), method='cg' (an upper bound) or "
             "method='sorted' with lower='tlb' (a proven interval)"
         )
 
 
-def _support(problem: GWProblem):
-    """Host float64 inputs restricted to the nodes with positive weight."""
-    host = [
-        np.asarray(_xp.to_numpy(_xp.detach(a)), dtype=np.float64)
-        for a in (problem.C1, problem.C2, problem.p, problem.q)
-    ]
-    C1, C2, p, q = host
-    rows, cols = np.nonzero(p > 0)[0], np.nonzero(q > 0)[0]
-    return C1[np.ix_(rows, rows)], C2[np.ix_(cols, cols)], p[rows], q[cols], rows, cols
+def _warn_uninterruptible(solver: str, size: int, time_limit) -> None:
+    """A conic solver above its default size with a time limit: its set-up (factorising
+    a system with ~(nm)^2 / 2 rows) runs to its end whatever the limit."""
+    if solver == "admm" or time_limit is None or size <= DEFAULT_MAX_SIZE:
+        return
+    import warnings
+
+    warnings.warn(
+        f"method='sdp' with solver={solver!r} at n * m = {size}: the solver's set-up cannot "
+        "be interrupted and may overrun time_limit by minutes (475 s against 120 s was "
+        "measured at n * m = 420); solver='admm' checks the limit after every iteration",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _power_of_two_scale(C1: np.ndarray, C2: np.ndarray) -> float:
     """A power of two >= max|C| (scaling by it is exact in floating point)."""
     top = max(float(np.abs(C1).max()), float(np.abs(C2).max()))
     return 1.0 if top == 0 else float(2.0 ** math.ceil(math.log2(top)))
-
-
-# ---------------------------------------------------------------- upper side
-class _Incumbent:
-    """The cheapest coupling offered so far, and the cost of every offer (host, full size)."""
-
-    def __init__(self, problem: GWProblem):
-        self.problem = problem
-        self.p, self.q = (
-            np.asarray(_xp.to_numpy(_xp.detach(w)), dtype=np.float64)
-            for w in (problem.p, problem.q)
-        )
-        self.costs: dict[str, float] = {}
-        self.plans: dict[str, np.ndarray] = {}
-        self.name, self.cost, self.plan = None, math.inf, None
-
-    def offer(self, name: str, plan: np.ndarray, round_first: bool = True) -> None:
-        if round_first:
-            plan = np.asarray(round_to_polytope(np.maximum(plan, 0.0), self.p, self.q))
-        C1, C2 = _xp.detach(self.problem.C1), _xp.detach(self.problem.C2)
-        cost = float(gw_cost(C1, C2, _support_of(plan, C1), self.problem.loss_fun))
-        # a name offered again (the moment, once per chunk) keeps its cheapest plan
-        if cost < self.costs.get(name, math.inf):
-            self.costs[name], self.plans[name] = cost, plan
-        if cost < self.cost:
-            self.name, self.cost, self.plan = name, cost, plan
-
-    def offer_vertex(self, name: str, x: np.ndarray) -> None:
-        """The vertex of the transport polytope most aligned with ``x`` (an exact LP):
-        when the relaxation is tight at a vertex, this is the optimal coupling itself."""
-        import ot
-
-        self.offer(name, ot.emd(self.p, self.q, -np.maximum(x, 0.0)), round_first=False)
-
-    def polish(self, names, remaining) -> None:
-        """Conditional gradient (POT, square loss) from the named plans."""
-        if self.problem.loss_fun != "square_loss":
-            return
-        from gwlite.solvers import pot
-
-        for name in names:
-            if name in self.plans and remaining() > 0:
-                start = _xp.from_numpy(self.plans[name].copy(), self.problem.C1)
-                res = pot.solve_cg(self.problem, G0=start, lower="mean_row")
-                self.offer(f"cg({name})", np.asarray(_xp.to_numpy(res.coupling)), False)
-
-
-def _first_candidates(incumbent: _Incumbent, G0, remaining) -> float:
-    """Upper bounds available before the relaxation: G0, the permutation optimum, CG.
-
-    Returns the lower bound ``method="exact"`` proved on the way (its certified optimum
-    under the PSD/NSD theorem, else TLB or its spectral bound; -inf if it did not run).
-    """
-    problem = incumbent.problem
-    exact_lower = -math.inf
-    if G0 is not None:
-        incumbent.offer("G0", G0)
-    from gwlite.solvers import exact
-
-    # (method="rlt" shares this upper side at sizes beyond the exact search's)
-    if problem.uniform and problem.n == problem.m and 1 < problem.n <= exact.MAX_N:
-        budget = min(_EXACT_BUDGET_S, max(remaining(), 0.05))
-        res = exact.solve(problem, time_limit=budget)
-        incumbent.offer("exact_permutation", np.asarray(_xp.to_numpy(res.coupling)), False)
-        exact_lower = _xp.as_float(res.lower)
-    if problem.loss_fun == "square_loss":
-        from gwlite.solvers import pot
-
-        start = None if G0 is None else _xp.from_numpy(G0.copy(), problem.C1)
-        plan = pot.solve_cg(problem, G0=start)
-        incumbent.offer("cg", np.asarray(_xp.to_numpy(plan.coupling)), False)
-    return exact_lower
 
 
 # ---------------------------------------------------------------- the relaxation
@@ -240,7 +228,9 @@ class _Run:
     factor: float = 1.0  # the relaxation is solved on C / s: bounds scale by s^r
 
 
-def _relax(problem, incumbent, data_in, solver, tol, remaining, other_lower: float) -> _Run:
+def _relax(
+    problem, incumbent, data_in, solver, tol, remaining, other_lower: float, max_iter
+) -> _Run:
     """Solve the relaxation until certified, converged, stalled or out of time.
 
     ``other_lower`` is the best bound proved without it (TLB, exact's): once it meets
@@ -276,7 +266,9 @@ def _relax(problem, incumbent, data_in, solver, tol, remaining, other_lower: flo
             bar.update(iterate.iterations - bar.n)
             bar.set_postfix(gap=f"{gap:.2e}")
         bounds.append(run.bound)
-        stop = _stop_reason(bounds, gap, target, iterate, remaining(), cert.correction * factor)
+        stop = _stop_reason(
+            bounds, gap, target, iterate, remaining(), cert.correction * factor, max_iter
+        )
         if stop is None and incumbent.cost - other_lower <= target:
             stop = "certified by another bound"
         if stop:
@@ -294,7 +286,13 @@ def _relax(problem, incumbent, data_in, solver, tol, remaining, other_lower: flo
 
 
 def _stop_reason(
-    bounds: list[float], gap: float, target: float, iterate, remaining: float, correction: float
+    bounds: list[float],
+    gap: float,
+    target: float,
+    iterate,
+    remaining: float,
+    correction: float,
+    max_iter: int | None = None,
 ):
     """Why to stop after this chunk (None: go on).
 
@@ -310,7 +308,7 @@ def _stop_reason(
         return "solver converged"
     if remaining <= 0:
         return "time limit"
-    if iterate.iterations >= _MAX_ITER:
+    if iterate.iterations >= (_MAX_ITER if max_iter is None else max_iter):
         return "max_iter"
     flat = len(bounds) >= 3 and all(
         bounds[-k] - bounds[-k - 1] <= _STALL_RTOL * gap for k in (1, 2)
@@ -329,6 +327,95 @@ def _progress(size: int):
     return tqdm(desc="gwlite sdp", unit="it", leave=False, disable=None)
 
 
+@dataclass(frozen=True)
+class _ADMMOutcome:
+    """What ``solve`` needs from an ADMM run (bounds in the problem's units)."""
+
+    bound: float
+    stop: str
+    x: np.ndarray
+    diagnostics: dict
+
+
+def _relax_admm(problem, incumbent, data_in, tol, remaining, other_lower, max_iter):
+    """ADMM on the relaxation (:mod:`gwlite.solvers._sdp_admm`), started from the best
+    plan at hand and certified along the way."""
+    C1, C2, p, q, rows, cols = data_in
+    r = problem.exponent
+    scale = _power_of_two_scale(C1, C2)
+    factor = scale**r  # exact: a power of two
+    t0 = time.perf_counter()
+    raw = model_lib.lifted_cost(C1 / scale, C2 / scale, r)
+    model = _sdp_admm.build((raw + raw.T) / 2, (np.abs(raw) + np.abs(raw.T)) / 2, p, q)
+    del raw
+    start = None if incumbent.plan is None else incumbent.plan[np.ix_(rows, cols)]
+    state = _sdp_admm.initial_state(model, start)
+    t1 = time.perf_counter()
+    target = tol * max(float(np.abs(C1).max()), float(np.abs(C2).max())) ** r
+    bar = _admm_progress()
+
+    def on_bound(iteration: int, best: float, x: np.ndarray) -> float:
+        full = np.zeros((problem.n, problem.m))
+        full[np.ix_(rows, cols)] = x.reshape(len(p), len(q))
+        incumbent.offer_vertex("moment_vertex", full)
+        gap = incumbent.cost - max(best * factor, other_lower)
+        bar.update(iteration - bar.n)
+        bar.set_postfix(gap=f"{gap:.2e}", refresh=False)
+        return gap / factor
+
+    deadline = time.perf_counter() + (1 - _POLISH_SHARE) * remaining()
+    run = _sdp_admm.run(
+        model,
+        state,
+        max_iter=ADMM_MAX_ITER if max_iter is None else int(max_iter),
+        deadline=deadline,
+        target=target / factor,
+        on_bound=on_bound,
+    )
+    bar.close()
+    full = np.zeros((problem.n, problem.m))
+    full[np.ix_(rows, cols)] = run.x
+    diagnostics = dict(
+        status=run.stop,
+        stop_reason=run.stop,
+        iterations=run.iterations,
+        history=[(it, b * factor) for it, b in run.history],
+        admm_beta=run.beta,
+        admm_rank=run.rank,
+        primal_residual=run.primal_residual,
+        sdp_order=model.order,
+        build_time_s=t1 - t0,
+        solve_time_s=run.iterate_time_s,
+        certify_time_s=run.certify_time_s,
+        **_certificate_diagnostics(run.certificate, factor),
+    )
+    return _ADMMOutcome(run.bound * factor, run.stop, full, diagnostics)
+
+
+def _admm_progress():
+    """An iteration bar that appears once the run has taken 2 s (terminals only)."""
+    from tqdm import tqdm
+
+    return tqdm(desc="gwlite sdp (admm)", unit="it", delay=2.0, leave=False, disable=None)
+
+
+def _certificate_diagnostics(cert, f: float) -> dict:
+    """The certificate's parts in the problem's units (NaN when none was computed)."""
+    if cert is None:
+        keys = ("dual_value", "lambda_min", "eigenvalue_correction", "eigen_error")
+        keys += ("slack_error", "trace_bound", "clipped_multipliers")
+        return dict.fromkeys(keys, math.nan)
+    return dict(
+        dual_value=cert.dual_value * f,
+        lambda_min=cert.lambda_min * f,
+        eigenvalue_correction=cert.correction * f,
+        eigen_error=cert.eig_error * f,
+        slack_error=cert.slack_error * f,
+        trace_bound=cert.trace_bound,
+        clipped_multipliers=cert.clipped * f,
+    )
+
+
 # ---------------------------------------------------------------- public solver
 def solve(
     problem: GWProblem,
@@ -338,7 +425,8 @@ def solve(
     time_limit: float | None = None,
     max_size: int | None = None,
     tol: float = DEFAULT_TOL,
-    solver: str = "scs",
+    solver: str | None = None,
+    max_iter: int | None = None,
     return_coupling: bool = True,
 ) -> GWResult:
     r"""Global GW with a certificate, from the lifted semidefinite relaxation.
@@ -353,22 +441,35 @@ def solve(
         bound ``method="exact"`` proves on the way (uniform weights, ``n == m``: the
         optimum itself on PSD/PSD and CND/CND pairs).
     G0 : array ``(n, m)``, optional
-        A coupling to try on the upper side (e.g. the best plan of another method);
-        rounded onto the transport polytope first.
+        A coupling of ``p`` and ``q`` to try on the upper side (e.g. the best plan of
+        another method); ``solver="admm"`` also starts from the best plan at hand.
     time_limit : float, optional
-        Seconds for the whole call. When the conic solver is stopped by it, the bound
-        built from its last iterate is still a valid lower bound (often weaker).
+        Seconds for the whole call. When the solver is stopped by it, the bound built
+        from its last certified iterate is still a valid lower bound (often weaker).
+        ADMM is checked after every iteration and stops early enough to certify its
+        last iterate; SCS's set-up (factorising its linear system) cannot be
+        interrupted, which is why it is not the default above :data:`DEFAULT_MAX_SIZE`.
     max_size : int, optional
         Largest ``n * m`` accepted (nodes with positive weight); default
-        :data:`DEFAULT_MAX_SIZE` (100, about a minute on two cores).
+        :data:`DEFAULT_MAX_SIZE` (100, about a minute on two cores) for the conic
+        solvers, :data:`ADMM_MAX_SIZE` (4,096) for ``solver="admm"``.
     tol : float
         ``certified`` when ``upper - lower <= tol * max(max|C1|, max|C2|)^r``; the conic
         solver is asked for ``tol / 1000`` and stopped as soon as the result is certified.
-    solver : {"scs", "clarabel"}
-        The conic solver: SCS (operator splitting, the default: cheap iterations, run in
-        warm-started chunks with the certificate checked after each) or Clarabel
-        (interior point: fewer, much costlier iterations; on these degenerate programs
-        its multipliers stall near :math:`10^{-6}` accuracy).
+    solver : {None, "scs", "clarabel", "admm"}
+        How the relaxation is solved. ``None`` (default): SCS up to
+        :data:`DEFAULT_MAX_SIZE` when installed, else ADMM. ``"scs"``: conic operator
+        splitting on the facially reduced program (cheap iterations, run in warm-started
+        chunks with the certificate checked after each; its non-negativity rows grow
+        like :math:`(nm)^2`). ``"clarabel"``: interior point (fewer, much costlier
+        iterations; on these degenerate programs its multipliers stall near
+        :math:`10^{-6}` accuracy). ``"admm"``: the splitting of Oliveira, Wolkowicz and
+        Xu (2018) on the dense lifted matrix, one eigendecomposition of order
+        :math:`nm + 1` per iteration, no set-up; every multiplier gives a proven bound
+        (``docs/theory_sdp.md``, section 5). NumPy only.
+    max_iter : int, optional
+        Iterations at most: SCS's total (default 25,000) or ADMM's (default
+        :data:`ADMM_MAX_ITER`); Clarabel ignores it.
     return_coupling : bool
         Return the best coupling found (in the input's array type).
 
@@ -384,7 +485,9 @@ def solve(
         ``lambda_min`` (proven lower bound on the dual slack's smallest eigenvalue),
         ``eigenvalue_correction`` (:math:`T \max(0, -\lambda_{\min})`),
         ``trace_bound``, ``upper_kind`` and ``candidates`` (cost of each coupling
-        tried), ``sdp_order``, ``nonneg_constraints`` and the time of each stage.
+        tried), ``sdp_order`` and the time of each stage; the conic solvers add
+        ``nonneg_constraints``, ADMM ``history`` (iteration and certified bound of each
+        certificate), ``admm_beta``, ``admm_rank`` and ``primal_residual``.
 
     Raises
     ------
@@ -398,34 +501,45 @@ def solve(
     def remaining() -> float:
         return deadline - time.perf_counter()
 
-    limit = _check_options(problem, solver, time_limit, max_size, tol)
-    C1, C2, p, q, rows, cols = _support(problem)
+    C1, C2, p, q, rows, cols = support(problem)
+    solver = _choose_solver(solver, len(p) * len(q))
+    limit = _check_options(problem, solver, time_limit, max_size, tol, max_iter)
     _check_size(len(p) * len(q), limit)
-    G0_host = _check_G0(G0, problem)
+    _warn_uninterruptible(solver, len(p) * len(q), time_limit)
+    G0_host = start_plan(problem, G0)
     # the searches run without autograd; only the final price keeps the graph
     plain = dataclasses.replace(
         problem, **{k: _xp.detach(getattr(problem, k)) for k in ("C1", "C2", "p", "q")}
     )
-    incumbent = _Incumbent(plain)
-    exact_lower = _first_candidates(incumbent, G0_host, remaining)
+    incumbent = Incumbent(plain)
+    exact_lower = first_candidates(incumbent, G0_host, remaining)
     named = _xp.as_float(lower_value(plain, lower))
     diagnostics: dict = {"solver": solver}
     if len(p) == 1 or len(q) == 1:
         # one coupling, p q^T: its cost is GW and no solver is needed
-        incumbent.offer("only_coupling", np.outer(_host(problem.p), _host(problem.q)), False)
+        incumbent.offer("only_coupling", np.outer(host(problem.p), host(problem.q)), False)
         sdp_bound, converged = incumbent.cost, True
         diagnostics.update(status="trivial (one coupling)", stop_reason="trivial", iterations=0)
+    elif solver == "admm":
+        data = (C1, C2, p, q, rows, cols)
+        other = max(exact_lower, named)
+        run = _relax_admm(problem, incumbent, data, tol, remaining, other, max_iter)
+        incumbent.offer("moment_rounded", run.x)
+        incumbent.polish(["moment_rounded", "moment_vertex"], remaining)
+        sdp_bound, converged = run.bound, run.stop == "certified"
+        diagnostics.update(run.diagnostics)
     else:
-        host = (C1, C2, p, q, rows, cols)
-        run = _relax(problem, incumbent, host, solver, tol, remaining, max(exact_lower, named))
+        data = (C1, C2, p, q, rows, cols)
+        other = max(exact_lower, named)
+        run = _relax(problem, incumbent, data, solver, tol, remaining, other, max_iter)
         incumbent.offer("moment_rounded", run.x)
         incumbent.polish(["moment_rounded", "moment_vertex"], remaining)
         sdp_bound, converged = run.bound, run.stop in ("certified", "solver converged")
         diagnostics.update(_run_diagnostics(run))
     plan = incumbent.plan
     coupling = _xp.from_numpy(plan, problem.C1)
-    support = _support_of(plan, problem.C1)
-    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, support, problem.loss_fun), True)
+    priced = support_of(plan, problem.C1)
+    upper = _xp.scalar(gw_cost(problem.C1, problem.C2, priced, problem.loss_fun), True)
     # every candidate is a proven bound; "exact" is its theorem-certified optimum on
     # PSD/PSD and CND/CND pairs (else its TLB or spectral bound)
     bounds = {"sdp": sdp_bound, lower: named, "exact": exact_lower}
@@ -462,19 +576,8 @@ def solve(
     )
 
 
-def _support_of(plan: np.ndarray, like) -> SparseCoupling:
-    """``plan`` by its non-zeros: a permutation is then priced by differences of
-    entries (no cancellation: isomorphic graphs cost exactly 0), a dense plan as usual."""
-    rows, cols = np.nonzero(plan)
-    return SparseCoupling(rows, cols, _xp.from_numpy(plan[rows, cols], like), plan.shape)
-
-
-def _host(a) -> np.ndarray:
-    return np.asarray(_xp.to_numpy(_xp.detach(a)), dtype=np.float64)
-
-
 def _run_diagnostics(run: _Run) -> dict:
-    it, cert, f = run.iterate, run.certificate, run.factor
+    it, f = run.iterate, run.factor
     return dict(
         status=it.status,
         stop_reason=run.stop,
@@ -482,27 +585,8 @@ def _run_diagnostics(run: _Run) -> dict:
         primal_objective=it.primal_objective * f,
         dual_objective=it.dual_objective * f,
         certificate_iteration=run.best_iteration,
-        dual_value=cert.dual_value * f,
-        lambda_min=cert.lambda_min * f,
-        eigenvalue_correction=cert.correction * f,
-        eigen_error=cert.eig_error * f,
-        slack_error=cert.slack_error * f,
-        trace_bound=cert.trace_bound,
-        clipped_multipliers=cert.clipped * f,
         sdp_order=run.model.r,
         nonneg_constraints=run.model.nonneg.shape[0],
+        **_certificate_diagnostics(run.certificate, f),
         **run.times,
     )
-
-
-def _check_G0(G0, problem: GWProblem):
-    if G0 is None:
-        return None
-    plan = _host(G0)
-    if plan.shape != (problem.n, problem.m):
-        raise GWInputError(f"G0 must have shape ({problem.n}, {problem.m}), got {plan.shape}")
-    if not np.all(np.isfinite(plan)) or plan.min() < 0:
-        raise GWInputError(
-            "G0 must be a non-negative finite (n, m) plan, e.g. another method's coupling"
-        )
-    return plan

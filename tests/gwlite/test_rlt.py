@@ -268,7 +268,11 @@ def test_bad_option_values_name_the_option(name, value):
 
 
 # ---------------------------------------------------------------- auto's gate
-def test_auto_runs_the_ascent_when_it_fits_and_skips_it_otherwise():
+def test_auto_runs_the_ascent_when_it_fits_and_skips_it_otherwise(monkeypatch):
+    from gwlite.solvers import sdp
+
+    # the ascent is auto's stage when the relaxation's ADMM does not fit the budget
+    monkeypatch.setattr(sdp, "fits_budget", lambda n, m, seconds: False)
     C1, p = gwlite.from_networkx(nx.florentine_families_graph(), "shortest_path")
     C2, q = gwlite.from_networkx(nx.petersen_graph(), "shortest_path")
     assert rlt.fits_budget(len(C1), len(C2), 5.0)
