@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="items per task (default 100)")
     parser.add_argument("--chunk", type=int, default=20, help="items per round (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated tasks")
-    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=50, help="prompts per forward pass")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=TEMPLATES)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -264,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary_only:
         write_summary(out, args, {})
         return 0
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     extra = {"load_at_start": os.getloadavg()}
     plain = HFModel(None, gguf_file=smollm2_gguf(), device="cpu", batch_size=args.batch_size)
@@ -274,18 +279,24 @@ def main(argv: list[str] | None = None) -> int:
     items = {task: generate_task(task, args.n, seed=args.seed) for task in args.tasks}
     combos = _combos(args)
     # rounds: every combination gets its next chunk before any gets two, so a run stopped
-    # early still compares every cell on the same items
-    starts = range(0, args.n, args.chunk)
-    todo = [
-        (s, c) for s in starts for c in combos if _prefix_done(_done_chunks(out, c), args.n) <= s
-    ]
-    for start, combo in tqdm(todo, desc="chunks"):
+    # early still compares every cell on the same items; a combination resumes at the end
+    # of its finished prefix, whatever chunk size wrote it
+    todo = sorted(
+        (
+            (rnd, start, combo)
+            for combo in combos
+            for rnd, start in enumerate(
+                range(_prefix_done(_done_chunks(out, combo), args.n), args.n, args.chunk)
+            )
+        ),
+        key=lambda job: job[0],
+    )
+    for _, start, combo in tqdm(todo, desc="chunks"):
         timing = run_chunk(models[combo[0]], items[combo[1]], combo, start, args, out)
         tqdm.write(
             f"{combo} items {start}+: {timing['wall_s']:.0f} s, load {timing['load_after'][0]:.1f}"
         )
-        if combo == combos[-1]:
-            write_summary(out, args, extra)
+        write_summary(out, args, extra)
     summary = write_summary(out, args, extra)
     for run in summary["runs"]:
         print(
