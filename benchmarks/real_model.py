@@ -91,14 +91,20 @@ def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: 
     template, task, method = combo
     stop = min(start + args.chunk, len(items))
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = evaluate(
         model, items[start:stop], task=task, method=method, batch_size=args.batch_size,
         progress=False,
     )  # fmt: skip
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     timing = {
-        "_timing": {"wall_s": wall, "load_before": load_before, "load_after": os.getloadavg()}
+        "_timing": {
+            "wall_s": wall,
+            # this process's CPU seconds: what the work cost on a machine shared with others
+            "cpu_s": cpu,
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+        }
     }
     rows = [{**r.to_dict(), "index": start + r.index} for r in result.records]
     write_jsonl_atomic(_chunk_path(out, template, task, method, start, stop), [timing, *rows])
@@ -114,6 +120,7 @@ def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], dict]:
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
     rows, timing = [], {"wall_s": 0.0, "items": 0, "loads": [], "sizes": set()}
+    cpu = {"cpu_s": 0.0, "items": 0}  # only chunks that recorded their CPU time
     for path in sorted(folder.glob("*.jsonl")):
         start, stop = (int(x) for x in path.stem.split("-"))
         if start >= n_done:
@@ -124,9 +131,13 @@ def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], dict]:
         timing["items"] += len(lines) - 1
         timing["loads"] += [head["load_before"][0], head["load_after"][0]]
         timing["sizes"].add(stop - start)
+        if "cpu_s" in head:
+            cpu["cpu_s"] += head["cpu_s"]
+            cpu["items"] += len(lines) - 1
         rows.extend(r for r in lines[1:] if r["index"] < n_done)
     rows.sort(key=lambda r: r["index"])
     timing["sizes"] = sorted(timing["sizes"])
+    timing["cpu"] = cpu
     return rows, timing
 
 
@@ -153,6 +164,12 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         "wall_s": wall,
         "items_timed": timing["items"],
         "items_per_min": 60 * timing["items"] / wall if wall > 0 else float("nan"),
+        "items_cpu_timed": timing["cpu"]["items"],
+        "items_per_cpu_min": (
+            60 * timing["cpu"]["items"] / timing["cpu"]["cpu_s"]
+            if timing["cpu"]["cpu_s"] > 0
+            else None
+        ),
         "load_1min": [min(loads), max(loads)] if loads else None,
         # items per chunk file; each chunk was generated in one batch of that size here
         "chunk_sizes": timing["sizes"],
