@@ -38,7 +38,7 @@ class HFModel:
         Weight dtype when loading from a path (e.g. ``"bfloat16"``); default: as saved.
     batch_size : int
         Prompts per ``generate`` call in :meth:`generate_batch` (default
-        :data:`DEFAULT_BATCH_SIZE`).
+        :data:`fusion.eval.models.DEFAULT_BATCH_SIZE`).
     local_files_only : bool
         Never contact the hub (the default; the evaluation is meant to run offline).
     trust_remote_code : bool
