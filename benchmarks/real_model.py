@@ -91,14 +91,20 @@ def run_chunk(model: HFModel, items: list, combo: tuple, start: int, args, out: 
     template, task, method = combo
     stop = min(start + args.chunk, len(items))
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = evaluate(
         model, items[start:stop], task=task, method=method, batch_size=args.batch_size,
         progress=False,
     )  # fmt: skip
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     timing = {
-        "_timing": {"wall_s": wall, "load_before": load_before, "load_after": os.getloadavg()}
+        "_timing": {
+            "wall_s": wall,
+            # this process's CPU seconds: what the work cost on a machine shared with others
+            "cpu_s": cpu,
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+        }
     }
     rows = [{**r.to_dict(), "index": start + r.index} for r in result.records]
     write_jsonl_atomic(_chunk_path(out, template, task, method, start, stop), [timing, *rows])
@@ -114,6 +120,7 @@ def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], dict]:
     template, task, method = combo
     folder = out / "records" / template / f"{task}.{method}"
     rows, timing = [], {"wall_s": 0.0, "items": 0, "loads": [], "sizes": set()}
+    cpu = {"cpu_s": 0.0, "items": 0}  # only chunks that recorded their CPU time
     for path in sorted(folder.glob("*.jsonl")):
         start, stop = (int(x) for x in path.stem.split("-"))
         if start >= n_done:
@@ -124,9 +131,13 @@ def _read_rows(out: Path, combo: tuple, n_done: int) -> tuple[list[dict], dict]:
         timing["items"] += len(lines) - 1
         timing["loads"] += [head["load_before"][0], head["load_after"][0]]
         timing["sizes"].add(stop - start)
+        if "cpu_s" in head:
+            cpu["cpu_s"] += head["cpu_s"]
+            cpu["items"] += len(lines) - 1
         rows.extend(r for r in lines[1:] if r["index"] < n_done)
     rows.sort(key=lambda r: r["index"])
     timing["sizes"] = sorted(timing["sizes"])
+    timing["cpu"] = cpu
     return rows, timing
 
 
@@ -153,6 +164,12 @@ def combo_summary(out: Path, combo: tuple, n_done: int) -> dict:
         "wall_s": wall,
         "items_timed": timing["items"],
         "items_per_min": 60 * timing["items"] / wall if wall > 0 else float("nan"),
+        "items_cpu_timed": timing["cpu"]["items"],
+        "items_per_cpu_min": (
+            60 * timing["cpu"]["items"] / timing["cpu"]["cpu_s"]
+            if timing["cpu"]["cpu_s"] > 0
+            else None
+        ),
         "load_1min": [min(loads), max(loads)] if loads else None,
         # items per chunk file; each chunk was generated in one batch of that size here
         "chunk_sizes": timing["sizes"],
@@ -251,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="items per task (default 100)")
     parser.add_argument("--chunk", type=int, default=20, help="items per round (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated tasks")
-    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=50, help="prompts per forward pass")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=TEMPLATES)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -264,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary_only:
         write_summary(out, args, {})
         return 0
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     extra = {"load_at_start": os.getloadavg()}
     plain = HFModel(None, gguf_file=smollm2_gguf(), device="cpu", batch_size=args.batch_size)
@@ -274,18 +296,24 @@ def main(argv: list[str] | None = None) -> int:
     items = {task: generate_task(task, args.n, seed=args.seed) for task in args.tasks}
     combos = _combos(args)
     # rounds: every combination gets its next chunk before any gets two, so a run stopped
-    # early still compares every cell on the same items
-    starts = range(0, args.n, args.chunk)
-    todo = [
-        (s, c) for s in starts for c in combos if _prefix_done(_done_chunks(out, c), args.n) <= s
-    ]
-    for start, combo in tqdm(todo, desc="chunks"):
+    # early still compares every cell on the same items; a combination resumes at the end
+    # of its finished prefix, whatever chunk size wrote it
+    todo = sorted(
+        (
+            (rnd, start, combo)
+            for combo in combos
+            for rnd, start in enumerate(
+                range(_prefix_done(_done_chunks(out, combo), args.n), args.n, args.chunk)
+            )
+        ),
+        key=lambda job: job[0],
+    )
+    for _, start, combo in tqdm(todo, desc="chunks"):
         timing = run_chunk(models[combo[0]], items[combo[1]], combo, start, args, out)
         tqdm.write(
             f"{combo} items {start}+: {timing['wall_s']:.0f} s, load {timing['load_after'][0]:.1f}"
         )
-        if combo == combos[-1]:
-            write_summary(out, args, extra)
+        write_summary(out, args, extra)
     summary = write_summary(out, args, extra)
     for run in summary["runs"]:
         print(

@@ -7,7 +7,7 @@ the loss changes, to :class:`fusion.FusionLoss` over cached or online teachers, 
 the public ``compute_loss`` hook that TRL recommends overriding (its
 ``compute_loss_func`` receives no inputs, so a teacher with another tokenizer could not
 see the text). Normalisation, logging and evaluation are those of
-:class:`fusion.FusionTrainer` (:class:`fusion.training.FusionTrainingMixin`).
+:class:`fusion.FusionTrainer` (:class:`fusion.trainer_mixin.FusionTrainingMixin`).
 
 >>> from fusion.trl import FusionSFTTrainer                                 # doctest: +SKIP
 >>> trainer = FusionSFTTrainer(pivot, SFTConfig("out"), train_dataset=dataset,

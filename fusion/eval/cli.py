@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fusion.eval.loaders import DATASETS, load_bbh, load_dataset
+from fusion.eval.models import DEFAULT_BATCH_SIZE
 from fusion.eval.prompts import (
     CHAT_METHODS,
     DEFAULT_COT_TRIGGER,
@@ -84,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--exemplars", help="JSON list or JSONL of {question, rationale, answer} for few-shot"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"prompts per generate call (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's, OMP_NUM_THREADS)"
+    )
     parser.add_argument("--max-new-tokens-reasoning", type=int, default=MAX_NEW_TOKENS_REASONING)
     parser.add_argument("--max-new-tokens-answer", type=int, default=MAX_NEW_TOKENS_ANSWER)
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -233,6 +242,10 @@ def _check_inputs(args: argparse.Namespace) -> tuple[list[str], list[tuple], lis
     names = _split(args.tasks)
     if not names or not methods:
         raise ValueError("--tasks and --method must name at least one entry")
+    for flag in ("batch_size", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.model is None and args.gguf_file is None:
         raise ValueError("give --model DIR or --gguf-file FILE")
     if args.chat_template and set(methods) - set(CHAT_METHODS):
@@ -301,6 +314,11 @@ def run(args: argparse.Namespace) -> tuple[list[tuple[str, EvalResult]], list[st
     """
     methods, workload, exemplars = _check_inputs(args)
     from fusion.eval.models import HFModel  # imports torch; only now that inputs are valid
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     model = HFModel(
         args.model,

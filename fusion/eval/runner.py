@@ -9,6 +9,7 @@ from typing import Any
 
 from fusion.eval import prompts as P
 from fusion.eval.cleansing import cleanse_answer, is_correct
+from fusion.eval.models import DEFAULT_BATCH_SIZE
 from fusion.eval.spec import get_spec
 from fusion.eval.tasks import GENERATORS
 
@@ -342,7 +343,7 @@ def evaluate(
     exemplars: Sequence[Mapping[str, str]] | None = None,
     max_new_tokens_reasoning: int = P.MAX_NEW_TOKENS_REASONING,
     max_new_tokens_answer: int = P.MAX_NEW_TOKENS_ANSWER,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate a model on items with one prompting method, as in Kojima et al. (2022).
@@ -372,7 +373,8 @@ def evaluate(
         Generation budgets for ``generate_batch`` models (paper: 128 and 32).
     batch_size : int
         Items sent to the model per call (an :class:`HFModel` splits them further into its
-        own ``batch_size``); also the progress-bar step.
+        own ``batch_size``); also the progress-bar step. Default
+        :data:`fusion.eval.models.DEFAULT_BATCH_SIZE`.
     progress : bool
         Show a tqdm progress bar on stderr.
 

@@ -152,6 +152,8 @@ def test_few_shot_with_exemplars_file(model_dir, tmp_path):
         (["--tasks", "coin_flip", "--data", "gsm8k=x.jsonl"], "not in --tasks"),
         (["--tasks", "coin_flip", "--data", "coin_flip"], "NAME=PATH"),
         (["--tasks", "mmlu", "--data", "mmlu=x.json"], "unknown task"),
+        (["--tasks", "coin_flip", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--tasks", "coin_flip", "--threads", "0"], "--threads must be >= 1, got 0"),
     ],
 )
 def test_bad_input_exits_with_status_2(model_dir, tmp_path, capsys, args, message):
