@@ -353,18 +353,27 @@ def certify(model: SDPModel, dual_value: float, w: np.ndarray, shift: float = 1.
     lam_min, eig_error, slack_error = projected_slack(
         model.L, model.L_abs, model.p, model.q, linear, shift
     )
-    correction = model.trace_bound * max(0.0, -lam_min)
-    bound = y0 - correction
-    bound -= 4 * _U * (abs(y0) + correction)
+    clipped = float(np.abs(w - w_clip).sum()) if np.all(np.isfinite(w)) else np.inf
+    return _certificate(y0, model.trace_bound, lam_min, eig_error, slack_error, clipped)
+
+
+def _certificate(
+    value: float, trace: float, lam_min: float, eig_error, slack_error, clipped: float
+) -> DualCertificate:
+    """``value - trace * max(0, -lam_min)``, rounded down by its own floating-point error
+    (two products and a difference: at most ``4u`` of the magnitudes)."""
+    correction = trace * max(0.0, -lam_min)
+    bound = value - correction
+    bound -= 4 * _U * (abs(value) + correction)
     return DualCertificate(
         bound=float(bound),
-        dual_value=y0,
+        dual_value=value,
         lambda_min=float(lam_min),
         correction=float(correction),
         eig_error=eig_error,
         slack_error=slack_error,
-        trace_bound=model.trace_bound,
-        clipped=float(np.abs(w - w_clip).sum()) if np.all(np.isfinite(w)) else np.inf,
+        trace_bound=trace,
+        clipped=clipped,
     )
 
 
@@ -463,19 +472,7 @@ def certify_linear(
     value = float(terms.sum())
     value -= 2 * _gamma(terms.size + 1) * float(np.abs(terms).sum())
     bound_T = scaled_trace_bound(p, q) if scaled else trace_bound(p, q)
-    correction = bound_T * max(0.0, -lam_min)
-    bound = value - correction
-    bound -= 4 * _U * (abs(value) + correction)
-    return DualCertificate(
-        bound=float(bound),
-        dual_value=value,
-        lambda_min=float(lam_min),
-        correction=float(correction),
-        eig_error=eig_error,
-        slack_error=slack_error,
-        trace_bound=bound_T,
-        clipped=0.0,
-    )
+    return _certificate(value, bound_T, lam_min, eig_error, slack_error, 0.0)
 
 
 def scaled_trace_bound(p: np.ndarray, q: np.ndarray) -> float:
