@@ -147,8 +147,9 @@ def _import_pot() -> float:
     return time.perf_counter() - tick
 
 
-def _sdp():
-    """The SDP solver when it is registered, installed and usable, else None."""
+def _sdp(backend: str = "scs"):
+    """The SDP solver when it is registered and ``backend`` (``"scs"``; ``"admm"`` needs
+    only NumPy) is installed, else None."""
     from gwlite.solvers import SOLVERS
 
     solver = SOLVERS.get("sdp")
@@ -158,7 +159,7 @@ def _sdp():
 
     module = importlib.import_module(solver.__module__)
     available = getattr(module, "available", None)
-    return solver if available is None or available() else None
+    return solver if available is None or available(backend) else None
 
 
 @with_option_checks(
@@ -300,7 +301,7 @@ def _plan_stages(problem: GWProblem, lower, limit: float = DEFAULT_TIME_LIMIT) -
 def _sdp_fits(problem: GWProblem, seconds: float) -> bool:
     from gwlite.solvers import sdp
 
-    return _sdp() is not None and sdp.fits_budget(problem.n, problem.m, seconds)
+    return _sdp("admm") is not None and sdp.fits_budget(problem.n, problem.m, seconds)
 
 
 def _progress_bar(progress, limit: float, total: int):
@@ -452,11 +453,11 @@ def _stage_exact(ctx: _Context) -> dict:
 
 
 def _stage_sdp(ctx: _Context) -> dict:
-    solver = _sdp()
+    big = ctx.problem.n * ctx.problem.m > SDP_MAX_ENTRIES  # planned because ADMM fits
+    solver = _sdp("admm" if big else "scs")
     if solver is None:
         return {"skipped": "no SDP solver installed"}
     best = ctx.best
-    big = ctx.problem.n * ctx.problem.m > SDP_MAX_ENTRIES  # planned because ADMM fits
     res = solver(
         ctx.problem,
         lower="tlb",

@@ -166,7 +166,7 @@ def test_sdp_stage_uses_an_installed_solver(monkeypatch):
     A, B = rng.random((6, 6)), rng.normal(size=(6, 6))
     C1, C2 = (A + A.T) / 2, (B + B.T) / 2
     calls = []
-    monkeypatch.setattr(auto, "_sdp", lambda: _fake_sdp(calls, 0.0))
+    monkeypatch.setattr(auto, "_sdp", lambda backend="scs": _fake_sdp(calls, 0.0))
     res = gwlite.gromov_wasserstein(C1, C2, time_limit=5.0)
     stages = [s["stage"] for s in res.diagnostics["stages"]]
     assert stages[-2:] == ["exact", "sdp"]  # exact could not certify this pair
@@ -179,9 +179,9 @@ def test_sdp_stage_keeps_the_better_bound(monkeypatch):
     rng = np.random.default_rng(5)
     A, B = rng.random((6, 6)), rng.normal(size=(6, 6))
     C1, C2 = (A + A.T) / 2, (B + B.T) / 2
-    monkeypatch.setattr(auto, "_sdp", lambda: None)
+    monkeypatch.setattr(auto, "_sdp", lambda backend="scs": None)
     without = gwlite.gromov_wasserstein(C1, C2, time_limit=5.0)
-    monkeypatch.setattr(auto, "_sdp", lambda: _fake_sdp([], 1e6))  # a useless bound
+    monkeypatch.setattr(auto, "_sdp", lambda backend="scs": _fake_sdp([], 1e6))  # a useless bound
     res = gwlite.gromov_wasserstein(C1, C2, time_limit=5.0)
     assert "sdp" in [s["stage"] for s in res.diagnostics["stages"]]
     assert res.lower == pytest.approx(without.lower, abs=1e-12)
@@ -189,7 +189,7 @@ def test_sdp_stage_keeps_the_better_bound(monkeypatch):
 
 
 def test_sdp_stage_reports_a_missing_solver(monkeypatch):
-    monkeypatch.setattr(auto, "_sdp", lambda: None)
+    monkeypatch.setattr(auto, "_sdp", lambda backend="scs": None)
     rng = np.random.default_rng(2)
     A, B = rng.random((5, 5)), rng.normal(size=(5, 5))
     res = gwlite.gromov_wasserstein((A + A.T) / 2, (B + B.T) / 2, time_limit=5.0)

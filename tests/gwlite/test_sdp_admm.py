@@ -258,3 +258,13 @@ def test_conic_solver_above_its_size_warns_about_the_time_limit():
         sdp._warn_uninterruptible("admm", 420, 120.0)
         sdp._warn_uninterruptible("scs", 64, 120.0)
         sdp._warn_uninterruptible("scs", 420, None)
+
+
+def test_auto_runs_admm_without_a_conic_solver(monkeypatch):
+    """ADMM needs only NumPy: auto's sdp stage runs it when SCS is not installed."""
+    monkeypatch.setattr(sdp, "available", lambda solver="scs": solver == "admm")
+    C1, p = gwlite.from_networkx(nx.florentine_families_graph(), "shortest_path")
+    C2, q = gwlite.from_networkx(nx.petersen_graph(), "shortest_path")
+    res = gwlite.gromov_wasserstein(C1, C2, p, q, time_limit=20.0, progress=False)
+    stages = {s["stage"]: s for s in res.diagnostics["stages"]}
+    assert "sdp" in stages and "skipped" not in stages["sdp"]
