@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 
 from gwlite.solvers._sdp_model import certify_linear, marginal_operator
 
@@ -62,6 +63,8 @@ __all__ = [
     "step",
 ]
 
+#: order (``n m + 1``) from which the iterations' eigendecompositions run in float32
+SINGLE_PRECISION_ORDER = 400
 #: over-relaxed dual step of OWX (``gamma`` in their paper)
 DUAL_STEP = 1.618
 # residual balancing (Boyd et al. 2011, 3.4.1): beta is doubled or halved when the
@@ -149,11 +152,24 @@ def _project_kernel(model: ADMMModel, X: np.ndarray) -> np.ndarray:
 
 
 def _psd_part(X: np.ndarray) -> tuple[np.ndarray, int]:
-    """The projection of a symmetric ``X`` onto the PSD cone, and its rank."""
-    lam, V = np.linalg.eigh(X)
+    """The projection of a symmetric ``X`` onto the PSD cone, and its rank.
+
+    From order :data:`SINGLE_PRECISION_ORDER` on, the eigendecomposition runs in float32:
+    about twice as fast (the tridiagonal reduction is memory bound), and only the
+    iteration's path changes, never a bound's validity: every bound is certified in
+    float64 from the multiplier, whatever the iterate (module docstring). The part of
+    the smaller rank is rebuilt (``Z = X_+`` or ``X - X_-``), which halves the product
+    when most eigenvalues are negative.
+    """
+    dtype = np.float32 if X.shape[0] >= SINGLE_PRECISION_ORDER else np.float64
+    lam, V = scipy.linalg.eigh(X.astype(dtype), driver="evd", overwrite_a=True, check_finite=False)
     keep = lam > 0
-    Vp = V[:, keep]
-    return (Vp * lam[keep]) @ Vp.T, int(keep.sum())
+    rank = int(keep.sum())
+    if 2 * rank <= len(lam):
+        W = V[:, keep] * np.sqrt(lam[keep])
+        return (W @ W.T).astype(np.float64), rank
+    W = V[:, ~keep] * np.sqrt(-lam[~keep])
+    return X + (W @ W.T).astype(np.float64), rank
 
 
 def step(model: ADMMModel, state: ADMMState) -> ADMMState:

@@ -120,6 +120,32 @@ def test_iterates_stay_in_the_box_and_the_kernel():
     assert np.linalg.eigvalsh(state.Z).min() >= -1e-10
 
 
+def test_single_precision_iterations_keep_the_bound_valid():
+    """From order SINGLE_PRECISION_ORDER on the projection runs in float32: it stays
+    close to the float64 projection, and the certified bound stays below every
+    coupling's cost (it is computed in float64 from the multiplier)."""
+    rng = np.random.default_rng(5)
+    n, m = 20, 21
+    assert n * m + 1 >= _sdp_admm.SINGLE_PRECISION_ORDER
+    C1, C2 = generate("tree", n, 0)[0], generate("erdos_renyi", m, 1)[0]
+    p, q = np.full(n, 1 / n), np.full(m, 1 / m)
+    L, L_abs = dense_parts(C1 / C1.max(), C2 / C2.max(), 2)
+    model = _sdp_admm.build(L, L_abs, p, q)
+    state = _sdp_admm.initial_state(model)
+    for _ in range(15):
+        state = _sdp_admm.step(model, state)
+    X = state.Y + state.Lam / state.beta
+    Z, _ = _sdp_admm._psd_part(X)
+    lam, V = np.linalg.eigh(X)
+    Z64 = (V * np.maximum(lam, 0)) @ V.T
+    assert np.abs(Z - Z64).max() <= 1e-5 * max(1.0, np.abs(X).max())
+    linear = _sdp_admm.multiplier(model, state)
+    linear[1:, 1:] += L
+    cert = _sdp_model.certify_linear(L, L_abs, p, q, linear)
+    costs = coupling_costs(C1 / C1.max(), C2 / C2.max(), p, q, "square_loss", rng)
+    assert np.isfinite(cert.bound) and cert.bound <= min(costs) + 1e-12
+
+
 # ---------------------------------------------------------------- through the API
 @pytest.mark.parametrize("family, n, seed", [("erdos_renyi", 5, 0), ("barabasi_albert", 5, 1)])
 def test_bound_below_every_permutation_and_coupling(family, n, seed):
