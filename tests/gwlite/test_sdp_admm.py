@@ -105,6 +105,29 @@ def test_box_and_trace_bounds_hold_for_couplings():
         assert np.trace(Z / np.outer(u, u)) <= _sdp_model.scaled_trace_bound(p, q)
 
 
+@SETTINGS
+@given(st.integers(2, 9), st.integers(2, 9), st.integers(0, 2**32 - 1), st.booleans())
+def test_scaled_trace_bound_holds_at_the_vertices(n, m, seed, uniform):
+    """T_D bounds tr(D^-1 Z D^-1) for the lift of every coupling; the largest values are
+    at vertices (the bound is a linear programme's maximum), tight for permutations."""
+    import ot
+
+    rng = np.random.default_rng(seed)
+    if uniform:
+        p, q = np.full(n, 1 / n), np.full(m, 1 / m)
+    else:
+        p, q = rng.random(n) + 0.01, rng.random(m) + 0.01
+        p, q = p / p.sum(), q / q.sum()
+    T_D = _sdp_model.scaled_trace_bound(p, q)
+    u = np.minimum(p[:, None], q[None, :])
+    assert T_D <= 1 + min(n + m, 1 / u.min()) + 1e-9  # never looser than before
+    for cost in [rng.standard_normal((n, m)) for _ in range(5)] + [-1 / u]:
+        x = ot.emd(p, q, cost - cost.min())  # non-negative: POT's simplex needs it
+        assert 1 + float(np.sum((x / u) ** 2)) <= T_D
+    if uniform and n == m:  # a permutation reaches it: 1 + n
+        assert T_D <= 1 + n + 1e-9
+
+
 def test_iterates_stay_in_the_box_and_the_kernel():
     C1, C2 = generate("tree", 5, 0)[0], generate("tree", 4, 1)[0]
     p, q = np.full(5, 0.2), np.full(4, 0.25)
