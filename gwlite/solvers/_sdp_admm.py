@@ -46,7 +46,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from gwlite.solvers._sdp_model import certify_linear, marginal_operator
 
@@ -161,6 +160,8 @@ def _psd_part(X: np.ndarray) -> tuple[np.ndarray, int]:
     the smaller rank is rebuilt (``Z = X_+`` or ``X - X_-``), which halves the product
     when most eigenvalues are negative.
     """
+    import scipy.linalg  # imported on use: `import gwlite` stays light
+
     dtype = np.float32 if X.shape[0] >= SINGLE_PRECISION_ORDER else np.float64
     lam, V = scipy.linalg.eigh(X.astype(dtype), driver="evd", overwrite_a=True, check_finite=False)
     keep = lam > 0

@@ -26,9 +26,12 @@ constraint besides :math:`Y_{00} = 1`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # imported on use: `import gwlite` does not load scipy.sparse
+    import scipy.sparse as sp
 
 __all__ = [
     "SDPModel",
@@ -116,6 +119,8 @@ def kernel_basis(p: np.ndarray, q: np.ndarray) -> sp.csc_matrix:
     :math:`E_{ij} = e_ie_j^\top - e_ie_{j+1}^\top - e_{i+1}e_j^\top + e_{i+1}e_{j+1}^\top`
     (zero row and column sums), so that each coordinate lies in at most five columns.
     """
+    import scipy.sparse as sp
+
     n, m = len(p), len(q)
     N = n * m
     i, j = np.meshgrid(np.arange(n - 1), np.arange(m - 1), indexing="ij")
@@ -135,6 +140,8 @@ def kernel_basis(p: np.ndarray, q: np.ndarray) -> sp.csc_matrix:
 def svec_matrix(r: int) -> sp.csc_matrix:
     r"""``vec(Y) = S @ svec(Y)``: ``svec`` is the upper triangle by columns, off-diagonal
     entries scaled by :math:`\sqrt 2` (Clarabel's convention), ``vec`` row-major."""
+    import scipy.sparse as sp
+
     rows_u, cols_u = _upper_by_columns(r)
     k = np.arange(len(rows_u))
     diag = rows_u == cols_u
@@ -183,6 +190,8 @@ def build_model(
     into the lifted cost as :math:`(l_{ij} + l_{kl}) / 2`: equal on every lifted
     :math:`Z` with ``KZ = 0`` (rows of :math:`P` sum to :math:`x`), see ``docs/theory_fused.md``.
     """
+    import scipy.sparse as sp
+
     n, m = len(p), len(q)
     N = n * m
     raw = lifted_cost(C1, C2, r)
@@ -227,6 +236,8 @@ def conic_data(model: SDPModel, solver: str):
     duals' sign convention (:math:`A^\\top z + c = 0`); only the order of ``svec``
     differs: ``v_solver = v[perm]``.
     """
+    import scipy.sparse as sp
+
     d, r = model.d, model.r
     perm = np.arange(d) if solver == "clarabel" else scs_order(r)
     first = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, d))

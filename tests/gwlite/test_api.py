@@ -218,6 +218,21 @@ def test_importing_gwlite_imports_neither_torch_nor_fusion_nor_networkx():
     assert out.stdout.strip() == "[]"
 
 
+def test_importing_gwlite_loads_no_scipy_submodule_it_does_not_need():
+    """`import gwlite` stays light: SciPy's sparse and dense linear algebra (the SDP
+    models, ADMM) are imported by the solvers that use them, on their first call."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gwlite\n"
+        "print(sorted(m for m in ('scipy.sparse', 'scipy.linalg', 'scipy.optimize', 'ot')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------- options
 C6, _ = generate("euclidean", 6, seed=1)
 C7, _ = generate("euclidean", 7, seed=2)
