@@ -141,6 +141,27 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _remove_leftovers(ctx: Context, jobs: Iterable[Job]) -> None:
+    """Delete the temporary files and directories of writes a killed run left behind
+    (``.NAME.XXXX.tmp`` in a job's directory, see :mod:`gwlite.atomic`): nothing reads
+    them, and the job that was writing them runs again. Called before any worker
+    starts, so no write of this run is in flight (one run per directory at a time)."""
+    import shutil
+
+    from gwlite.atomic import TEMP_SUFFIX
+
+    for job in jobs:
+        directory = ctx.dir(job)
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
 def run_jobs(
     targets: Sequence[Job],
     root: str | os.PathLike,
@@ -191,6 +212,7 @@ def run_jobs(
         if path.is_file():
             records[job.dirname] = read_json(path)
     todo = [job for job in jobs if job.dirname not in records]
+    _remove_leftovers(ctx, jobs)
     stats = RunStats(reused=len(records))
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     start_children = _children_cpu()

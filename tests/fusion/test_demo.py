@@ -391,10 +391,16 @@ def test_tiny_demo_teachers_learn_and_a_rerun_reuses_everything(tmp_path):
         assert len(TeacherCache(result.paths[f"cache-{name}"])) == n_train
     report = (tmp_path / "report.md").read_bytes()
     results = (tmp_path / "results.csv").read_bytes()
+    # what a run killed in the middle of a write leaves: an atomic file's temporary and
+    # a temporary directory (gwlite.atomic's naming); the rerun removes both
+    job_dirs = sorted(p for p in (tmp_path / "jobs").iterdir() if p.is_dir())
+    (job_dirs[0] / ".result.json.k1ll3d.tmp").write_text("{")
+    (job_dirs[-1] / ".model.k1ll3d.tmp").mkdir()
     again = run_demo(DemoConfig.tiny(workers=1), tmp_path, progress=False, echo=None)
     assert again.stats.ran == 0 and again.stats.reused == result.stats.ran
     assert (tmp_path / "report.md").read_bytes() == report
     assert (tmp_path / "results.csv").read_bytes() == results
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_cli_usage_and_unknown_command():
