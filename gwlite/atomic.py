@@ -16,10 +16,19 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TEMP_SUFFIX", "atomic_open", "atomic_write_bytes"]
+__all__ = ["TEMP_SUFFIX", "atomic_open", "atomic_write_bytes", "temp_target"]
 
 #: suffix of the temporary files (``.NAME.XXXX.tmp``), so leftovers can be recognised
 TEMP_SUFFIX = ".tmp"
+
+
+def temp_target(name: str) -> str | None:
+    """The file a temporary file ``.NAME.XXXX.tmp`` of this module was to become, or
+    ``None`` when ``name`` is not one (what a killed writer leaves behind)."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return None
+    target, _, _ = name[1 : -len(TEMP_SUFFIX)].rpartition(".")
+    return target or None
 
 
 def _fsync_dir(directory: Path) -> None:

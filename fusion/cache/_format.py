@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gwlite.atomic import TEMP_SUFFIX, atomic_write_bytes
+from gwlite.atomic import atomic_write_bytes
 
 FORMAT_NAME = "fusion.cache"
 #: 2: per-example content hashes (``example_sha256`` in every shard), ``truncation``.
@@ -152,14 +152,6 @@ def shard_index(name: str) -> int | None:
     """Index of a shard file name, or ``None`` if ``name`` is not one."""
     match = _SHARD_RE.fullmatch(name)
     return int(match.group(1)) if match else None
-
-
-def temp_target(name: str) -> str | None:
-    """The file a temporary file ``.NAME.XXXX.tmp`` of :mod:`gwlite.atomic` was to become."""
-    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-        return None
-    target, _, _ = name[1 : -len(TEMP_SUFFIX)].rpartition(".")
-    return target or None
 
 
 def is_cache_file(name: str) -> bool:

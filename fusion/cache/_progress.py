@@ -38,9 +38,9 @@ from fusion.cache._format import (
     sha256_file,
     shard_index,
     shard_name,
-    temp_target,
     write_manifest,
 )
+from gwlite.atomic import temp_target
 
 Source = tuple[Path, dict[str, Any]]  # a manifest or rank record, and where it was read
 

@@ -11,6 +11,7 @@ number).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -20,6 +21,7 @@ from typing import Any
 
 from fusion.demo.jobs import Context, Job
 from fusion.jsonio import write_json_atomic
+from gwlite.atomic import temp_target
 
 __all__ = ["JobError", "RunStats", "expand", "run_jobs"]
 
@@ -146,20 +148,17 @@ def _remove_leftovers(ctx: Context, jobs: Iterable[Job]) -> None:
     (``.NAME.XXXX.tmp`` in a job's directory, see :mod:`gwlite.atomic`): nothing reads
     them, and the job that was writing them runs again. Called before any worker
     starts, so no write of this run is in flight (one run per directory at a time)."""
-    import shutil
-
-    from gwlite.atomic import TEMP_SUFFIX
-
     for job in jobs:
         directory = ctx.dir(job)
         if not directory.is_dir():
             continue
         for path in directory.iterdir():
-            if path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+            if temp_target(path.name) is None:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def run_jobs(

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from gwlite.atomic import atomic_open, atomic_write_bytes
+from gwlite.atomic import atomic_open, atomic_write_bytes, temp_target
 
 
 def test_write_bytes_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
@@ -43,3 +43,16 @@ def test_text_and_binary_round_trip(tmp_path):
 def test_mode_is_checked(tmp_path):
     with pytest.raises(ValueError, match="mode"), atomic_open(tmp_path / "x", "a"):
         pass
+
+
+@pytest.mark.parametrize("name", ["result.json", "state.pt", ".hidden", "a.b.tmp.csv"])
+def test_a_write_in_flight_is_recognised_as_a_leftover_of_its_target(tmp_path, name):
+    """What a killed writer leaves is the temporary file seen during the write: its
+    name maps back to the target; the target's own name and ordinary names do not."""
+    target = tmp_path / name
+    with atomic_open(target, "w") as handle:
+        handle.write("x")
+        (temp,) = [p.name for p in tmp_path.iterdir()]
+    assert temp_target(temp) == name
+    assert temp_target(name) is None
+    assert temp_target(".tmp") is None and temp_target("x.tmp") is None
