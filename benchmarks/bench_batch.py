@@ -21,6 +21,10 @@ Sections (rows in the JSON, a line each on stdout):
   100 of n = 500 in one batch on every backend present (NumPy, torch-CUDA, CuPy), next
   to POT's ``ot.solve_gromov_batch`` (entropic, equal sizes) on the same GPU: problems
   per second and the mean GW cost of the plans (lower is better);
+* ``abs``      ``loss_fun="abs_loss"`` on pairs of equal-size connected graphs of the
+  networkx atlas (shortest paths): one ``gromov_wasserstein_batch(method="proximal")``
+  call against a loop of the single call, and the share of pairs where each reaches
+  ``method="exact"``'s value (POT has no absolute loss: the single call is the baseline);
 * ``time_limit`` ``method="proximal"`` on one instance of ``n`` points with
   ``time_limit`` = POT CG's time / 5, with 1 and 2 BLAS threads, idle and with two busy
   processes next to it.
@@ -49,7 +53,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import gwlite
 
-SECTIONS = ("dataset", "gap", "schemes", "knn", "time_limit", "gpu")
+SECTIONS = ("dataset", "gap", "schemes", "knn", "abs", "time_limit", "gpu")
 DEFAULT_SECTIONS = ("dataset", "schemes", "knn", "time_limit")
 
 
@@ -191,6 +195,56 @@ def bench_knn(spaces, k: int) -> list[dict]:
     row["pairs"] = res.n_pairs
     row["evaluated"] = res.n_evaluated
     row["saved_share"] = res.saved / res.n_pairs
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
+def atlas_graphs(first: int = 200, last: int = 1253, every: int = 13) -> list[np.ndarray]:
+    """Shortest-path matrices of the connected graphs of networkx's atlas (a sample)."""
+    import networkx as nx
+
+    graphs = [nx.graph_atlas(i) for i in range(first, last, every)]
+    return [np.asarray(nx.floyd_warshall_numpy(g)) for g in graphs if nx.is_connected(g)]
+
+
+def bench_abs(max_pairs: int, n_starts: int = 4) -> list[dict]:
+    """The batched absolute loss against a loop of the single call, same pairs."""
+    graphs = atlas_graphs()
+    pairs = [
+        (i, j)
+        for i in range(len(graphs))
+        for j in range(i + 1, len(graphs))
+        if len(graphs[i]) == len(graphs[j])
+    ][:max_pairs]
+    C1s, C2s = [graphs[i] for i, _ in pairs], [graphs[j] for _, j in pairs]
+    row = {"section": "abs", "pairs": len(pairs), "n_starts": n_starts, **context()}
+    with threadpool_limits(1):
+        tick = time.perf_counter()
+        batch = gwlite.gromov_wasserstein_batch(
+            C1s, C2s, loss_fun="abs_loss", method="proximal", n_starts=n_starts
+        )
+        row["batch_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        loop = [
+            gwlite.gromov_wasserstein(a, b, loss_fun="abs_loss", method="proximal")
+            for a, b in zip(C1s, C2s)
+        ]
+        row["loop_s"] = time.perf_counter() - tick
+        exact = np.array(
+            [
+                gwlite.gromov_wasserstein(a, b, loss_fun="abs_loss", method="exact").upper
+                for a, b in zip(C1s, C2s)
+            ]
+        )
+    up_batch = np.array([r.upper for r in batch])
+    up_loop = np.array([r.upper for r in loop])
+    row["sizes"] = sorted({len(a) for a in C1s})
+    row["speedup"] = row["loop_s"] / row["batch_s"]
+    row["batch_exact_share"] = float(np.mean(up_batch <= exact + 1e-9))
+    row["loop_exact_share"] = float(np.mean(up_loop <= exact + 1e-9))
+    row["batch_no_worse_than_loop"] = float(np.mean(up_batch <= up_loop + 1e-9))
+    row["median_batch_over_exact"] = float(np.median(up_batch / np.maximum(exact, 1e-300)))
+    row["median_loop_over_exact"] = float(np.median(up_loop / np.maximum(exact, 1e-300)))
     print(json.dumps(row), flush=True)
     return [row]
 
@@ -345,6 +399,7 @@ def main() -> None:
     parser.add_argument("--rlt-pairs", type=int, default=3)
     parser.add_argument("--rlt-seconds", type=float, default=60.0)
     parser.add_argument("--knn-spaces", type=int, default=1000)
+    parser.add_argument("--abs-pairs", type=int, default=150)
     parser.add_argument("--n", type=int, nargs="+", default=[1000])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
@@ -353,6 +408,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.spaces, args.sample, args.knn_spaces, args.n, args.repeats = 20, 50, 60, [300], 1
+        args.abs_pairs = 30
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "args": vars(args),
@@ -370,6 +426,8 @@ def main() -> None:
         out["rows"] += bench_schemes(spaces, args.sample)
     if "knn" in args.sections:
         out["rows"] += bench_knn(dataset(args.knn_spaces, args.points, seed=1), 10)
+    if "abs" in args.sections:
+        out["rows"] += bench_abs(args.abs_pairs)
     if "time_limit" in args.sections:
         for n in args.n:
             settings = [None if t == "default" else int(t) for t in args.threads]

@@ -13,7 +13,8 @@ one row per repeat with:
   ``wall_s <= limit + max(0.1 limit, 0.1 s)``;
 * ``upper`` against POT CG's cost (``no_worse_than_pot``) and the sorted coupling's;
 * the solver's diagnostics: ``stop_reason``, iterations of each phase, polish steps,
-  ``rank_note``, ``sorted_candidate``;
+  ``rank_note``, ``sorted_candidate``, ``coarse`` (the coarse start's samples, coarse
+  cost and seconds, or why it was not used);
 * ``loadavg`` (``os.getloadavg``) and the BLAS threads (threadpoolctl) at the start of
   the row, and ``solver_threads``: what the solver's default rule
   (:func:`gwlite.solvers._common.blas_threads`) chose at the call (1 when the 1-minute
@@ -130,6 +131,7 @@ def run(n: int, repeats: int, thread_settings, loads, force: bool = False) -> li
                                 "best_start": d["best_start"],
                                 "rank_note": d["rank_note"],
                                 "sorted_candidate": d["sorted_candidate"],
+                                "coarse": d.get("coarse"),
                                 **c,
                             }
                         )

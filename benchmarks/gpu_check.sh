@@ -53,7 +53,8 @@ if want tests; then
 section "GPU tests (CUDA and CuPy cases; skips are listed with their reason)"
 timeout 200 $PY -m pytest -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
   tests/gwlite/test_backends.py tests/gwlite/test_pairwise_kernels.py tests/gwlite/test_proximal.py \
-  tests/gwlite/test_batched.py tests/gwlite/test_pointcloud_device.py \
+  tests/gwlite/test_batched.py tests/gwlite/test_batched_abs.py tests/gwlite/test_coarse.py \
+  tests/gwlite/test_pointcloud_device.py \
   tests/fusion -m "gpu" 2>&1 | tee "$OUT/gpu_tests.txt" | tail -40
 fi
 

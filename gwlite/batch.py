@@ -116,7 +116,11 @@ def gromov_wasserstein_batch(
         ``"proximal"``: :func:`~gwlite.solvers.batched.solve_batch` itself (its options).
         Any other method of :func:`gwlite.gromov_wasserstein`: one call per problem.
     loss_fun : {"square_loss", "abs_loss"}
-        The batched methods take ``square_loss`` only.
+        ``abs_loss`` in the batched methods: by level sets when a problem's matrices
+        together take at most 64 distinct values (graphs: shortest paths, adjacency);
+        ``"proximal"`` refuses a problem with more (``GWInputError`` naming it),
+        ``"auto"`` gives it the sorted coupling and its lower bounds (as the single
+        call's ``auto``; ``diagnostics["proximal_skipped"]`` says so).
     **options
         The method's options, checked once before any work. ``"auto"``:
         ``time_limit`` (seconds for the whole batch; default 10 s per problem),
@@ -229,13 +233,24 @@ def solve_auto(
                 break
     starts = n_starts or _N_STARTS
     left = deadline - time.perf_counter()
+    # abs_loss with many distinct entries has no affordable gradient (as in the single
+    # call's auto): those problems keep the sorted coupling, said in their diagnostics
+    solvable = [_few_levels(pr) for pr in problems]
+    plans = [None] * len(problems)
     if left <= 0.01 * limit:
         skipped.append("proximal")
-        plans = None
-    else:
-        plans = solve_batch(
-            problems, n_starts=starts, time_limit=left, seed=seed, threads=threads, lower="mean_row"
+    elif any(solvable):
+        index = [k for k, ok in enumerate(solvable) if ok]
+        solved = solve_batch(
+            [problems[k] for k in index],
+            n_starts=starts,
+            time_limit=left,
+            seed=seed,
+            threads=threads,
+            lower="mean_row",
         )
+        for k, res in zip(index, solved):
+            plans[k] = res
     skipped = sorted(set(skipped))
     if skipped:
         warnings.warn(
@@ -247,12 +262,28 @@ def solve_auto(
     share = (time.perf_counter() - began) / len(problems)
     results = []
     for k, problem in enumerate(problems):
-        plan = None if plans is None else plans[k]
+        plan = plans[k]
         mean_row = _xp.as_float(lower_value(problem, "mean_row")) if plan is None else plan.lower
         candidates = [(mean_row, "mean_row"), (tlb[k], "tlb"), (extra[k], lower)]
         low = max((c for c in candidates if not math.isnan(c[0])), key=lambda c: c[0])
-        results.append(_auto_result(problem, low, plan, skipped, limit, share, rtol))
+        note = None if solvable[k] else _MANY_LEVELS
+        results.append(_auto_result(problem, low, plan, skipped, limit, share, rtol, note))
     return results
+
+
+_MANY_LEVELS = "abs_loss with many distinct entries (no affordable gradient)"
+
+
+def _few_levels(problem: GWProblem) -> bool:
+    """Whether the batched solver takes ``problem``: ``square_loss``, or ``abs_loss`` on
+    at most :data:`gwlite.solvers._operators.MAX_ABS_LEVELS` distinct entries."""
+    from gwlite.solvers._operators import check_loss_levels
+
+    try:
+        check_loss_levels(problem)
+    except GWInputError:
+        return False
+    return True
 
 
 def tlb_lowers(problems: Sequence[GWProblem], wanted=None, deadline: float = math.inf):
@@ -322,7 +353,7 @@ def _row_costs(problems) -> np.ndarray:
     return ((a + b - 2 * G) - gamma * (a + b + 2 * G)) / n
 
 
-def _auto_result(problem, low, plan, skipped, limit, share, rtol) -> GWResult:
+def _auto_result(problem, low, plan, skipped, limit, share, rtol, note=None) -> GWResult:
     from gwlite.bounds import sorted_sparse_coupling
     from gwlite.coupling import gw_cost, to_dense
 
@@ -349,6 +380,8 @@ def _auto_result(problem, low, plan, skipped, limit, share, rtol) -> GWResult:
     }
     if plan is not None:
         diagnostics["proximal"] = dict(plan.diagnostics)
+    if note is not None:  # why this problem had no plan stage
+        diagnostics["proximal_skipped"] = note
     return GWResult(
         value=upper,
         lower=lower,

@@ -220,8 +220,8 @@ def _batched(work: Work, layer: Layer, ii, jj):
 
 def _batch_options(layer: Layer):
     """The layer's options for :func:`gwlite.gromov_wasserstein_batch`, or None when the
-    layer runs pair by pair (another method or loss, an option with no batched form)."""
-    if layer.method not in ("proximal", "auto") or layer.loss_fun != "square_loss":
+    layer runs pair by pair (another method, an option with no batched form)."""
+    if layer.method not in ("proximal", "auto"):
         return None
     from gwlite.batch import AUTO_BATCH_OPTIONS
     from gwlite.solvers.batched import BATCH_OPTION_CHECKS

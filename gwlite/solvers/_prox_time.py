@@ -6,7 +6,8 @@ calls, so nothing is cached across them):
 
 * a matrix product's running speed (flop/s), the fastest of a few small products timed
   at the start of the call (:func:`measure`), times the share of the cores the process
-  gets now (:func:`cpu_share`: core count over the 1-minute load average);
+  gets now (:func:`cpu_share`: core count over the load, as
+  :func:`gwlite.solvers._common.machine_load` counts it);
 * from it, the seconds of an exact step and of a Sinkhorn projection, of pricing a plan
   in float64, of the randomized SVD set-up of the low-rank phase (:meth:`TimeModel.svd_s`),
   of pricing a sparse plan through its support (:meth:`TimeModel.sparse_price_s`) and of
@@ -21,7 +22,6 @@ a busier moment scales every estimate through the measured speed.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -156,14 +156,14 @@ def measure(n, m, terms, symmetric, n_starts, inner_iter, xp, dtype, device, lim
 
 
 def cpu_share() -> float:
-    """The share of the full speed a process gets now: the core count over the 1-minute
-    load average, at most 1. A probe of milliseconds sees the speed while it runs; over
-    seconds a process shares the cores with every runnable one (measured on 2 cores at
-    load 16: large products ran 8 to 11 times slower than the fastest probe)."""
-    if not hasattr(os, "getloadavg"):
-        return 1.0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(1.0, (cores or 1) / max(os.getloadavg()[0], 1e-9))
+    """The share of the full speed a process gets now: the core count over the load
+    (:func:`gwlite.solvers._common.machine_load`), at most 1. A probe of milliseconds
+    sees the speed while it runs; over seconds a process shares the cores with every
+    runnable one (measured on 2 cores at load 16: large products ran 8 to 11 times
+    slower than the fastest probe)."""
+    from gwlite.solvers._common import machine_load, usable_cores
+
+    return min(1.0, usable_cores() / max(machine_load(), 1e-9))
 
 
 class StepClock:

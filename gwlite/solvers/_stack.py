@@ -1,8 +1,12 @@
 r"""The stack of many problems and the steps that act on all of them at once.
 
-Problems of one padded shape ``(N, K)`` are held as one :class:`Stack`: matrices
-``(B, N, N)``, ``(B, K, K)``, weights with zeros on the padded nodes, and plans
-``(B, S, N, K)``, ``S`` per problem. The functions here are the *step*, *round* and
+Problems of one padded shape ``(N, K)`` and one loss are held as one :class:`Stack`:
+matrices ``(B, N, N)``, ``(B, K, K)``, weights with zeros on the padded nodes, and plans
+``(B, S, N, K)``, ``S`` per problem. For ``abs_loss`` the stack also holds each
+problem's level sets (:mod:`gwlite.solvers._operators`): :math:`X(\pi) = \sum_t w_t
+A_t \pi B_t^\top` with :math:`A_t = [C^1 > z_t]`, :math:`B_t = [C^2 > z_t]`, stacked
+``(B, T, N, N)`` and ``(B, T, K, K)`` with :math:`w_t` folded into :math:`A_t`, ``T``
+the most levels of a problem in the stack (the others padded with zero terms). The functions here are the *step*, *round* and
 *price* of :mod:`gwlite.solvers.batched`, each a few batched array operations on the
 array API (NumPy, torch, CuPy). Why padding changes nothing: the theory page,
 *Padding with zero-weight nodes*.
@@ -50,6 +54,13 @@ class Stack:
     permutations: np.ndarray  # (B,) uniform weights and n == m: vertices are permutations
     n: np.ndarray
     m: np.ndarray
+    A: object = None  # abs_loss: (B, T, N, N) weighted level sets of C1, else None
+    Bt: object = None  # abs_loss: (B, T, K, K) level sets of C2
+
+    @property
+    def square(self) -> bool:
+        """Whether the stack's loss is ``square_loss`` (else ``abs_loss`` by levels)."""
+        return self.A is None
 
     def take(self, keep: np.ndarray) -> Stack:
         xp = self.xp
@@ -67,15 +78,27 @@ class Stack:
             self.permutations[keep],
             self.n[keep],
             self.m[keep],
+            pick(self.A),
+            pick(self.Bt),
         )
 
     def apply(self, P):
-        """:math:`X(P)` for plans ``(B, S, N, K)`` (two batched products)."""
+        """:math:`X(P)` for plans ``(B, S, N, K)``: two batched products per term (one
+        term for the square loss, one per level for the absolute loss)."""
+        if self.square:
+            return self._term(self.C1, self.C2, P)
+        out = None
+        for t in range(self.A.shape[1]):  # a loop keeps memory at one plan stack per term
+            term = self._term(self.A[:, t], self.Bt[:, t], P)
+            out = term if out is None else out + term
+        return out
+
+    def _term(self, A, B, P):
         xp = self.xp
-        C1, C2 = self.C1[:, None, ...], self.C2[:, None, ...]
-        out = C1 @ P @ xp.matrix_transpose(C2)
+        A, B = A[:, None, ...], B[:, None, ...]
+        out = A @ P @ xp.matrix_transpose(B)
         if not self.symmetric:
-            out = (out + xp.matrix_transpose(C1) @ P @ C2) / 2
+            out = (out + xp.matrix_transpose(A) @ P @ B) / 2
         return out
 
     def gradient(self, X):
@@ -96,7 +119,9 @@ def exact_cost(st: Stack, P) -> np.ndarray:
     one (float64 host array ``(B, S)``): the square loss expanded with each plan's own
     marginals :math:`a, b`, :math:`a^\top (C^1)^{\circ 2} a + b^\top (C^2)^{\circ 2} b - 2
     \langle C^1 \pi C^{2\top}, \pi\rangle` clamped at 0, plus the linear term. Every
-    plan of the stack priced in a few batched products: the ``upper`` of the results."""
+    plan of the stack priced in a few batched products: the ``upper`` of the results.
+    Square loss only (an ``abs_loss`` stack's plans are priced one by one by
+    :func:`gwlite.coupling.gw_cost`)."""
     xp = st.xp
     a, b = xp.sum(P, axis=-1), xp.sum(P, axis=-2)  # (B, S, N), (B, S, K)
     C1sq, C2sq = (st.C1 * st.C1)[:, None], (st.C2 * st.C2)[:, None]
@@ -125,7 +150,8 @@ def inner(xp, A, B):
 
 
 def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:
-    """Zero-padded stacks of the problems ``index`` (all of padded shape ``(N, K)``)."""
+    """Zero-padded stacks of the problems ``index`` (all of padded shape ``(N, K)`` and
+    one loss)."""
     first = problems[index[0]]
     xp, device = first.xp, _xp.device(first.C1)
     B = len(index)
@@ -146,8 +172,13 @@ def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:
         if M is not None:
             M[b, 0, : pr.n, : pr.m] = xp.astype(linear[k], dtype)
     a, b = p[:, 0, :, None], q[:, 0, :, None]  # (B, N, 1), (B, K, 1)
-    kappa = inner(xp, (C1 * C1) @ a, a) + inner(xp, (C2 * C2) @ b, b)  # (B,)
-    top = xp.max(xp.abs(C1), axis=(1, 2)) * xp.max(xp.abs(C2), axis=(1, 2))
+    A = Bt = None
+    if first.loss_fun == "square_loss":
+        kappa = inner(xp, (C1 * C1) @ a, a) + inner(xp, (C2 * C2) @ b, b)  # (B,)
+        top = xp.max(xp.abs(C1), axis=(1, 2)) * xp.max(xp.abs(C2), axis=(1, 2))
+    else:
+        A, Bt, lowest, top = _level_stacks(problems, index, N, K, dtype)
+        kappa = inner(xp, C1 @ a, a) + inner(xp, C2 @ b, b) - 2 * lowest
     scale = alpha * top
     if M is not None:
         scale = scale + (1 - alpha) * xp.max(xp.abs(M), axis=(1, 2, 3))
@@ -173,7 +204,35 @@ def make_stack(problems, linear, index, N, K, alpha, dtype) -> Stack:
         permutations,
         n,
         m,
+        A,
+        Bt,
     )
+
+
+def _level_stacks(problems, index, N, K, dtype) -> tuple:
+    r"""The ``abs_loss`` terms of the problems ``index``: level sets ``(B, T, N, N)``
+    weighted by :math:`z_{t+1} - z_t`, ``(B, T, K, K)``, and per problem the lowest level
+    :math:`z_0` and the range :math:`z_{\max} - z_0` (the scale of
+    :func:`gwlite.solvers._operators.exact`), as arrays ``(B,)``."""
+    from gwlite.solvers._operators import _levels
+
+    first = problems[index[0]]
+    xp, device = first.xp, _xp.device(first.C1)
+    mats = [(_xp.detach(problems[k].C1), _xp.detach(problems[k].C2)) for k in index]
+    levels = [_levels(xp, C1, C2) for C1, C2 in mats]
+    T = max(1, max(len(z) - 1 for z in levels))
+    A = xp.zeros((len(index), T, N, N), dtype=dtype, device=device)
+    Bt = xp.zeros((len(index), T, K, K), dtype=dtype, device=device)
+    for b, ((C1, C2), z) in enumerate(zip(mats, levels)):
+        n, m = C1.shape[0], C2.shape[0]
+        for t, (lo, hi) in enumerate(zip(z[:-1], z[1:])):
+            A[b, t, :n, :n] = (hi - lo) * xp.astype(C1 > lo, dtype)
+            Bt[b, t, :m, :m] = xp.astype(C2 > lo, dtype)
+    lowest = xp.asarray([z[0] for z in levels], dtype=dtype, device=device)
+    top = xp.asarray(
+        [z[-1] - z[0] if len(z) > 1 else 1.0 for z in levels], dtype=dtype, device=device
+    )
+    return A, Bt, lowest, top
 
 
 def _symmetric(C, seen: dict) -> bool:

@@ -82,6 +82,7 @@ from gwlite.solvers._common import (
     positive_int,
     positive_real,
 )
+from gwlite.solvers._operators import check_loss_levels
 from gwlite.solvers._polish import polish as _polish
 from gwlite.solvers._stack import (
     Best,
@@ -380,11 +381,7 @@ def _check_items(problems, M, G0, alpha: float) -> list:
     items = []
     for k, pr in enumerate(problems):
         try:
-            if pr.loss_fun != "square_loss":
-                raise GWInputError(
-                    "the batched solver supports loss_fun='square_loss' only; "
-                    "use gwlite.gromov_wasserstein(method='proximal') for 'abs_loss'"
-                )
+            check_loss_levels(pr)  # abs_loss: few distinct entries (level sets)
             linear = None if M is None or M[k] is None else _check_M(pr, M[k])
             start = None if G0 is None or G0[k] is None else check_G0(pr, G0[k])
         except GWInputError as err:
@@ -440,8 +437,10 @@ def solve_batch(
     Parameters
     ----------
     problems : sequence of GWProblem
-        Validated problems (:func:`gwlite.problem.make_problem`), ``square_loss``, one
-        array library; sizes may differ.
+        Validated problems (:func:`gwlite.problem.make_problem`), one array library;
+        sizes and losses may differ. ``abs_loss`` is taken when a problem's two matrices
+        together have at most 64 distinct entries (graphs), by level sets as in
+        :func:`gwlite.solvers.proximal.solve`.
     M : sequence of arrays ``(n_b, m_b)`` or None, optional
         Linear (feature) costs: the objective becomes POT's fused GW,
         :math:`(1 - \alpha)\langle M, \pi\rangle + \alpha\,\mathrm{GW}`. An entry may be
@@ -547,12 +546,13 @@ _STACK_ENTRIES = 8_000_000
 
 
 def _groups(problems, n_starts: int) -> list:
-    """Indices of the problems of each padded shape, in chunks that fit the memory."""
+    """Indices of the problems of each padded shape and loss, in chunks that fit the
+    memory."""
     shapes: dict = {}
     for k, pr in enumerate(problems):
-        shapes.setdefault((padded_size(pr.n), padded_size(pr.m)), []).append(k)
+        shapes.setdefault((padded_size(pr.n), padded_size(pr.m), pr.loss_fun), []).append(k)
     out = []
-    for (N, K), index in shapes.items():
+    for (N, K, _), index in shapes.items():
         size = max(1, _STACK_ENTRIES // (n_starts * N * K))
         out += [index[i : i + size] for i in range(0, len(index), size)]
     return out
@@ -599,7 +599,9 @@ def _solve_group(problems, items, index, cfg: _Settings, deadline, out: _Outcome
         # stack) and a margin must fit after the polish
         polish_deadline = None if deadline is None else deadline - 3 * price_s
         R, cost, steps = _polish(st, R, cost, cfg.polish, polish_deadline, price_s)
-    exact = dtype == xp.float64
+    # float64 square-loss stacks are priced here in one batched product; other plans
+    # one by one by gw_cost when the result is built (_objective64)
+    exact = dtype == xp.float64 and st.square
     priced = exact_cost(st, R) if exact else np.full(cost.shape, math.nan)
     extra = _price_candidates(st, candidates, N, K) if exact else None
     for b, k in enumerate(index):
@@ -668,7 +670,14 @@ def _lowers(problems, items, alpha: float, lower: str) -> list:
     if lower == "mean_row" and alpha == 1:
         fast: dict = {}
         for k, pr in enumerate(problems):
-            if pr.uniform and pr.n == pr.m and pr.backend == "numpy" and not pr.requires_grad:
+            square = pr.loss_fun == "square_loss"
+            if (
+                square
+                and pr.uniform
+                and pr.n == pr.m
+                and pr.backend == "numpy"
+                and not pr.requires_grad
+            ):
                 fast.setdefault(pr.n, []).append(k)
         for index in fast.values():
             for k, value in zip(index, _mean_row_uniform([problems[k] for k in index])):

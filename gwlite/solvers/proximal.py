@@ -68,6 +68,7 @@ Review 53(2), 2011.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ from gwlite.coupling import SparseCoupling, gw_cost, marginal_error, round_to_po
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 from gwlite.result import GWResult
-from gwlite.solvers import _operators, _prox_loop, _prox_time
+from gwlite.solvers import _coarse, _operators, _prox_loop, _prox_time
 from gwlite.solvers._common import (
     blas_threads,
     check_G0,
@@ -263,7 +264,7 @@ def _price_starts(xp, sub64, exact64, starts, names) -> list:
     for plan, name in zip(starts, names):
         if name == "product":  # priced in closed form, O(n^2): always a candidate
             out.append((exact64.product_cost(xp, sub64.p, sub64.q), plan))
-        elif name in ("G0", "sorted"):
+        elif name in ("G0", "coarse", "sorted"):
             feasible, cost = _price64(xp, sub64, plan)
             out.append((cost, feasible))
         else:
@@ -323,6 +324,7 @@ def _left(deadline: float) -> float:
     seed=nonneg_int,
     threads=optional(positive_int),
     return_coupling=flag,
+    coarse=optional(flag),
 )
 def solve(
     problem: GWProblem,
@@ -343,6 +345,7 @@ def solve(
     lower: str = "mean_row",
     threads: int | None = None,
     return_coupling: bool = True,
+    coarse: bool | None = None,
 ) -> GWResult:
     r"""KL mirror descent from one or several starts; the best plan rounded, priced,
     polished.
@@ -403,6 +406,15 @@ def solve(
         only oversubscribe the cores and slow every product), else the process's
         setting. The answer does not depend on it beyond round-off and the time limit.
     return_coupling : bool
+    coarse : bool, optional
+        Start from a plan solved at a coarse scale and polish it on the full problem,
+        in place of the mirror-descent loop (:mod:`gwlite.solvers._coarse`: farthest-point
+        samples, their Voronoi cells' weights, a small ``proximal`` solve, lifted back).
+        ``None`` (default): when both matrices are distances (symmetric, non-negative,
+        zero diagonal), the loss is ``square_loss`` and both sides have at least 1,000
+        nodes, where it is measured better and faster than the loop and than POT's
+        conditional gradient; ``True``: also on smaller distance matrices; ``False``:
+        never. ``diagnostics["coarse"]`` says what it did, or why not.
 
     Returns
     -------
@@ -450,14 +462,23 @@ def solve(
         exact = _operators.exact(sub, symmetric)
         exact64 = _operators.exact(sub64, symmetric)
         model = _time_model(sub, exact, len(starts), cfg, deadline)
-        factored, rank_note = _low_rank(sub, cfg, seed, symmetric, deadline, model)
+        polish_est = _polish_estimate(problem, sub, model, len(starts))
+        lifted, coarse_note = _coarse_start(
+            sub64, coarse, symmetric, steps, deadline, model, polish_est, seed
+        )
+        if lifted is not None:  # the lifted plan replaces the loop: it goes to the polish
+            starts, names = [lifted, *starts], ["coarse", *names]
+            cfg = dataclasses.replace(cfg, max_iter=0)
+        if cfg.max_iter:
+            factored, rank_note = _low_rank(sub, cfg, seed, symmetric, deadline, model)
+        else:
+            factored, rank_note = None, "no loop"
         # the user's plan and the sorted coupling compete too: never return worse
         initial = _price_starts(xp, sub64, exact64, starts, names)
         sorted_candidate, sorted_note = _sorted_candidate(xp, sub64, names, deadline, model)
         # step, round, price: the loop, leaving time for the polish and the last pricing
-        polish_est = _polish_estimate(problem, sub, model, len(starts))
         loop_deadline = deadline
-        if deadline is not None and steps:
+        if deadline is not None and steps and cfg.max_iter:
             reserve = polish_est + model.price64_s
             loop_deadline = deadline - min(_POLISH_SHARE * _left(deadline), reserve)
         loop = _prox_loop.iterate(sub, exact, factored, starts, cfg, loop_deadline, initial, model)
@@ -493,6 +514,7 @@ def solve(
             "start_costs": loop.best_cost,
             "best_start": best_start,
             "sorted_candidate": sorted_note,
+            "coarse": coarse_note,
             "epsilon": cfg.eps,
             "step": cfg.tau,
             "dtype": "float32" if cfg.dtype == xp.float32 else "float64",
@@ -500,7 +522,9 @@ def solve(
             "rank_error": None if factored is None else factored.residual,
             "rank_note": rank_note,
             "factored_iter": loop.factored_iter,
-            "stop_reason": loop.stop,
+            "stop_reason": loop.stop
+            if cfg.max_iter
+            else _POLISH_STOPS.get(report.stop, report.stop),
             "history": loop.history,
             "iterate_time_s": loop.time_s,
             **report.as_dict(),
@@ -514,7 +538,7 @@ def solve(
             coupling=xp.astype(coupling, problem.C1.dtype, copy=False) if return_coupling else None,
             method="proximal",
             loss_fun=problem.loss_fun,
-            converged=loop.stop in ("tol", "zero cost"),
+            converged=diagnostics["stop_reason"] in ("tol", "zero cost"),
             n_iter=loop.n_iter,
             marginal_error=_raw_error(error, coupling, problem),
             certified=certified,
@@ -522,6 +546,30 @@ def solve(
             diagnostics=diagnostics,
         )
 
+
+def _coarse_start(sub64, coarse, symmetric, steps, deadline, model, polish_est, seed):
+    """The lifted coarse plan (:mod:`gwlite.solvers._coarse`) or None, and the note for
+    the diagnostics. It is only worth its polish: not used when the polish is off, and
+    under a time limit the coarse solve leaves time for ``_COARSE_POLISH_STEPS`` polish
+    steps and the final pricing (else the loop runs, as without it)."""
+    note = _coarse.applies(sub64, coarse, symmetric)
+    if note is not None:
+        return None, note
+    if not steps:
+        return None, "not used: the polish is off"
+    if deadline is None:
+        return _coarse.lifted_start(sub64, None, seed)
+    reserve = _COARSE_POLISH_STEPS * polish_est + model.price64_s
+    return _coarse.lifted_start(sub64, deadline, seed, model.rate64, reserve)
+
+
+# polish steps the coarse start leaves time for (from a lifted plan the polish usually
+# becomes stationary in one or two steps; without any, the lifted plan costs 2-4x more)
+_COARSE_POLISH_STEPS = 2.5
+
+# with the coarse start there is no loop: the polish's stop is the call's (a stationary
+# plan is the conditional gradient's convergence)
+_POLISH_STOPS = {"stationary": "tol", "max_steps": "max_iter"}
 
 # next to a GPU, a polish step (one exact OT on the host) costs at least this many exact
 # loop steps of the device

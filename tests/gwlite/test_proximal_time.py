@@ -40,6 +40,30 @@ def test_cpu_share_is_a_share():
     assert 0 < share <= 1
 
 
+def test_processes_started_now_count_as_load_and_get_one_blas_thread():
+    """Two processes started a second ago barely move the 1-minute load average; the
+    runnable count sees them, so the solver's thread rule drops to one thread."""
+    from threadpoolctl import threadpool_info
+
+    from gwlite.solvers._common import blas_threads, machine_load, usable_cores
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_spin, args=(30.0,)) for _ in range(usable_cores())]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(1.5)  # spawned and spinning
+        assert machine_load() >= usable_cores() + 1
+        with blas_threads(None):
+            threads = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        assert threads == {1}
+        assert _prox_time.cpu_share() <= usable_cores() / (usable_cores() + 1) + 1e-9
+    finally:
+        for w in workers:
+            w.terminate()
+            w.join()
+
+
 def test_step_clock_predicts_the_slowest_recent_step():
     clock = _prox_time.StepClock(guess=2.0)
     assert clock.predict == 2.0  # no step yet: the model's guess
