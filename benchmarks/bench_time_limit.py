@@ -37,18 +37,10 @@ import time
 
 import numpy as np
 import ot
-from threadpoolctl import threadpool_info, threadpool_limits
+from _machine import context
+from threadpoolctl import threadpool_limits
 
 import gwlite
-
-
-def context() -> dict:
-    blas = [
-        {"api": i["internal_api"], "threads": i["num_threads"]}
-        for i in threadpool_info()
-        if i["user_api"] == "blas"
-    ]
-    return {"loadavg": list(os.getloadavg()), "blas": blas}
 
 
 def _busy(seconds: float) -> None:

@@ -119,6 +119,21 @@ def test_where_the_coarse_start_is_used():
     assert isinstance(default.diagnostics["coarse"], dict)
 
 
+def test_never_worse_than_G0_or_the_sorted_coupling_with_the_coarse_start():
+    from gwlite.bounds import sorted_sparse_coupling
+    from gwlite.coupling import to_dense
+
+    rng = np.random.default_rng(9)
+    C1, C2 = _cloud(rng, 64), _cloud(rng, 64)
+    good = gwlite.gromov_wasserstein(C1, C2, method="cg")
+    G0 = np.asarray(good.coupling)
+    res = gwlite.gromov_wasserstein(C1, C2, method="proximal", coarse=True, G0=G0)
+    assert res.diagnostics["starts"][:2] == ["coarse", "G0"]
+    assert res.upper <= float(gw_cost(C1, C2, G0)) + 1e-12
+    sorted_plan = to_dense(sorted_sparse_coupling(make_problem(C1, C2)))
+    assert res.upper <= float(gw_cost(C1, C2, np.asarray(sorted_plan))) + 1e-12
+
+
 def test_sample_size_follows_the_budget():
     problem = make_problem(np.zeros((4000, 4000)), np.zeros((3000, 3000)))
     assert _coarse.sample_size(problem, None, None) == _coarse.COARSE_POINTS
