@@ -56,7 +56,8 @@ def machine_load() -> float:
     and the processes runnable right now (Linux's ``/proc/loadavg``, this one included).
     The average lags by a minute: two processes started a second ago are in the second
     number only (measured: two spinning processes, load average 1.7 on 2 cores, and a
-    2-thread solve 2.7x worse for it). 0 where neither is known."""
+    2-thread ``proximal`` next to them returned a plan 2.9x POT CG's at n = 1000). 0
+    where neither is known."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     try:
         with open("/proc/loadavg") as f:
