@@ -244,15 +244,30 @@ def _through_batch(work: Work, layer: Layer, ii, jj, options: dict):
     options = _checked_options(layer.method, options)
     # the spaces were validated once (gwlite.pairs.spaces: one dtype and namespace), so a
     # pair's problem is built without checking its matrices again
-    uniform = {k: _uniform(work.spaces[k][1]) for k in set(ii.tolist()) | set(jj.tolist())}
+    used = set(ii.tolist()) | set(jj.tolist())
+    uniform = {k: _uniform(work.spaces[k][1]) for k in used}
+    top = {k: _largest_entry(work, k) for k in used}
     problems = []
     for i, j in zip(ii.tolist(), jj.tolist()):
         (C1, p), (C2, q) = work.spaces[i], work.spaces[j]
-        problems.append(GWProblem(C1, C2, p, q, layer.loss_fun, uniform[i] and uniform[j]))
+        problem = GWProblem(C1, C2, p, q, layer.loss_fun, uniform[i] and uniform[j])
+        # the loss scale (GWProblem.entry_scale) from the spaces, not once per pair
+        object.__setattr__(problem, "top", max(top[i], top[j]))
+        problems.append(problem)
     results = solve_problems(problems, layer.method, options)
     lower = np.array([_xp.as_float(r.lower) for r in results])
     upper = np.array([_xp.as_float(r.upper) for r in results])
     return lower, upper, np.array([r.certified for r in results], dtype=bool)
+
+
+def _largest_entry(work: Work, k: int) -> float:
+    """Space ``k``'s largest absolute entry (prepared once per space when the sorted
+    layer's buckets exist)."""
+    if work.buckets is not None:
+        return float(work.buckets.maxabs[k])
+    from gwlite.problem import _largest_abs
+
+    return _largest_abs(work.spaces[k][0])
 
 
 def _cloud_layer(work: Work, layer: Layer, ii, jj):

@@ -203,10 +203,11 @@ def _starts(problem: GWProblem, G0, n_starts: int, seed: int, memo: dict | None 
     plans, names = ([G0], ["G0"]) if G0 is not None else ([], [])
     plans += [p[:, None] * q[None, :], sorted_plan]
     names += ["product", "sorted"]
-    rng = np.random.default_rng([seed, problem.n, problem.m])
-    while len(plans) < n_starts:
-        plans.append(_random_vertex(problem, p, q, rng))
-        names.append(f"random{len(names)}")
+    if len(plans) < n_starts:  # a generator costs tens of microseconds: only when used
+        rng = np.random.default_rng([seed, problem.n, problem.m])
+        while len(plans) < n_starts:
+            plans.append(_random_vertex(problem, p, q, rng))
+            names.append(f"random{len(names)}")
     candidates = {"sorted": sorted_plan} | ({} if G0 is None else {"G0": G0})
     return plans[:n_starts], names[:n_starts], candidates
 

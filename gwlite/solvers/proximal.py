@@ -408,7 +408,7 @@ def solve(
     return_coupling : bool
     coarse : bool, optional
         Start from a plan solved at a coarse scale and polish it on the full problem,
-        in place of the mirror-descent loop (:mod:`gwlite.solvers._coarse`: farthest-point
+        in place of the mirror-descent loop (``gwlite.solvers._coarse``: farthest-point
         samples, their Voronoi cells' weights, a small ``proximal`` solve, lifted back).
         ``None`` (default): when both matrices are distances (symmetric, non-negative,
         zero diagonal), the loss is ``square_loss`` and both sides have at least 1,000
@@ -548,7 +548,7 @@ def solve(
 
 
 def _coarse_start(sub64, coarse, symmetric, steps, deadline, model, polish_est, seed):
-    """The lifted coarse plan (:mod:`gwlite.solvers._coarse`) or None, and the note for
+    """The lifted coarse plan (``gwlite.solvers._coarse``) or None, and the note for
     the diagnostics. It is only worth its polish: not used when the polish is off, and
     under a time limit the coarse solve leaves time for ``_COARSE_POLISH_STEPS`` polish
     steps and the final pricing (else the loop runs, as without it)."""
