@@ -414,7 +414,9 @@ def solve(
         zero diagonal), the loss is ``square_loss`` and both sides have at least 1,000
         nodes, where it is measured better and faster than the loop and than POT's
         conditional gradient; ``True``: also on smaller distance matrices; ``False``:
-        never. ``diagnostics["coarse"]`` says what it did, or why not.
+        never. ``diagnostics["coarse"]`` says what it did, or why not. With it there is
+        no loop (``n_iter`` 0): ``stop_reason`` is the polish's (``"tol"`` when it
+        reached a stationary plan, then ``converged`` is true; ``"time_limit"``).
 
     Returns
     -------
