@@ -34,6 +34,7 @@ from gwlite.solvers._common import (
     positive_int,
     positive_real,
 )
+from gwlite.solvers._operators import MANY_LEVELS_NOTE, few_levels
 from gwlite.solvers.batched import solve_batch
 
 __all__ = ["AUTO_BATCH_OPTIONS", "gromov_wasserstein_batch"]
@@ -235,7 +236,7 @@ def solve_auto(
     left = deadline - time.perf_counter()
     # abs_loss with many distinct entries has no affordable gradient (as in the single
     # call's auto): those problems keep the sorted coupling, said in their diagnostics
-    solvable = [_few_levels(pr) for pr in problems]
+    solvable = [few_levels(pr) for pr in problems]
     plans = [None] * len(problems)
     if left <= 0.01 * limit:
         skipped.append("proximal")
@@ -266,24 +267,9 @@ def solve_auto(
         mean_row = _xp.as_float(lower_value(problem, "mean_row")) if plan is None else plan.lower
         candidates = [(mean_row, "mean_row"), (tlb[k], "tlb"), (extra[k], lower)]
         low = max((c for c in candidates if not math.isnan(c[0])), key=lambda c: c[0])
-        note = None if solvable[k] else _MANY_LEVELS
+        note = None if solvable[k] else MANY_LEVELS_NOTE
         results.append(_auto_result(problem, low, plan, skipped, limit, share, rtol, note))
     return results
-
-
-_MANY_LEVELS = "abs_loss with many distinct entries (no affordable gradient)"
-
-
-def _few_levels(problem: GWProblem) -> bool:
-    """Whether the batched solver takes ``problem``: ``square_loss``, or ``abs_loss`` on
-    at most :data:`gwlite.solvers._operators.MAX_ABS_LEVELS` distinct entries."""
-    from gwlite.solvers._operators import check_loss_levels
-
-    try:
-        check_loss_levels(problem)
-    except GWInputError:
-        return False
-    return True
 
 
 def tlb_lowers(problems: Sequence[GWProblem], wanted=None, deadline: float = math.inf):

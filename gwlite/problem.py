@@ -69,8 +69,10 @@ class GWProblem:
     q: Any
     loss_fun: str
     uniform: bool
-    # not an init field: dataclasses.replace() (new matrices) must not carry it over
+    # not init fields: dataclasses.replace() (new matrices) must not carry them over
     top: float | None = field(default=None, init=False, compare=False, repr=False)
+    # abs_loss: the sorted distinct entries of both matrices (gwlite.solvers._operators)
+    levels: list | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def xp(self):

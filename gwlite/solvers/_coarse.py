@@ -39,7 +39,7 @@ from __future__ import annotations
 import time
 
 from gwlite import _xp
-from gwlite.problem import GWProblem
+from gwlite.problem import GWProblem, make_problem
 
 __all__ = [
     "COARSE_FROM",
@@ -150,8 +150,6 @@ def lifted_start(
     )
     c1 = xp.take(xp.take(problem.C1, i1, axis=0), i1, axis=1)
     c2 = xp.take(xp.take(problem.C2, i2, axis=0), i2, axis=1)
-    from gwlite.problem import make_problem
-
     limit = None if budget is None else max(budget - (time.perf_counter() - began), 1e-3)
     res = proximal.solve(
         make_problem(c1, c2, a, b), n_starts=_COARSE_STARTS, time_limit=limit, seed=seed

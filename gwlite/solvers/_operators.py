@@ -42,10 +42,22 @@ from gwlite import _xp
 from gwlite.errors import GWInputError
 from gwlite.problem import GWProblem
 
-__all__ = ["MAX_ABS_LEVELS", "Exact", "Factored", "exact", "factored"]
+__all__ = [
+    "MANY_LEVELS_NOTE",
+    "MAX_ABS_LEVELS",
+    "Exact",
+    "Factored",
+    "check_loss_levels",
+    "exact",
+    "factored",
+    "few_levels",
+    "problem_levels",
+]
 
 #: ``abs_loss`` is accepted when both matrices together have at most this many values
 MAX_ABS_LEVELS = 64
+#: why a solver skipped its gradient stage for an ``abs_loss`` problem with more values
+MANY_LEVELS_NOTE = "abs_loss with many distinct entries (no affordable gradient)"
 # a factorisation is used when it captures the matrix to this relative Frobenius error
 FACTOR_RTOL = 0.03
 # oversampling and power iterations of the randomized range finder
@@ -127,7 +139,7 @@ def exact(problem: GWProblem, symmetric: bool | None = None) -> Exact:
         scale = float(xp.max(xp.abs(C1))) * float(xp.max(xp.abs(C2)))
         kappa = float(p @ ((C1 * C1) @ p) + q @ ((C2 * C2) @ q))
         return Exact((C1,), (C2,), (1.0,), symmetric, scale if scale > 0 else 1.0, kappa)
-    levels = _levels(xp, C1, C2)
+    levels = problem_levels(problem)
     A, B, w = [], [], []
     for lo, hi in zip(levels[:-1], levels[1:]):
         A.append(xp.astype(C1 > lo, C1.dtype))
@@ -153,10 +165,30 @@ def _levels(xp, C1, C2) -> list[float]:
     return sorted(float(v) for v in _xp.to_numpy(values))
 
 
+def problem_levels(problem: GWProblem) -> list[float]:
+    """The sorted distinct entries of both matrices of an ``abs_loss`` problem (its
+    level sets), computed once per problem; ``GWInputError`` when there are more than
+    :data:`MAX_ABS_LEVELS`."""
+    if problem.levels is None:
+        levels = _levels(problem.xp, _xp.detach(problem.C1), _xp.detach(problem.C2))
+        object.__setattr__(problem, "levels", levels)
+    return problem.levels
+
+
 def check_loss_levels(problem: GWProblem) -> None:
     """Raise the ``abs_loss`` error early (before any work) when it applies."""
     if problem.loss_fun == "abs_loss":
-        _levels(problem.xp, _xp.detach(problem.C1), _xp.detach(problem.C2))
+        problem_levels(problem)
+
+
+def few_levels(problem: GWProblem) -> bool:
+    """Whether the level-set gradient is affordable: ``square_loss``, or ``abs_loss`` on
+    at most :data:`MAX_ABS_LEVELS` distinct entries."""
+    try:
+        check_loss_levels(problem)
+    except GWInputError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -214,12 +214,12 @@ def _level_stacks(problems, index, N, K, dtype) -> tuple:
     weighted by :math:`z_{t+1} - z_t`, ``(B, T, K, K)``, and per problem the lowest level
     :math:`z_0` and the range :math:`z_{\max} - z_0` (the scale of
     :func:`gwlite.solvers._operators.exact`), as arrays ``(B,)``."""
-    from gwlite.solvers._operators import _levels
+    from gwlite.solvers._operators import problem_levels
 
     first = problems[index[0]]
     xp, device = first.xp, _xp.device(first.C1)
     mats = [(_xp.detach(problems[k].C1), _xp.detach(problems[k].C2)) for k in index]
-    levels = [_levels(xp, C1, C2) for C1, C2 in mats]
+    levels = [problem_levels(problems[k]) for k in index]
     T = max(1, max(len(z) - 1 for z in levels))
     A = xp.zeros((len(index), T, N, N), dtype=dtype, device=device)
     Bt = xp.zeros((len(index), T, K, K), dtype=dtype, device=device)

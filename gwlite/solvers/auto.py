@@ -405,10 +405,8 @@ def _stage_proximal(ctx: _Context) -> dict:
     two rounds in a row find no better plan, the interval is certified or the stage's
     time is used; large problems get one round with the whole budget."""
     problem, best = ctx.problem, ctx.best
-    try:
-        _operators.check_loss_levels(problem)
-    except GWInputError:
-        return {"skipped": "abs_loss with many distinct entries (no affordable gradient)"}
+    if not _operators.few_levels(problem):
+        return {"skipped": _operators.MANY_LEVELS_NOTE}
     share = _PROXIMAL_SHARE if ctx.later_stages else 1.0
     stage_deadline = time.perf_counter() + share * ctx.left
     starts = _n_starts(problem) if ctx.n_starts is None else int(ctx.n_starts)
